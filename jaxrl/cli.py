@@ -1,0 +1,30 @@
+"""The `jaxrl` command line: `jaxrl mlp ...` and `jaxrl dqn train|eval|play ...`.
+
+Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/cli.py`) and exposes
+`add_parser(subparsers)`, which registers its parser and sets `func` to a callable taking the parsed
+`argparse.Namespace` and returning an exit code. Heavy imports happen inside `func`, so `jaxrl --help` is quick.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxrl",
+        description="scikit-learn's MLPs and a DQN agent as pure, jitted JAX functions.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from jaxrl.mlp import cli as mlp_cli
+    from jaxrl.dqn import cli as dqn_cli
+
+    mlp_cli.add_parser(subparsers)
+    dqn_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Deep Q-learning on Atari RAM: pure core (network, replay, loss/update, act) and the training shells."""

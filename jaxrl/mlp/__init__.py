@@ -1,0 +1,1 @@
+"""Multi-layer perceptrons: a pure functional core and scikit-learn-compatible estimators."""
