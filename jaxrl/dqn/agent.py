@@ -1,0 +1,239 @@
+"""DQN agent as pure functions: TD loss (one example, batched with vmap), optax update, target sync, ε-greedy act.
+
+References:
+  Mnih et al., 2015, "Human-level control through deep reinforcement learning" (DQN, target network, Huber loss).
+  van Hasselt et al., 2016, "Deep Reinforcement Learning with Double Q-learning" (double DQN).
+
+    dqn = make_dqn(num_actions=6)
+    state = dqn.init(key)
+    state, metrics = jax.jit(dqn.update)(state, batch)            # batch: Transition, leaves [B, ...]
+    actions = dqn.act(state.params, obs, key, epsilon)            # obs [N, 128] uint8 -> [N] int32
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrl.dqn.network import QNetwork
+from jaxrl.dqn.replay import Transition
+
+Params = Any
+NUM_RAM_BYTES = 128
+
+
+class DQNState(NamedTuple):
+    """Everything an update changes."""
+
+    params: Params  # online Q-network parameters (flax variables dict)
+    target_params: Params  # target network parameters, same tree as params
+    opt_state: optax.OptState  # optax Adam state (+ clipping state)
+    num_updates: jax.Array  # () int32, optimizer steps taken
+
+
+class DQN(NamedTuple):
+    """The agent's pure functions, with the hyper-parameters bound by `make_dqn`."""
+
+    init: Callable[[jax.Array], DQNState]
+    loss: Callable[..., tuple[jax.Array, dict]]
+    update: Callable[[DQNState, Transition], tuple[DQNState, dict]]
+    act: Callable[..., jax.Array]
+    q_values: Callable[[Params, jax.Array], jax.Array]
+
+
+def td_loss(
+    q_tm1: jax.Array,
+    a_tm1: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    q_t_target: jax.Array,
+    q_t_online: jax.Array | None = None,
+    huber_delta: float = 1.0,
+) -> jax.Array:
+    """Huber loss of the one-step Q-learning TD error, for ONE transition (batch it with `jax.vmap`).
+
+    target = r_t + discount_t * max_a q_t_target[a]                          (DQN)
+    target = r_t + discount_t * q_t_target[argmax_a q_t_online[a]]           (double DQN, when q_t_online given)
+    loss   = huber(target - q_tm1[a_tm1], delta)  with gradient stopped through the target.
+
+    Args:
+      q_tm1: [A] online Q-values at o_tm1.
+      a_tm1: () int action taken at o_tm1.
+      r_t: () reward.
+      discount_t: () gamma * (1 - terminated_t): 0 at a true terminal, gamma otherwise (also on truncation).
+      q_t_target: [A] target-network Q-values at o_t.
+      q_t_online: [A] online Q-values at o_t for double DQN, or None.
+      huber_delta: Huber threshold (1.0 = smooth L1).
+
+    Returns:
+      () loss.
+    """
+    assert q_tm1.ndim == 1 and q_t_target.shape == q_tm1.shape, (q_tm1.shape, q_t_target.shape)
+    assert jnp.ndim(a_tm1) == 0 and jnp.ndim(r_t) == 0 and jnp.ndim(discount_t) == 0
+    if q_t_online is None:
+        v_t = jnp.max(q_t_target)
+    else:
+        assert q_t_online.shape == q_t_target.shape, (q_t_online.shape, q_t_target.shape)
+        v_t = q_t_target[jnp.argmax(q_t_online)]
+    target_tm1 = jax.lax.stop_gradient(r_t + discount_t * v_t)
+    td_error = target_tm1 - q_tm1[a_tm1]
+    return optax.losses.huber_loss(td_error, delta=huber_delta)
+
+
+def _loss(params, target_params, batch: Transition, *, network, gamma, huber_delta, double_dqn):
+    """Mean TD loss over a batch. batch leaves [B, ...]. Returns (() loss, metrics dict of scalars)."""
+    q_tm1 = network.apply(params, batch.obs)  # [B, A]
+    q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
+    q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
+    discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
+    per_example = jax.vmap(
+        functools.partial(td_loss, huber_delta=huber_delta),
+        in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0),
+    )(q_tm1, batch.action, batch.reward.astype(jnp.float32), discount_t, q_t_target, q_t_online)
+    loss = jnp.mean(per_example)
+    q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken)}
+
+
+def _init(key, *, network, optimizer) -> DQNState:
+    """Fresh parameters (target = online copy) and optimizer state."""
+    params = network.init(key, jnp.zeros((1, NUM_RAM_BYTES), jnp.uint8))
+    return DQNState(
+        params=params,
+        target_params=jax.tree.map(jnp.copy, params),
+        opt_state=optimizer.init(params),
+        num_updates=jnp.zeros((), jnp.int32),
+    )
+
+
+def _update(state: DQNState, batch: Transition, *, loss_fn, optimizer, target_update_period, tau):
+    """One optimizer step on `batch` (leaves [B, ...]), then the target sync. Returns (state, metrics)."""
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    num_updates = state.num_updates + 1
+    if tau < 1.0:
+        target_params = optax.incremental_update(params, state.target_params, step_size=tau)
+    else:
+        target_params = optax.periodic_update(
+            params, state.target_params, num_updates, target_update_period
+        )
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+    return DQNState(params, target_params, opt_state, num_updates), metrics
+
+
+def _q_values(params, obs, *, network):
+    """obs [..., 128] uint8 -> q [..., A] float32."""
+    return network.apply(params, obs)
+
+
+def _act(params, obs, key, epsilon, *, network, num_actions):
+    """ε-greedy actions, independent per env.
+
+    Args:
+      params: online parameters.
+      obs: [N, 128] uint8.
+      key: PRNG key, split into one key per env.
+      epsilon: () probability of a uniformly random action over ALL num_actions.
+
+    Returns:
+      actions: [N] int32.
+    """
+    assert obs.ndim == 2, obs.shape
+    greedy = jnp.argmax(network.apply(params, obs), axis=-1).astype(jnp.int32)  # [N]
+
+    def one_env(env_key, greedy_action):
+        explore_key, action_key = jax.random.split(env_key)
+        random_action = jax.random.randint(action_key, (), 0, num_actions, jnp.int32)
+        return jnp.where(jax.random.uniform(explore_key) < epsilon, random_action, greedy_action)
+
+    return jax.vmap(one_env)(jax.random.split(key, obs.shape[0]), greedy)
+
+
+def epsilon_schedule(
+    start: float = 0.08, end: float = 0.01, decay_steps: int = 1_000_000
+) -> optax.Schedule:
+    """Linear ε from `start` to `end` over `decay_steps` env steps, constant after (optax.linear_schedule)."""
+    for name, value in (("start", start), ("end", end)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"epsilon {name} must be in [0, 1], got {value}.")
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, numbers.Integral) or decay_steps < 0:
+        raise ValueError(f"decay_steps must be an int >= 0, got {decay_steps!r}.")
+    return optax.linear_schedule(start, end, int(decay_steps))
+
+
+def _check(name: str, ok: bool, value) -> None:
+    if not ok:
+        raise ValueError(f"invalid {name}: {value!r}")
+
+
+def make_dqn(
+    num_actions: int,
+    *,
+    hidden_sizes: Sequence[int] = (256, 256),
+    learning_rate: float = 2e-3,
+    gamma: float = 0.98,
+    huber_delta: float = 1.0,
+    double_dqn: bool = False,
+    target_update_period: int = 2_000,
+    tau: float = 1.0,
+    max_grad_norm: float | None = None,
+) -> DQN:
+    """Build the DQN agent's pure functions.
+
+    Args:
+      num_actions: A, size of the discrete action set.
+      hidden_sizes: Q-network hidden widths.
+      learning_rate: Adam step size.
+      gamma: discount in [0, 1].
+      huber_delta: Huber loss threshold (> 0).
+      double_dqn: select the bootstrap action with the online network (van Hasselt et al., 2016).
+      target_update_period: with tau == 1, copy params to target every this many updates.
+      tau: if < 1, Polyak-average the target after EVERY update: target <- tau*params + (1-tau)*target
+        (target_update_period is then unused).
+      max_grad_norm: if set, clip gradients by this global norm before Adam.
+
+    Returns:
+      DQN(init, loss, update, act, q_values).
+    """
+    _check("num_actions (int >= 1)", isinstance(num_actions, numbers.Integral) and num_actions >= 1, num_actions)
+    _check(
+        "hidden_sizes (positive ints)",
+        all(isinstance(h, numbers.Integral) and h >= 1 for h in hidden_sizes),
+        hidden_sizes,
+    )
+    _check("learning_rate (> 0)", learning_rate > 0, learning_rate)
+    _check("gamma (in [0, 1])", 0.0 <= gamma <= 1.0, gamma)
+    _check("huber_delta (> 0)", huber_delta > 0, huber_delta)
+    _check(
+        "target_update_period (int >= 1)",
+        isinstance(target_update_period, numbers.Integral) and target_update_period >= 1,
+        target_update_period,
+    )
+    _check("tau (in (0, 1])", 0.0 < tau <= 1.0, tau)
+    _check("max_grad_norm (None or > 0)", max_grad_norm is None or max_grad_norm > 0, max_grad_norm)
+
+    network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes))
+    optimizer = optax.adam(learning_rate)
+    if max_grad_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
+    loss_fn = functools.partial(
+        _loss, network=network, gamma=float(gamma), huber_delta=float(huber_delta), double_dqn=bool(double_dqn)
+    )
+    return DQN(
+        init=functools.partial(_init, network=network, optimizer=optimizer),
+        loss=loss_fn,
+        update=functools.partial(
+            _update,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            target_update_period=int(target_update_period),
+            tau=float(tau),
+        ),
+        act=functools.partial(_act, network=network, num_actions=int(num_actions)),
+        q_values=functools.partial(_q_values, network=network),
+    )

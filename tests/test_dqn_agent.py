@@ -1,0 +1,158 @@
+"""DQN agent: TD loss by hand, terminal vs truncated targets, target sync, ε-greedy, one update, vmap over seeds."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_loss
+
+
+def _huber(x, delta=1.0):
+    x = abs(x)
+    return 0.5 * x * x if x <= delta else delta * (x - 0.5 * delta)
+
+
+def test_td_loss_hand_computed():
+    q_tm1 = jnp.array([1.0, 2.0, 3.0])
+    # target = 0.5 + 0.9 * max(0, 4, 1) = 4.1; td = 4.1 - q_tm1[1] = 2.1 > delta -> 1 * (2.1 - 0.5) = 1.6
+    loss = td_loss(q_tm1, 1, 0.5, 0.9, jnp.array([0.0, 4.0, 1.0]))
+    np.testing.assert_allclose(loss, 1.6, rtol=1e-6)
+    # target = 0.5 + 0.9 * 1 = 1.4; td = 1.4 - 2 = -0.6 -> 0.5 * 0.36 = 0.18
+    loss = td_loss(q_tm1, 1, 0.5, 0.9, jnp.array([0.0, 1.0, 0.5]))
+    np.testing.assert_allclose(loss, 0.18, rtol=1e-6)
+    # huber_delta = 2: td = 2.1 -> 2 * (2.1 - 1) = 2.2
+    loss = td_loss(q_tm1, 1, 0.5, 0.9, jnp.array([0.0, 4.0, 1.0]), huber_delta=2.0)
+    np.testing.assert_allclose(loss, 2.2, rtol=1e-6)
+
+
+def test_double_dqn_picks_action_with_online_net():
+    q_tm1 = jnp.array([1.0, 2.0, 3.0])
+    q_t_target = jnp.array([0.0, 4.0, 1.0])
+    q_t_online = jnp.array([0.0, 0.0, 5.0])  # argmax 2 -> bootstrap q_t_target[2] = 1
+    loss = td_loss(q_tm1, 1, 0.5, 0.9, q_t_target, q_t_online)
+    np.testing.assert_allclose(loss, _huber(0.5 + 0.9 * 1.0 - 2.0), rtol=1e-6)
+
+
+def test_td_loss_gradient_flows_only_through_q_tm1():
+    grads = jax.grad(td_loss, argnums=(0, 4))(
+        jnp.array([1.0, 2.0, 3.0]), 1, 0.5, 0.9, jnp.array([0.0, 1.0, 0.5])
+    )
+    np.testing.assert_allclose(grads[0], [0.0, 0.6, 0.0], rtol=1e-6)  # d/dq huber(1.4 - q) = -(1.4-2)
+    np.testing.assert_allclose(grads[1], 0.0)
+
+
+def _batch_from(obs_rows, actions, rewards, next_rows, terminated):
+    obs = jnp.asarray(np.repeat(np.asarray(obs_rows, np.uint8)[:, None], 128, 1))
+    next_obs = jnp.asarray(np.repeat(np.asarray(next_rows, np.uint8)[:, None], 128, 1))
+    return Transition(obs, jnp.asarray(actions, jnp.int32), jnp.asarray(rewards, jnp.float32), next_obs,
+                      jnp.asarray(terminated))
+
+
+def test_terminated_is_not_bootstrapped_truncated_is():
+    """The batch loss equals the hand formula with discount 0 at a terminal and gamma otherwise.
+
+    Truncation has no field in Transition: the learner stores a time-limit step with terminated=False, so it is
+    bootstrapped exactly like the second row here (see tests/test_dqn_learner.py).
+    """
+    gamma = 0.9
+    dqn = make_dqn(3, hidden_sizes=(8,), gamma=gamma)
+    state = dqn.init(jax.random.key(0))
+    batch = _batch_from([10, 10], [2, 2], [1.0, 1.0], [200, 200], [True, False])
+    q_tm1 = dqn.q_values(state.params, batch.obs)[:, 2]
+    v_t = jnp.max(dqn.q_values(state.target_params, batch.next_obs), axis=-1)
+    expected = [_huber(1.0 - float(q_tm1[0])), _huber(1.0 + gamma * float(v_t[1]) - float(q_tm1[1]))]
+    loss, metrics = dqn.loss(state.params, state.target_params, batch)
+    np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+    np.testing.assert_allclose(metrics["q_mean"], np.mean(q_tm1), rtol=1e-5)
+    # and the two rows differ only by the bootstrap term
+    only_terminal, _ = dqn.loss(state.params, state.target_params, jax.tree.map(lambda x: x[:1], batch))
+    np.testing.assert_allclose(only_terminal, expected[0], rtol=1e-5)
+
+
+def test_epsilon_schedule_values():
+    schedule = epsilon_schedule(0.08, 0.01, decay_steps=1000)
+    np.testing.assert_allclose(
+        [schedule(0), schedule(500), schedule(1000), schedule(10**6)], [0.08, 0.045, 0.01, 0.01], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="start"):
+        epsilon_schedule(1.5, 0.01, 10)
+
+
+def test_one_jitted_update_decreases_loss_on_fixed_batch():
+    dqn = make_dqn(6, hidden_sizes=(32, 32), learning_rate=1e-2)
+    state = dqn.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = _batch_from(rng.integers(0, 256, 16), rng.integers(0, 6, 16), rng.normal(size=16),
+                        rng.integers(0, 256, 16), rng.random(16) < 0.3)
+    before, _ = dqn.loss(state.params, state.target_params, batch)
+    new_state, metrics = jax.jit(dqn.update)(state, batch)
+    after, _ = dqn.loss(new_state.params, new_state.target_params, batch)
+    np.testing.assert_allclose(metrics["loss"], before, rtol=1e-5)  # metrics are from before the step
+    assert float(after) < float(before)
+    assert int(new_state.num_updates) == 1
+
+
+def test_hard_target_sync_every_period():
+    dqn = make_dqn(3, hidden_sizes=(8,), target_update_period=3)
+    state = dqn.init(jax.random.key(0))
+    batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
+    update = jax.jit(dqn.update)
+    initial_target = state.target_params
+    for _ in range(2):
+        state, _ = update(state, batch)
+        jax.tree.map(np.testing.assert_array_equal, state.target_params, initial_target)
+    state, _ = update(state, batch)
+    jax.tree.map(np.testing.assert_array_equal, state.target_params, state.params)
+
+
+def test_polyak_target_with_tau():
+    dqn = make_dqn(3, hidden_sizes=(8,), tau=0.25)
+    state = dqn.init(jax.random.key(0))
+    batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
+    new_state, _ = dqn.update(state, batch)
+    expected = jax.tree.map(lambda p, t: 0.25 * p + 0.75 * t, new_state.params, state.target_params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 new_state.target_params, expected)
+
+
+def test_double_dqn_and_clipping_update_runs():
+    dqn = make_dqn(3, hidden_sizes=(8,), double_dqn=True, max_grad_norm=0.1)
+    state = dqn.init(jax.random.key(0))
+    batch = _batch_from([1, 2], [0, 1], [100.0, -100.0], [3, 4], [False, True])
+    new_state, metrics = jax.jit(dqn.update)(state, batch)
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0.1  # norm before clipping
+    assert int(new_state.num_updates) == 1
+
+
+def test_random_actions_cover_all_actions_and_are_per_env():
+    dqn = make_dqn(6, hidden_sizes=(8,))
+    params = dqn.init(jax.random.key(0)).params
+    obs = jnp.zeros((600, 128), jnp.uint8)  # identical obs: only per-env randomness can make them differ
+    actions = jax.jit(dqn.act)(params, obs, jax.random.key(1), 1.0)
+    assert actions.shape == (600,) and actions.dtype == jnp.int32
+    assert set(np.asarray(actions).tolist()) == set(range(6))
+    greedy = dqn.act(params, obs, jax.random.key(1), 0.0)
+    np.testing.assert_array_equal(greedy, jnp.argmax(dqn.q_values(params, obs), -1))
+
+
+def test_vmap_init_and_update_over_two_seeds():
+    dqn = make_dqn(6, hidden_sizes=(16,))
+    states = jax.vmap(dqn.init)(jax.random.split(jax.random.key(0), 2))
+    batch = _batch_from([1, 2, 3], [0, 5, 2], [1.0, 0.0, -1.0], [2, 3, 4], [False, False, True])
+    new_states, metrics = jax.jit(jax.vmap(dqn.update, in_axes=(0, None)))(states, batch)
+    assert metrics["loss"].shape == (2,)
+    kernel = new_states.params["params"]["Dense_0"]["kernel"]
+    assert kernel.shape == (2, 128, 16) and not np.allclose(kernel[0], kernel[1])
+    single, _ = dqn.update(jax.tree.map(lambda x: x[1], states), batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6), new_states, single)
+
+
+def test_bad_hyper_parameters():
+    with pytest.raises(ValueError, match="gamma"):
+        make_dqn(6, gamma=1.5)
+    with pytest.raises(ValueError, match="num_actions"):
+        make_dqn(0)
+    with pytest.raises(ValueError, match="tau"):
+        make_dqn(6, tau=0.0)
+    with pytest.raises(ValueError, match="target_update_period"):
+        make_dqn(6, target_update_period=0)
