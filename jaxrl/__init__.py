@@ -1,3 +1,6 @@
 """jaxrl: scikit-learn's multi-layer perceptrons and a classic DQN agent as pure, jitted JAX functions."""
 
 __version__ = "0.1.0"
+
+from jaxrl.mlp.estimators import MLPClassifier as MLPClassifier  # noqa: E402
+from jaxrl.mlp.estimators import MLPRegressor as MLPRegressor  # noqa: E402

@@ -1,0 +1,672 @@
+"""scikit-learn-compatible ``MLPClassifier`` / ``MLPRegressor`` on the JAX core.
+
+Drop-in replacements for ``sklearn.neural_network.MLPClassifier`` /
+``MLPRegressor`` (scikit-learn 1.9): same constructor parameters and defaults,
+same fitted attributes (NumPy arrays with sklearn's shapes), same validation
+and, for float64 input and the same ``random_state``, the same numbers for the
+stochastic solvers (sklearn's NumPy ``RandomState`` drives the initial weights,
+the early-stopping split and the per-epoch shuffles).
+
+The estimator is only a shell: every epoch is one call of the jitted
+:func:`jaxrl.mlp.core.train_epoch` (a ``lax.scan`` over minibatches of data
+placed on the device once per fit); the host only does what sklearn does at
+epoch ends (loss bookkeeping, stopping rules, learning-rate schedules).
+float64 input is trained under ``jax.enable_x64(True)``; float32 stays float32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils import shuffle as sklearn_shuffle
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from jaxrl.mlp import core, optim
+from jaxrl.mlp.lbfgs import lbfgs_fit
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+# Compiled once per (shapes, dtype, static config) and shared by every estimator.
+_train_epoch = jax.jit(core.train_epoch, static_argnames=("batch_size", "optimizer", "spec"))
+_forward = jax.jit(core.forward, static_argnames=("activation", "out_activation"))
+
+
+def _x64(dtype):
+    """Context manager: JAX 64-bit mode exactly when the data are float64."""
+    return jax.enable_x64(bool(np.dtype(dtype) == np.float64))
+
+
+def _to_device_params(coefs, intercepts, dtype):
+    return tuple((jnp.asarray(w, dtype), jnp.asarray(b, dtype)) for w, b in zip(coefs, intercepts))
+
+
+def _to_host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared machinery of :class:`MLPClassifier` and :class:`MLPRegressor`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    # ------------------------------------------------------------------ helpers
+    def _loss_name(self) -> str:
+        raise NotImplementedError
+
+    def _spec(self) -> core.MLPSpec:
+        loss_name = self._loss_name()
+        if loss_name == "log_loss" and self.out_activation_ == "logistic":
+            loss_name = "binary_log_loss"
+        return core.MLPSpec(activation=self.activation, out_activation=self.out_activation_, loss=loss_name)
+
+    def _initialize(self, y, layer_units, dtype, random_state):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self._loss_name() == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+        params = core.init_params_numpy(random_state, layer_units, self.activation, dtype)
+        self.coefs_ = [w for w, _ in params]
+        self.intercepts_ = [b for _, b in params]
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    # ---------------------------------------------------------------------- fit
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden_layer_sizes}.")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sp.issparse(X):
+            X = X.toarray()
+        n_features = X.shape[1]
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, X.dtype, random_state)
+
+        with _x64(X.dtype):
+            params = _to_device_params(self.coefs_, self.intercepts_, X.dtype)
+            if self.solver in _STOCHASTIC_SOLVERS:
+                params = self._fit_stochastic(X, y, sample_weight, params, random_state, incremental)
+            else:
+                params = self._fit_lbfgs(X, y, sample_weight, params)
+            self.coefs_, self.intercepts_ = core.params_to_numpy(params)
+
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _fit_lbfgs(self, X, y, sample_weight, params):
+        dtype = X.dtype
+        weight = np.ones(X.shape[0], dtype) if sample_weight is None else sample_weight.astype(dtype)
+        batch = core.Batch(x=jnp.asarray(X), y=jnp.asarray(y, dtype), weight=jnp.asarray(weight))
+        result = lbfgs_fit(
+            params, batch, self.alpha, self.tol, self.max_iter, self.max_fun, spec=self._spec()
+        )
+        self.n_iter_ = int(result.n_iter)
+        self.loss_ = float(result.loss)
+        if not np.isfinite(self.loss_):
+            raise ValueError(
+                f"lbfgs diverged at iteration {self.n_iter_}: the loss is {self.loss_}. "
+                "Scale the input data (e.g. StandardScaler) or increase alpha."
+            )
+        if not bool(result.converged):
+            reason = (
+                "ITERATIONS REACHED LIMIT" if self.n_iter_ >= self.max_iter else "FUNCTION EVALUATIONS REACHED LIMIT"
+            )
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) ({reason}).\n\n"
+                "Increase the number of iterations to improve the convergence "
+                f"(max_iter={self.max_iter}).\n"
+                "You might also want to scale the data as shown in:\n"
+                "    https://scikit-learn.org/stable/modules/preprocessing.html",
+                ConvergenceWarning,
+            )
+        return result.params
+
+    def _make_opt_state(self, params, dtype, incremental):
+        key = (self.solver, bool(self.nesterovs_momentum))
+        if incremental and getattr(self, "_opt_state", None) is not None:
+            optimizer = optim.make_optimizer(*self._optimizer_key)
+            cast = lambda a: jnp.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a)
+            return optimizer, jax.tree.map(cast, self._opt_state)
+        optimizer = optim.make_optimizer(*key)
+        self._optimizer_key = key
+        if self.solver == "sgd":
+            hyper = dict(learning_rate=self.learning_rate_init, momentum=self.momentum)
+        else:
+            hyper = dict(learning_rate=self.learning_rate_init, b1=self.beta_1, b2=self.beta_2, eps=self.epsilon)
+        return optimizer, optim.init_optimizer(optimizer, params, dtype, **hyper)
+
+    def _fit_stochastic(self, X, y, sample_weight, params, random_state, incremental):
+        dtype = X.dtype
+        optimizer, opt_state = self._make_opt_state(params, dtype, incremental)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # sklearn stratifies on the binarized y when it has a single column.
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+            split = train_test_split(
+                *arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+            )
+            X_train, X_val, y_train, y_val = split[:4]
+            sample_weight_train, sample_weight_val = (None, None) if sample_weight is None else split[4:]
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                )
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            x_val_device = jnp.asarray(X_val)
+        else:
+            X_train, y_train, sample_weight_train = X, y, sample_weight
+            y_val = sample_weight_val = x_val_device = None
+
+        n_samples = X_train.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        # The data go to the device once per fit; each epoch only sends its row order.
+        x_device = jnp.asarray(X_train)
+        y_device = jnp.asarray(y_train, dtype)
+        weight = np.ones(n_samples, dtype) if sample_weight_train is None else sample_weight_train.astype(dtype)
+        weight_device = jnp.asarray(weight)
+        spec = self._spec()
+        sample_idx = np.arange(n_samples, dtype=int)
+        best_params = params
+
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = sklearn_shuffle(sample_idx, random_state=random_state)
+                new_params, new_opt_state, metrics = _train_epoch(
+                    params,
+                    opt_state,
+                    x_device,
+                    y_device,
+                    weight_device,
+                    jnp.asarray(sample_idx, jnp.int32),
+                    self.alpha,
+                    batch_size=batch_size,
+                    optimizer=optimizer,
+                    spec=spec,
+                )
+                epoch_loss = float(metrics["loss"])
+                self.n_iter_ += 1
+                if not (np.isfinite(epoch_loss) and bool(metrics["finite"])):
+                    raise ValueError(
+                        f"Solver diverged at iteration {self.n_iter_}: the training loss is {epoch_loss} "
+                        "(non-finite loss or weights). Try a lower learning_rate_init "
+                        f"(currently {self.learning_rate_init}) or scale the input data "
+                        "(e.g. with StandardScaler). The weights of the last finite iteration are kept."
+                    )
+                params, opt_state = new_params, new_opt_state
+                self.loss_ = epoch_loss
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                improved_params = self._update_no_improvement_count(
+                    early_stopping, params, x_val_device, y_val, sample_weight_val
+                )
+                if improved_params is not None:
+                    best_params = improved_params
+
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    opt_state = optim.set_learning_rate(
+                        opt_state, optim.invscaling_learning_rate(self.learning_rate_init, self.t_, self.power_t)
+                    )
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
+                            self.tol,
+                            self.n_iter_no_change,
+                        )
+                    else:
+                        msg = "Training loss did not improve more than tol=%f for %d consecutive epochs." % (
+                            self.tol,
+                            self.n_iter_no_change,
+                        )
+                    if self.solver == "sgd" and self.learning_rate == "adaptive":
+                        current = optim.get_learning_rate(opt_state)
+                        if current <= 1e-6:
+                            if self.verbose:
+                                print(msg + " Learning rate too small. Stopping.")
+                            break
+                        opt_state = optim.set_learning_rate(opt_state, current / 5.0)
+                        if self.verbose:
+                            print(msg + " Setting learning rate to %f" % (current / 5.0))
+                        self._no_improvement_count = 0
+                    else:
+                        if self.verbose:
+                            print(msg + " Stopping.")
+                        break
+
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
+                        "converged yet." % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            self._opt_state = _to_host(opt_state)
+            self.coefs_, self.intercepts_ = core.params_to_numpy(params)
+
+        if early_stopping:
+            params = best_params
+        return params
+
+    def _update_no_improvement_count(self, early_stopping, params, x_val_device, y_val, sample_weight_val):
+        """sklearn's stopping bookkeeping; returns ``params`` when they are the new best."""
+        if early_stopping:
+            val_score = self._score_params(params, x_val_device, y_val, sample_weight_val)
+            self.validation_scores_.append(val_score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last_valid_score = self.validation_scores_[-1]
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                return params
+            return None
+        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if self.loss_curve_[-1] < self.best_loss_:
+            self.best_loss_ = self.loss_curve_[-1]
+        return None
+
+    def _score_params(self, params, x_device, y, sample_weight):
+        output = np.array(_forward(params, x_device, activation=self.activation, out_activation=self.out_activation_))
+        if not np.isfinite(output).all():
+            return np.nan
+        y_pred = self._output_to_prediction(output)
+        score_function = accuracy_score if is_classifier(self) else r2_score
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ predict
+    def _forward_pass_fast(self, X, check_input=True):
+        """Network output ``[n_samples, n_outputs]`` as a NumPy array."""
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        if sp.issparse(X):
+            X = X.toarray()
+        dtype = np.result_type(np.asarray(X).dtype, self.coefs_[0].dtype)
+        if not np.issubdtype(dtype, np.floating):
+            dtype = np.float64
+        with _x64(dtype):
+            params = _to_device_params(self.coefs_, self.intercepts_, dtype)
+            output = _forward(params, jnp.asarray(X, dtype), activation=self.activation, out_activation=self.out_activation_)
+            return np.array(output)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Args:
+          X: ``[n_samples, n_features]`` array-like or sparse matrix (densified).
+          y: ``[n_samples]`` or ``[n_samples, n_outputs]`` targets (class labels or reals).
+          sample_weight: ``[n_samples]`` or None.
+
+        Returns:
+          self, fitted.
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic optimizers. %s is not stochastic." % self.solver
+            )
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _partial_fit_available(estimator):
+    return estimator._check_solver()
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier`` in JAX.
+
+    Same parameters, defaults, attributes and results as
+    ``sklearn.neural_network.MLPClassifier`` (scikit-learn 1.9); see its
+    documentation. Output: softmax for multi-class, logistic for binary and
+    multi-label indicator ``y``; loss: (binary) log-loss.
+
+    Attributes (after fit): ``classes_``, ``coefs_``, ``intercepts_``, ``loss_``,
+    ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``best_validation_score_``, ``n_iter_``, ``t_``, ``n_layers_``,
+    ``n_outputs_``, ``out_activation_``, ``n_features_in_``, ``feature_names_in_``.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    def _loss_name(self):
+        return "log_loss"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=(np.float64, np.float32), reset=reset
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the previous call to "
+                        f"fit. Previously got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def _output_to_prediction(self, output):
+        if self.n_outputs_ == 1:
+            output = output.ravel()
+        return self._label_binarizer.inverse_transform(output)
+
+    def predict(self, X):
+        """Predicted class labels ``[n_samples]`` (or ``[n_samples, n_classes]`` multi-label)."""
+        check_is_fitted(self)
+        return self._output_to_prediction(self._forward_pass_fast(X))
+
+    @available_if(_partial_fit_available)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call.
+
+        Args:
+          X: ``[n_samples, n_features]``.
+          y: ``[n_samples]`` labels (or indicator matrix).
+          sample_weight: ``[n_samples]`` or None.
+          classes: all classes across calls (first call only).
+
+        Returns:
+          self.
+        """
+        self._validate_params()
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities ``[n_samples, n_classes]``, columns ordered as ``classes_``."""
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``, ``[n_samples, n_classes]``."""
+        return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor: scikit-learn's ``MLPRegressor`` in JAX.
+
+    Same parameters, defaults, attributes and results as
+    ``sklearn.neural_network.MLPRegressor`` (scikit-learn 1.9). ``loss`` is
+    ``"squared_error"`` (identity output) or ``"poisson"`` (exp output, half
+    Poisson deviance, ``y >= 0``).
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+    ):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    def _loss_name(self):
+        return self.loss
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+        return X, y
+
+    def _output_to_prediction(self, output):
+        return output.ravel() if output.shape[1] == 1 else output
+
+    def predict(self, X):
+        """Predicted values ``[n_samples]`` (or ``[n_samples, n_outputs]``)."""
+        check_is_fitted(self)
+        return self._output_to_prediction(self._forward_pass_fast(X))
+
+    @available_if(_partial_fit_available)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) with the stochastic solver (sgd or adam).
+
+        Args:
+          X: ``[n_samples, n_features]``.
+          y: ``[n_samples]`` or ``[n_samples, n_outputs]``.
+          sample_weight: ``[n_samples]`` or None.
+
+        Returns:
+          self.
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
