@@ -1,0 +1,213 @@
+"""``jaxrl dqn train | eval | play | plot``: the command line of the DQN runs (argparse).
+
+Every ``DQNConfig`` field is a ``train`` flag (``--num-envs``, ``--learning-rate``, ``--hidden-sizes 256 256``,
+``--double-dqn`` / ``--no-double-dqn``, ``--max-grad-norm none`` ...); flags override ``--preset`` (default
+``seed``). With ``--resume`` the run directory's saved config is the base, and a flag that changes anything
+but the resumable fields (total steps, logging, eval) is refused. Errors are one line on stderr, exit code 2
+(bad input) or 1 (divergence); an interrupted run (Ctrl-C / SIGTERM) saves a checkpoint and exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import typing
+
+from jaxrl.dqn.config import PRESETS, DQNConfig
+
+DEFAULT_RUN_ROOT = "checkpoints"
+_EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _optional_float(text: str) -> float | None:
+    if text.lower() in ("none", "off", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per DQNConfig field; absent flags stay absent (argparse.SUPPRESS) so presets apply."""
+    hints = typing.get_type_hints(DQNConfig)
+    defaults = DQNConfig()
+    group = parser.add_argument_group("config (defaults: the chosen --preset; shown: the seed preset)")
+    for field in dataclasses.fields(DQNConfig):
+        hint, default = hints[field.name], getattr(defaults, field.name)
+        kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS, help=f"default {default!r}")
+        if field.name == "backend":
+            group.add_argument(_flag(field.name), choices=("auto", "envpool", "gymnasium"), **kwargs)
+        elif hint is bool:
+            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
+        elif field.name == "hidden_sizes":
+            group.add_argument(_flag(field.name), nargs="+", type=int, metavar="WIDTH", **kwargs)
+        elif field.name == "max_grad_norm":
+            group.add_argument(_flag(field.name), type=_optional_float, metavar="NORM|none", **kwargs)
+        elif hint is int:
+            group.add_argument(_flag(field.name), type=int, metavar="N", **kwargs)
+        elif hint is float:
+            group.add_argument(_flag(field.name), type=float, metavar="X", **kwargs)
+        else:
+            group.add_argument(_flag(field.name), type=str, **kwargs)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = {f.name for f in dataclasses.fields(DQNConfig)}
+    return {name: value for name, value in vars(args).items() if name in names}
+
+
+def _fail(command: str, error: BaseException, code: int = _EXIT_BAD_INPUT) -> int:
+    print(f"jaxrl dqn {command}: error: {error}", file=sys.stderr)
+    return code
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``jaxrl dqn ...`` on the top-level ``subparsers``."""
+    parser = subparsers.add_parser("dqn", help="DQN on Atari RAM: train, eval, play, plot",
+                                   description="Deep Q-learning on Atari SpaceInvaders RAM (envpool or gymnasium).")
+    commands = parser.add_subparsers(dest="dqn_command", required=True, metavar="{train,eval,play,plot}")
+
+    train = commands.add_parser("train", help="train an agent into a run directory")
+    train.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="base config (default: seed; with --resume: the run's saved config)")
+    train.add_argument("--run-dir", default=None,
+                       help=f"run directory (default: {DEFAULT_RUN_ROOT}/dqn-<preset>-<date>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir first")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(train)
+    train.set_defaults(func=_train)
+
+    def add_agent_source(sub, *, episodes_default):
+        sub.add_argument("--run-dir", default=None, help="run directory of a trained agent")
+        sub.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step")
+        sub.add_argument("--random", action="store_true",
+                         help="a uniformly random agent instead (env settings from --run-dir or the seed preset)")
+        sub.add_argument("--episodes", type=int, default=episodes_default)
+        sub.add_argument("--epsilon", type=float, default=0.05, help="ε of the ε-greedy policy (0: greedy)")
+        sub.add_argument("--seed", type=int, default=12345, help="env / action seed of the evaluation")
+        sub.add_argument("--backend", choices=("auto", "envpool", "gymnasium"), default=None)
+
+    evaluate = commands.add_parser("eval", help="mean ± std return of a trained (or random) agent")
+    add_agent_source(evaluate, episodes_default=10)
+    evaluate.set_defaults(func=_eval)
+
+    play = commands.add_parser("play", help="render a trained (or random) agent to an MP4 or GIF")
+    add_agent_source(play, episodes_default=1)
+    play.add_argument("--video", required=True, help="output file, .mp4 or .gif")
+    play.add_argument("--fps", type=int, default=30)
+    play.add_argument("--max-steps", type=int, default=None, help="cut each episode after this many steps")
+    play.set_defaults(func=_play)
+
+    plot = commands.add_parser("plot", help="return curve PNG from a run's metrics.csv")
+    plot.add_argument("--run-dir", required=True)
+    plot.add_argument("--out", default=None, help="PNG path (default: <run-dir>/returns.png)")
+    plot.set_defaults(func=_plot)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jaxrl.dqn.config import preset
+    from jaxrl.dqn.train import DivergenceError, load_run_config, train
+
+    try:
+        if args.resume:
+            if args.run_dir is None:
+                raise ValueError("--resume needs --run-dir")
+            base = preset(args.preset) if args.preset else load_run_config(args.run_dir)
+        else:
+            base = preset(args.preset or "seed")
+        config = base.replace(**_overrides(args))
+        run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"run directory: {run_dir}")
+        result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+    except DivergenceError as error:
+        return _fail("train", error, _EXIT_DIVERGED)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        return _fail("train", error)
+    print(f"{'interrupted' if result.interrupted else 'done'}: {result.env_steps} steps ({result.frames} frames), "
+          f"{result.episodes} episodes, mean return of the last 100: {result.mean_return:.1f}, "
+          f"{result.wall_s:.0f} s; last checkpoint {result.last_checkpoint} in {result.run_dir}")
+    return _EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _agent(args: argparse.Namespace):
+    """(params or None, config, description) from --run-dir / --random."""
+    from jaxrl.dqn.config import preset
+    from jaxrl.dqn.evaluate import load_params
+    from jaxrl.dqn.train import load_run_config
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise ValueError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+    if args.random:
+        config = load_run_config(args.run_dir) if args.run_dir else preset("seed")
+        params, what = None, "random agent"
+    else:
+        if args.run_dir is None:
+            raise ValueError("--run-dir is required (or --random for the random agent)")
+        which = args.checkpoint if args.checkpoint in ("latest", "best") else _step(args.checkpoint)
+        params, config, step = load_params(args.run_dir, which)
+        what = f"{args.run_dir} checkpoint {step}"
+    if args.backend is not None:
+        config = config.replace(backend=args.backend)
+    return params, config, what
+
+
+def _step(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--checkpoint must be latest, best or a step number, got {text!r}") from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from jaxrl.dqn.evaluate import evaluate_returns, format_returns
+
+    try:
+        params, config, what = _agent(args)
+        start = time.perf_counter()
+        returns = evaluate_returns(config, params, args.episodes, epsilon=args.epsilon, seed=args.seed)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        return _fail("eval", error)
+    policy = "uniform random actions" if params is None else f"ε={args.epsilon:g}"
+    print(f"{what} ({policy}, {config.backend} backend): return {format_returns(returns)} "
+          f"[{time.perf_counter() - start:.1f} s]")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from jaxrl.dqn.evaluate import play
+
+    try:
+        if args.fps < 1:
+            raise ValueError(f"--fps must be >= 1, got {args.fps}")
+        params, config, what = _agent(args)
+        returns = play(config, params, args.video, episodes=args.episodes, epsilon=args.epsilon, seed=args.seed,
+                       fps=args.fps, max_steps=args.max_steps)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        return _fail("play", error)
+    print(f"{what}: wrote {args.video} ({len(returns)} episode(s), returns {', '.join(f'{r:.0f}' for r in returns)})")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxrl.dqn.plots import plot_returns
+
+    out = args.out or str(Path(args.run_dir) / "returns.png")
+    try:
+        plot_returns(Path(args.run_dir) / "metrics.csv", out)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("plot", error)
+    print(f"wrote {out}")
+    return 0

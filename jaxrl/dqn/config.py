@@ -1,0 +1,260 @@
+"""Every hyper-parameter and run setting of a DQN run, as one frozen, validated dataclass.
+
+Units: a *step* is one agent-environment transition of one env (so a call to the vectorised env with
+``num_envs`` envs is ``num_envs`` steps); an env *frame* is one emulator frame (``step * frame_skip``).
+``update_every`` counts calls of the learner (one call per vectorised env step), so the replay ratio is
+``updates_per_call / (update_every * num_envs)`` DQN updates per step.
+
+The ``seed`` preset is the reference agent of issue 3 (MLP 128-256-256-A on RAM scaled to [0, 1], replay
+100k, batch 128, gamma 0.98, Adam 2e-3, Huber loss, epsilon 8% -> 1%, reward / 100, learning after 2,000
+transitions), with the reference's episode-based schedule (10 updates per episode, target sync every 20
+episodes) re-expressed in steps: one update per 8 steps and a hard target sync every 250 updates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from typing import Any, Mapping
+
+BACKENDS = ("auto", "envpool", "gymnasium")
+
+# Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
+# shapes nor what the agent learns from a given stream of transitions.
+RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "keep_checkpoints", "eval_episodes", "eval_epsilon"})
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """Hyper-parameters and run settings of a DQN run on Atari RAM (validated on construction).
+
+    Environment (both backends; see ``jaxrl.dqn.envs``):
+        env_id: envpool task id, e.g. ``"SpaceInvaders-v5"`` (gymnasium uses ``"ALE/SpaceInvaders-v5"``).
+        backend: ``"auto"`` (envpool when importable, else gymnasium), ``"envpool"`` or ``"gymnasium"``.
+        num_envs: N envs stepped together.
+        frame_skip: emulator frames per agent step (action repeated, rewards summed).
+        repeat_action_probability: sticky-action probability per frame (Machado et al. 2018; ALE v5: 0.25).
+        noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
+        max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
+    Agent (``jaxrl.dqn.learner.make_learner``):
+        hidden_sizes, buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
+        clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
+        < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
+        epsilon_start, epsilon_end, epsilon_decay_steps (linear, in steps), learning_starts (steps before
+        the first update), update_every (calls between update phases), updates_per_call.
+    Run:
+        seed, total_steps, checkpoint_every (steps), keep_checkpoints (last N kept, plus the best by eval
+        return), eval_episodes (run at each checkpoint with ``eval_epsilon``; 0: best by training return),
+        log_every (steps between ``metrics.csv`` rows).
+    """
+
+    # environment
+    env_id: str = "SpaceInvaders-v5"
+    backend: str = "auto"
+    num_envs: int = 8
+    frame_skip: int = 4
+    repeat_action_probability: float = 0.25
+    noop_max: int = 30
+    max_episode_frames: int = 108_000
+    # network and agent
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    buffer_size: int = 100_000
+    batch_size: int = 128
+    gamma: float = 0.98
+    learning_rate: float = 2e-3
+    huber_delta: float = 1.0
+    max_grad_norm: float | None = None
+    double_dqn: bool = False
+    target_update_period: int = 250
+    tau: float = 1.0
+    reward_scale: float = 0.01
+    epsilon_start: float = 0.08
+    epsilon_end: float = 0.01
+    epsilon_decay_steps: int = 1_000_000
+    learning_starts: int = 2_000
+    update_every: int = 1
+    updates_per_call: int = 1
+    # run
+    seed: int = 0
+    total_steps: int = 2_500_000
+    checkpoint_every: int = 100_000
+    keep_checkpoints: int = 3
+    eval_episodes: int = 8
+    eval_epsilon: float = 0.05
+    log_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden_sizes, (list, tuple)):
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        _validate(self)
+
+    # -- derived values ---------------------------------------------------------------------------
+    @property
+    def steps_per_update(self) -> float:
+        """Env steps per DQN update (the inverse replay ratio)."""
+        return self.update_every * self.num_envs / self.updates_per_call
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.frame_skip
+
+    def learner_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``make_learner(num_envs, num_actions, **kwargs)``."""
+        return dict(
+            buffer_size=self.buffer_size,
+            batch_size=self.batch_size,
+            gamma=self.gamma,
+            learning_rate=self.learning_rate,
+            learning_starts=self.learning_starts,
+            update_every=self.update_every,
+            updates_per_call=self.updates_per_call,
+            target_update_period=self.target_update_period,
+            tau=self.tau,
+            double_dqn=self.double_dqn,
+            reward_scale=self.reward_scale,
+            epsilon_start=self.epsilon_start,
+            epsilon_end=self.epsilon_end,
+            epsilon_decay_steps=self.epsilon_decay_steps,
+            hidden_sizes=self.hidden_sizes,
+            huber_delta=self.huber_delta,
+            max_grad_norm=self.max_grad_norm,
+        )
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``jaxrl.dqn.envs.make_vec_env`` (besides num_envs and seed)."""
+        return dict(
+            env_id=self.env_id,
+            backend=self.backend,
+            frame_skip=self.frame_skip,
+            repeat_action_probability=self.repeat_action_probability,
+            noop_max=self.noop_max,
+            max_episode_frames=self.max_episode_frames,
+        )
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DQNConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown DQNConfig field(s): {', '.join(unknown)}")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_json(cls, text: str) -> "DQNConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "DQNConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def config_differences(saved: DQNConfig, current: DQNConfig, *, ignore=RESUMABLE_FIELDS) -> dict[str, tuple]:
+    """Fields (other than ``ignore``) whose values differ: ``{name: (saved_value, current_value)}``."""
+    out = {}
+    for field in dataclasses.fields(DQNConfig):
+        if field.name in ignore:
+            continue
+        a, b = getattr(saved, field.name), getattr(current, field.name)
+        if a != b:
+            out[field.name] = (a, b)
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference agent of issue 3 (see the module docstring); defaults of DQNConfig are this preset.
+    "seed": {},
+    # Same agent at CleanRL's Atari replay ratio: with 8 envs, one update per 4 steps and a target sync every
+    # 250 updates (= 1,000 steps, CleanRL's target_network_frequency).
+    "cleanrl-ratio": dict(updates_per_call=2, target_update_period=250),
+    # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
+    "tiny": dict(
+        num_envs=4, hidden_sizes=(32,), buffer_size=2_048, batch_size=32, learning_starts=256,
+        target_update_period=50, epsilon_decay_steps=2_000, total_steps=2_000, checkpoint_every=1_000,
+        keep_checkpoints=2, eval_episodes=0, log_every=400, max_episode_frames=800,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> DQNConfig:
+    """The named preset (``seed``, ``cleanrl-ratio``, ``tiny``) with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return DQNConfig(**{**PRESETS[name], **overrides})
+
+
+# -- validation -------------------------------------------------------------------------------------
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate(config: DQNConfig) -> None:
+    def need_int(name, low, high=None):
+        value = getattr(config, name)
+        if not _is_int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{name} must be {bound}, got {value}")
+
+    def need_real(name, low, high, *, low_open=False):
+        value = getattr(config, name)
+        if not _is_real(value) or value != value:
+            raise ValueError(f"{name} must be a real number, got {value!r}")
+        if (value <= low if low_open else value < low) or value > high:
+            bound = f"{'(' if low_open else '['}{low}, {high}]"
+            raise ValueError(f"{name} must be in {bound}, got {value}")
+
+    if not isinstance(config.env_id, str) or not config.env_id:
+        raise ValueError(f"env_id must be a non-empty string, got {config.env_id!r}")
+    if config.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    need_int("num_envs", 1, 4096)
+    need_int("frame_skip", 1, 64)
+    need_real("repeat_action_probability", 0.0, 1.0)
+    if config.repeat_action_probability >= 1.0:
+        raise ValueError("repeat_action_probability must be < 1 (1 would repeat the first action forever)")
+    need_int("noop_max", 1, 10_000)
+    need_int("max_episode_frames", config.frame_skip)
+    if not config.hidden_sizes or not all(_is_int(h) and h >= 1 for h in config.hidden_sizes):
+        raise ValueError(f"hidden_sizes must be a non-empty sequence of positive integers, got {config.hidden_sizes!r}")
+    need_int("buffer_size", 1)
+    need_int("batch_size", 1)
+    if config.batch_size > config.buffer_size:
+        raise ValueError(f"batch_size ({config.batch_size}) must be <= buffer_size ({config.buffer_size})")
+    need_real("gamma", 0.0, 1.0)
+    need_real("learning_rate", 0.0, float("inf"), low_open=True)
+    if config.learning_rate == float("inf"):
+        raise ValueError("learning_rate must be finite")
+    need_real("huber_delta", 0.0, float("inf"), low_open=True)
+    if config.max_grad_norm is not None:
+        need_real("max_grad_norm", 0.0, float("inf"), low_open=True)
+    if not isinstance(config.double_dqn, bool):
+        raise ValueError(f"double_dqn must be a bool, got {config.double_dqn!r}")
+    need_int("target_update_period", 1)
+    need_real("tau", 0.0, 1.0, low_open=True)
+    need_real("reward_scale", 0.0, float("inf"), low_open=True)
+    need_real("epsilon_start", 0.0, 1.0)
+    need_real("epsilon_end", 0.0, 1.0)
+    need_int("epsilon_decay_steps", 1)
+    need_int("learning_starts", 0)
+    need_int("update_every", 1)
+    need_int("updates_per_call", 1)
+    need_int("seed", 0, 2**31 - 1)
+    need_int("total_steps", 1)
+    need_int("checkpoint_every", 1)
+    need_int("keep_checkpoints", 1)
+    need_int("eval_episodes", 0)
+    need_real("eval_epsilon", 0.0, 1.0)
+    need_int("log_every", 1)

@@ -1,0 +1,56 @@
+"""Return curve of a DQN run from its ``metrics.csv`` (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Columns of a ``metrics.csv`` as float lists (empty cells -> nan)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train a run first (jaxrl dqn train)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no rows yet")
+    return {name: [float(row[name]) if row[name] != "" else float("nan") for row in rows] for name in rows[0]}
+
+
+def plot_returns(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *, random_return: float | None = 148.0
+                 ) -> Path:
+    """Mean episode return (last 100 episodes, and per logging window) against env frames, plus the loss.
+
+    Args:
+        metrics_csv: a run's ``metrics.csv``.
+        out_png: where to write the PNG.
+        random_return: a horizontal reference line (the random agent; None for none).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = read_metrics(metrics_csv)
+    frames = [f / 1e6 for f in metrics["frames"]]
+    fig, (ax_return, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                             gridspec_kw=dict(height_ratios=(3, 1)))
+    ax_return.plot(frames, metrics["window_return"], ".", alpha=0.35, label="episodes in each log window")
+    ax_return.plot(frames, metrics["mean_return"], "-", label="mean of the last 100 episodes")
+    if random_return is not None:
+        ax_return.axhline(random_return, color="grey", ls="--", lw=1, label=f"random agent (≈{random_return:g})")
+    ax_return.set_ylabel("episode return")
+    ax_return.legend(loc="upper left")
+    ax_return.grid(alpha=0.3)
+    ax_loss.plot(frames, metrics["loss"], "-", color="tab:red")
+    ax_loss.set_ylabel("TD loss")
+    ax_loss.set_xlabel("env frames (millions)")
+    ax_loss.grid(alpha=0.3)
+    fig.suptitle(f"DQN on SpaceInvaders RAM — {Path(metrics_csv).parent.name}")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
