@@ -1,0 +1,289 @@
+"""The ONE DQN training step, shared by the Python env loop and the compiled XLA loop.
+
+`step` takes what N vectorised envs returned for the actions it chose last time and fuses, with no host
+round-trip: store the valid transitions, maybe run `updates_per_call` DQN updates, pick the next actions.
+
+Env semantics assumed (envpool and gymnasium's vector envs both give this): next-step auto-reset. When env i
+returns terminated|truncated at call k, its result at call k+1 is the reset observation (the action sent was
+ignored, reward 0). The pair (terminal obs -> reset obs) is not a transition: `done_tm1` masks it out of the
+buffer. Truncation is never stored as terminal, so a time-limit cut is bootstrapped like any other step.
+
+    learner = make_learner(num_envs=8, num_actions=6)
+    state, actions = learner.init(key, obs_0)
+    step = jax.jit(learner.step, donate_argnums=0)
+    for _ in range(T):
+        obs, reward, terminated, truncated = env.step(actions)
+        state, actions, metrics = step(state, obs, reward, terminated, truncated)
+
+Under `jax.vmap` over seeds, build with `make_learner(..., axis_name="seed")` and vmap with the same axis
+name: the "run an update?" test is then reduced over seeds, so the update is a real `lax.cond` taken when any
+seed is ready (seeds not ready keep their state), rather than a select that computes the update every call.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
+from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
+
+NUM_RAM_BYTES = 128
+
+
+class LearnerState(NamedTuple):
+    """Agent, buffer and per-env bookkeeping carried between calls of `step`."""
+
+    dqn: DQNState
+    replay: ReplayState
+    obs_tm1: jax.Array  # [N, 128] uint8, last observation actions were chosen for
+    action_tm1: jax.Array  # [N] int32, actions chosen for obs_tm1
+    done_tm1: jax.Array  # [N] bool, env ended at the previous call -> this call's result is a reset
+    episode_return: jax.Array  # [N] float32, running unscaled return of the current episode
+    episode_length: jax.Array  # [N] int32, steps in the current episode
+    key: jax.Array  # PRNG key
+    env_steps: jax.Array  # () int32, transitions seen (valid rows, all envs)
+    calls: jax.Array  # () int32, calls of `step`
+
+
+class Learner(NamedTuple):
+    """`init(key, obs_0) -> (state, actions_0)` and `step(state, obs, reward, terminated, truncated)`."""
+
+    init: Callable[..., tuple[LearnerState, jax.Array]]
+    step: Callable[..., tuple[LearnerState, jax.Array, dict]]
+    dqn: DQN
+    replay: ReplayBuffer
+    epsilon: Callable[[jax.Array], jax.Array]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def make_learner(
+    num_envs: int,
+    num_actions: int,
+    *,
+    buffer_size: int = 100_000,
+    batch_size: int = 128,
+    gamma: float = 0.98,
+    learning_rate: float = 2e-3,
+    learning_starts: int = 2_000,
+    update_every: int = 4,
+    updates_per_call: int = 1,
+    target_update_period: int = 2_000,
+    tau: float = 1.0,
+    double_dqn: bool = False,
+    reward_scale: float = 0.01,
+    epsilon_start: float = 0.08,
+    epsilon_end: float = 0.01,
+    epsilon_decay_steps: int = 1_000_000,
+    hidden_sizes: Sequence[int] = (256, 256),
+    huber_delta: float = 1.0,
+    max_grad_norm: float | None = None,
+    axis_name: str | None = None,
+) -> Learner:
+    """Build the fused DQN training step for `num_envs` envs.
+
+    Args:
+      num_envs: N, envs stepped together.
+      num_actions: A.
+      buffer_size: replay capacity (transitions).
+      batch_size: transitions per update.
+      gamma: discount.
+      learning_rate: Adam step size.
+      learning_starts: no update before this many transitions were stored (env_steps).
+      update_every: run updates on calls where calls % update_every == 0 (one call = N env steps), so the
+        replay ratio is updates_per_call * batch_size / (update_every * N) samples per transition.
+      updates_per_call: DQN updates on such a call.
+      target_update_period: hard target copy every this many UPDATES (tau == 1).
+      tau: < 1 for Polyak averaging after every update instead.
+      double_dqn: double-DQN targets.
+      reward_scale: rewards are multiplied by this before entering the buffer (episode returns stay unscaled).
+      epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
+      hidden_sizes: Q-network hidden widths.
+      huber_delta: Huber threshold.
+      max_grad_norm: optional global-norm gradient clipping.
+      axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
+
+    Returns:
+      Learner(init, step, dqn, replay, epsilon).
+    """
+    num_envs = _positive_int("num_envs", num_envs)
+    num_actions = _positive_int("num_actions", num_actions)
+    learning_starts = _positive_int("learning_starts", learning_starts, 0)
+    update_every = _positive_int("update_every", update_every)
+    updates_per_call = _positive_int("updates_per_call", updates_per_call)
+    buffer_size = _positive_int("buffer_size", buffer_size)
+    if num_envs > buffer_size:
+        raise ValueError(f"num_envs ({num_envs}) must be <= buffer_size ({buffer_size}).")
+    if not float(reward_scale) > 0:
+        raise ValueError(f"reward_scale must be > 0, got {reward_scale!r}.")
+    reward_scale = float(reward_scale)
+    dqn = make_dqn(
+        num_actions,
+        hidden_sizes=hidden_sizes,
+        learning_rate=learning_rate,
+        gamma=gamma,
+        huber_delta=huber_delta,
+        double_dqn=double_dqn,
+        target_update_period=target_update_period,
+        tau=tau,
+        max_grad_norm=max_grad_norm,
+    )
+    replay = make_replay_buffer(buffer_size, batch_size, min_size=learning_starts)
+    epsilon = epsilon_schedule(epsilon_start, epsilon_end, epsilon_decay_steps)
+
+    def init(key: jax.Array, obs_0: jax.Array) -> tuple[LearnerState, jax.Array]:
+        """Fresh agent and empty buffer; actions for the first observations.
+
+        Args:
+          key: PRNG key.
+          obs_0: [N, 128] uint8 first observations.
+
+        Returns:
+          (LearnerState, actions_0 [N] int32).
+        """
+        assert obs_0.shape == (num_envs, NUM_RAM_BYTES), obs_0.shape
+        key, init_key, act_key = jax.random.split(key, 3)
+        dqn_state = dqn.init(init_key)
+        example = Transition(
+            obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+            action=jnp.zeros((), jnp.int32),
+            reward=jnp.zeros((), jnp.float32),
+            next_obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+            terminated=jnp.zeros((), bool),
+        )
+        env_steps = jnp.zeros((), jnp.int32)
+        actions_0 = dqn.act(dqn_state.params, obs_0, act_key, epsilon(env_steps))
+        state = LearnerState(
+            dqn=dqn_state,
+            replay=replay.init(example),
+            obs_tm1=obs_0.astype(jnp.uint8),
+            action_tm1=actions_0,
+            done_tm1=jnp.zeros((num_envs,), bool),
+            episode_return=jnp.zeros((num_envs,), jnp.float32),
+            episode_length=jnp.zeros((num_envs,), jnp.int32),
+            key=key,
+            env_steps=env_steps,
+            calls=jnp.zeros((), jnp.int32),
+        )
+        return state, actions_0
+
+    def _zero_metrics(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array) -> dict:
+        """Update metrics (same tree as `dqn.update`'s) filled with zeros, for calls without an update."""
+        shapes = jax.eval_shape(lambda s: dqn.update(s, replay.sample(replay_state, key))[1], dqn_state)
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    def learn(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array) -> tuple[DQNState, dict]:
+        """`updates_per_call` updates on fresh samples; metrics of the last one."""
+
+        def one_update(i, carry):
+            dqn_state, _ = carry
+            batch = replay.sample(replay_state, jax.random.fold_in(key, i))
+            return dqn.update(dqn_state, batch)
+
+        zeros = _zero_metrics(dqn_state, replay_state, key)
+        return jax.lax.fori_loop(0, updates_per_call, one_update, (dqn_state, zeros))
+
+    def step(
+        state: LearnerState,
+        obs_t: jax.Array,
+        reward_t: jax.Array,
+        terminated_t: jax.Array,
+        truncated_t: jax.Array,
+    ) -> tuple[LearnerState, jax.Array, dict]:
+        """Store valid transitions, maybe update, act.
+
+        Args:
+          state: LearnerState from `init` or the previous `step`.
+          obs_t: [N, 128] uint8 observations returned for state.action_tm1 (reset obs where done_tm1).
+          reward_t: [N] float rewards (unscaled).
+          terminated_t: [N] bool, true terminal (game over).
+          truncated_t: [N] bool, time limit.
+
+        Returns:
+          (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
+          this call, 0 when none), epsilon, did_update, env_steps, num_updates, and per-env [N] arrays
+          episode_done (an episode ended at this call), episode_return / episode_length (of that episode,
+          0 elsewhere).
+        """
+        assert obs_t.shape == (num_envs, NUM_RAM_BYTES), obs_t.shape
+        assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
+        key, sample_key, act_key = jax.random.split(state.key, 3)
+        valid = ~state.done_tm1  # [N]
+        reward_t = reward_t.astype(jnp.float32)
+        terminated_t = terminated_t.astype(bool)
+        transitions = Transition(
+            obs=state.obs_tm1,
+            action=state.action_tm1,
+            reward=reward_scale * reward_t,
+            next_obs=obs_t.astype(jnp.uint8),
+            terminated=terminated_t,
+        )
+        replay_state = replay.add(state.replay, transitions, valid)
+        env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
+
+        # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).
+        episode_return = state.episode_return + jnp.where(valid, reward_t, 0.0)
+        episode_length = state.episode_length + valid.astype(jnp.int32)
+        episode_done = valid & (terminated_t | truncated_t.astype(bool))
+
+        # Updates: on every `update_every`-th call, once the buffer is warm.
+        ready = (
+            (state.calls % update_every == 0)
+            & replay.can_sample(replay_state)
+            & (env_steps >= learning_starts)
+        )
+        if axis_name is None:
+            dqn_state, update_metrics = jax.lax.cond(
+                ready,
+                lambda: learn(state.dqn, replay_state, sample_key),
+                lambda: (state.dqn, _zero_metrics(state.dqn, replay_state, sample_key)),
+            )
+        else:
+            any_ready = jax.lax.psum(ready.astype(jnp.int32), axis_name) > 0
+
+            def learn_where_ready():
+                new_state, metrics = learn(state.dqn, replay_state, sample_key)
+                keep = lambda new, old: jnp.where(ready, new, old)  # noqa: E731
+                metrics = jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), metrics)
+                return jax.tree.map(keep, new_state, state.dqn), metrics
+
+            dqn_state, update_metrics = jax.lax.cond(
+                any_ready,
+                learn_where_ready,
+                lambda: (state.dqn, _zero_metrics(state.dqn, replay_state, sample_key)),
+            )
+
+        eps = epsilon(env_steps)
+        actions_t = dqn.act(dqn_state.params, obs_t, act_key, eps)
+        metrics = dict(
+            update_metrics,
+            epsilon=eps,
+            did_update=ready,
+            env_steps=env_steps,
+            num_updates=dqn_state.num_updates,
+            episode_done=episode_done,
+            episode_return=jnp.where(episode_done, episode_return, 0.0),
+            episode_length=jnp.where(episode_done, episode_length, 0),
+        )
+        new_state = LearnerState(
+            dqn=dqn_state,
+            replay=replay_state,
+            obs_tm1=obs_t.astype(jnp.uint8),
+            action_tm1=actions_t,
+            done_tm1=episode_done,
+            episode_return=jnp.where(episode_done, 0.0, episode_return),
+            episode_length=jnp.where(episode_done, 0, episode_length),
+            key=key,
+            env_steps=env_steps,
+            calls=state.calls + 1,
+        )
+        return new_state, actions_t, metrics
+
+    return Learner(init=init, step=step, dqn=dqn, replay=replay, epsilon=epsilon)

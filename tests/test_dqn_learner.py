@@ -1,0 +1,140 @@
+"""The fused learner step on a tiny fake vectorised env with next-step auto-reset (envpool / gymnasium style)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl.dqn import make_learner
+
+
+class FakeVecEnv:
+    """N envs; env i's episodes last `lengths[i]` steps, then end terminated (even i) or truncated (odd i).
+
+    RAM byte 0 = env id, byte 1 = step within episode, byte 2 = episode count (mod 256). Reward = 1 + action.
+    Next-step auto-reset: the call after an episode ends returns the reset obs, reward 0, and ignores the action.
+    """
+
+    def __init__(self, lengths):
+        self.lengths = np.asarray(lengths)
+        self.n = len(lengths)
+        self.t = np.zeros(self.n, int)
+        self.episode = np.zeros(self.n, int)
+        self.needs_reset = np.zeros(self.n, bool)
+
+    def obs(self):
+        ram = np.zeros((self.n, 128), np.uint8)
+        ram[:, 0] = np.arange(self.n)
+        ram[:, 1] = self.t
+        ram[:, 2] = self.episode % 256
+        return ram
+
+    def reset(self):
+        return self.obs()
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        reward = np.where(self.needs_reset, 0.0, 1.0 + actions).astype(np.float32)
+        self.t = np.where(self.needs_reset, 0, self.t + 1)
+        self.episode = self.episode + self.needs_reset
+        ended = ~self.needs_reset & (self.t >= self.lengths)
+        terminated = ended & (np.arange(self.n) % 2 == 0)
+        truncated = ended & (np.arange(self.n) % 2 == 1)
+        self.needs_reset = ended
+        return self.obs(), reward, terminated, truncated
+
+
+def _run(learner, env, calls, key=0):
+    state, actions = jax.jit(learner.init)(jax.random.key(key), jnp.asarray(env.reset()))
+    step = jax.jit(learner.step, donate_argnums=0)
+    history = []
+    for _ in range(calls):
+        obs, reward, terminated, truncated = env.step(np.asarray(actions))
+        state, actions, metrics = step(state, obs, reward, terminated, truncated)
+        history.append(jax.device_get(metrics))
+    return state, history
+
+
+SMALL = dict(buffer_size=256, batch_size=8, hidden_sizes=(16,), epsilon_decay_steps=100)
+
+
+def test_reset_transitions_never_enter_the_buffer():
+    lengths = [3, 4, 5, 2]
+    learner = make_learner(4, 3, learning_starts=16, reward_scale=0.5, **SMALL)
+    state, history = _run(learner, FakeVecEnv(lengths), calls=30)
+    size = int(state.replay.size)
+    data = jax.device_get(state.replay.data)
+    obs, next_obs = data.obs[:size], data.next_obs[:size]
+    # every stored pair is one step inside one episode of one env
+    np.testing.assert_array_equal(obs[:, 0], next_obs[:, 0])
+    np.testing.assert_array_equal(next_obs[:, 1], obs[:, 1] + 1)
+    np.testing.assert_array_equal(obs[:, 2], next_obs[:, 2])
+    # all valid transitions are there: per env, 30 calls minus one reset call after each ended episode
+    expected = sum(30 - 30 // (length + 1) for length in lengths)
+    assert size == expected == int(state.env_steps)
+    # terminated only at the last step of a terminating env; truncation is stored as non-terminal
+    ends = next_obs[:, 1] == np.asarray(lengths)[next_obs[:, 0]]
+    np.testing.assert_array_equal(data.terminated[:size], ends & (next_obs[:, 0] % 2 == 0))
+    assert ends[next_obs[:, 0] % 2 == 1].any()  # there are truncated ends, and they are not terminal
+    # reward_scale applied in the buffer, with reward = 1 + action
+    np.testing.assert_allclose(data.reward[:size], 0.5 * (1.0 + data.action[:size]))
+    # episode bookkeeping reports unscaled returns of full episodes
+    done = np.stack([m["episode_done"] for m in history])
+    returns = np.stack([m["episode_return"] for m in history])
+    lengths_seen = np.stack([m["episode_length"] for m in history])
+    for env_id, length in enumerate(lengths):
+        assert done[:, env_id].sum() == 30 // (length + 1) + (30 % (length + 1) == length)
+        np.testing.assert_array_equal(lengths_seen[done[:, env_id], env_id], length)
+        assert np.all(returns[done[:, env_id], env_id] >= length)  # rewards are 1 + action >= 1
+
+
+def test_updates_start_after_learning_starts_and_respect_update_every():
+    learner = make_learner(2, 3, learning_starts=20, update_every=2, updates_per_call=3, **SMALL)
+    state, history = _run(learner, FakeVecEnv([50, 50]), calls=20)
+    env_steps = np.array([m["env_steps"] for m in history])
+    did_update = np.array([m["did_update"] for m in history])
+    num_updates = np.array([m["num_updates"] for m in history])
+    calls = np.arange(20)
+    np.testing.assert_array_equal(did_update, (env_steps >= 20) & (calls % 2 == 0))
+    assert did_update.any() and not did_update[env_steps < 20].any()
+    np.testing.assert_array_equal(num_updates, 3 * np.cumsum(did_update))
+    losses = np.array([m["loss"] for m in history])
+    assert np.all(losses[did_update] > 0) and np.all(losses[~did_update] == 0)
+    np.testing.assert_allclose(history[0]["epsilon"], 0.08 - 0.07 * 2 / 100, rtol=1e-5)
+
+
+def test_vmapped_seeds_match_separate_runs():
+    """axis_name path: seeds that become ready at different calls keep exact per-seed semantics."""
+    kwargs = dict(learning_starts=12, update_every=1, **SMALL)
+    learner = make_learner(2, 3, **kwargs)
+    vlearner = make_learner(2, 3, axis_name="seed", **kwargs)
+    envs = [FakeVecEnv([2, 3]), FakeVecEnv([5, 6])]  # different reset counts -> different env_steps
+    keys = jax.random.split(jax.random.key(7), 2)
+    obs0 = jnp.stack([jnp.asarray(e.reset()) for e in envs])
+    vstate, vactions = jax.jit(jax.vmap(vlearner.init))(keys, obs0)
+    vstep = jax.jit(jax.vmap(vlearner.step, axis_name="seed"))
+    ready_differs = False
+    for _ in range(12):
+        results = [e.step(np.asarray(a)) for e, a in zip(envs, vactions)]
+        obs, reward, terminated, truncated = (np.stack(x) for x in zip(*results))
+        vstate, vactions, metrics = vstep(vstate, obs, reward, terminated, truncated)
+        ready_differs |= bool(metrics["did_update"][0] != metrics["did_update"][1])
+    assert ready_differs
+    step, init = jax.jit(learner.step), jax.jit(learner.init)
+    for seed, lengths in enumerate([[2, 3], [5, 6]]):
+        state, actions = init(keys[seed], obs0[seed])
+        env = FakeVecEnv(lengths)
+        env.reset()
+        for _ in range(12):
+            state, actions, _ = step(state, *env.step(np.asarray(actions)))
+        assert int(state.dqn.num_updates) == int(vstate.dqn.num_updates[seed])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-5),
+                     vstate.dqn.params, state.dqn.params)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_envs"):
+        make_learner(0, 6)
+    with pytest.raises(ValueError, match="update_every"):
+        make_learner(4, 6, update_every=0)
+    with pytest.raises(ValueError, match="reward_scale"):
+        make_learner(4, 6, reward_scale=0.0)
