@@ -15,6 +15,10 @@ Sources and checksums:
   * MNIST: the IDX-gz files of LeCun, Cortes & Burges, from PyTorch's S3 mirror (the original site answers
     403 to scripts), md5 as published by torchvision.
   * Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017): zalandoresearch's IDX-gz files, md5 as in its README.
+    Debian ships the same files, re-gzipped, in the package `dataset-fashion-mnist`
+    (`--data-dir /usr/share/datasets/fashion-mnist`).
+  * For MNIST and Fashion-MNIST the md5 of the uncompressed IDX bytes is known too, so a re-compressed copy
+    or an uncompressed file (`train-images-idx3-ubyte`) put in the folder by hand is verified and accepted.
   * Kuzushiji-MNIST (Clanuwat et al., 2018, "Deep Learning for Classical Japanese Literature"): ROIS-CODH's
     IDX-gz files, md5 as published by torchvision. ROIS-CODH's (and Kaggle's) `kmnist-*-imgs.npz` /
     `kmnist-*-labels.npz` copies, arrays under the key `arr_0`, are read when they are in the folder; no
@@ -117,6 +121,7 @@ class RemoteFile(NamedTuple):
     filename: str
     urls: tuple[str, ...]          # official location first, then mirrors
     md5: str | None                # None: no published checksum (then contents are checked instead)
+    raw_md5: str | None = None     # md5 of the uncompressed IDX bytes, where published (accepts re-gzipped copies)
 
 
 class ImageDatasetSpec(NamedTuple):
@@ -139,8 +144,8 @@ class ImageDatasetSpec(NamedTuple):
         return (self.train_images, self.train_labels, self.test_images, self.test_labels)
 
 
-def _remote(filename: str, md5: str | None, *base_urls: str) -> RemoteFile:
-    return RemoteFile(filename, tuple(base + filename for base in base_urls), md5)
+def _remote(filename: str, md5: str | None, raw_md5: str | None, *base_urls: str) -> RemoteFile:
+    return RemoteFile(filename, tuple(base + filename for base in base_urls), md5, raw_md5)
 
 
 _MNIST_MIRRORS = (
@@ -150,10 +155,14 @@ _MNIST_MIRRORS = (
 MNIST_SPEC = ImageDatasetSpec(
     name="mnist",
     title="MNIST",
-    train_images=_remote("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", *_MNIST_MIRRORS),
-    train_labels=_remote("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", *_MNIST_MIRRORS),
-    test_images=_remote("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", *_MNIST_MIRRORS),
-    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", *_MNIST_MIRRORS),
+    train_images=_remote("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                         "6bbc9ace898e44ae57da46a324031adb", *_MNIST_MIRRORS),
+    train_labels=_remote("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+                         "a25bea736e30d166cdddb491f175f624", *_MNIST_MIRRORS),
+    test_images=_remote("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
+                         "2646ac647ad5339dbf082846283269ea", *_MNIST_MIRRORS),
+    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
+                         "27ae3e4e09519cfbb04c329615203637", *_MNIST_MIRRORS),
     class_names=tuple(str(digit) for digit in range(10)),
     openml_name="mnist_784",
 )
@@ -165,10 +174,14 @@ _FASHION_MIRRORS = (
 FASHION_MNIST_SPEC = ImageDatasetSpec(
     name="fashion_mnist",
     title="Fashion-MNIST",
-    train_images=_remote("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", *_FASHION_MIRRORS),
-    train_labels=_remote("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", *_FASHION_MIRRORS),
-    test_images=_remote("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", *_FASHION_MIRRORS),
-    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", *_FASHION_MIRRORS),
+    train_images=_remote("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                         "f4a8712d7a061bf5bd6d2ca38dc4d50a", *_FASHION_MIRRORS),
+    train_labels=_remote("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                         "9018921c3c673c538a1fc5bad174d6f9", *_FASHION_MIRRORS),
+    test_images=_remote("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                         "8181f5470baa50b63fa0f6fddb340f0a", *_FASHION_MIRRORS),
+    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+                         "15d484375f8d13e6eb1aabb0c3f46965", *_FASHION_MIRRORS),
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     openml_name="Fashion-MNIST",
@@ -194,10 +207,14 @@ _KMNIST_MIRRORS = (
 KMNIST_SPEC = ImageDatasetSpec(
     name="kmnist",
     title="Kuzushiji-MNIST",
-    train_images=_remote("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7", *_KMNIST_MIRRORS),
-    train_labels=_remote("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344", *_KMNIST_MIRRORS),
-    test_images=_remote("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7", *_KMNIST_MIRRORS),
-    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134", *_KMNIST_MIRRORS),
+    train_images=_remote("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7",
+                         None, *_KMNIST_MIRRORS),
+    train_labels=_remote("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344",
+                         None, *_KMNIST_MIRRORS),
+    test_images=_remote("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7",
+                         None, *_KMNIST_MIRRORS),
+    test_labels=_remote("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134",
+                         None, *_KMNIST_MIRRORS),
     class_names=tuple(romaji for _, _, romaji in KMNIST_CLASS_MAP),
     npz_files=("kmnist-train-imgs.npz", "kmnist-train-labels.npz",
                "kmnist-test-imgs.npz", "kmnist-test-labels.npz"),
@@ -241,6 +258,29 @@ def _check_md5(path: Path, expected: str | None, what: str = "") -> None:
             f"{path} has md5 {actual}, but the published md5 of {what or path.name} is {expected}: the file is "
             f"corrupt, truncated or a different file. Delete it (it is re-downloaded on the next run) or replace "
             f"it with the official file."
+        )
+
+
+def _verify_local_file(path: Path, remote: RemoteFile, title: str) -> None:
+    """Accept a file already on disk if it is the published one: its md5 matches the published gz md5, or its
+    uncompressed bytes match the published IDX md5 (a re-compressed copy such as Debian's
+    `dataset-fashion-mnist`, or an uncompressed file put there by hand)."""
+    if path.name.endswith(".gz") and (remote.md5 is None or file_md5(path) == remote.md5):
+        return
+    if remote.raw_md5 is None:
+        if path.name.endswith(".gz"):
+            _check_md5(path, remote.md5, what=f"{title}'s {remote.filename}")
+        return  # uncompressed and no published md5 for it: the IDX header and shapes are checked when read
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DatasetError(f"{path} is not a readable gzip file ({error}); delete it and download it again.") from error
+    actual = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    if actual != remote.raw_md5:
+        raise ChecksumError(
+            f"{path} is not {title}'s {remote.filename}: its md5 differs from the published one "
+            f"({remote.md5} for the .gz file, {remote.raw_md5} for the uncompressed IDX bytes, which here are "
+            f"{actual}). Delete it (it is re-downloaded on the next run) or replace it with the official file."
         )
 
 
@@ -522,9 +562,9 @@ def load_image_dataset(
     if not download:
         failures.append("downloads are off (download=False / --no-download)")
     for remote in spec.idx_files:
-        path = _find(directories, remote.filename)
+        path = _find(directories, remote.filename) or _find(directories, remote.filename.removesuffix(".gz"))
         if path is not None:
-            _check_md5(path, remote.md5, what=f"{spec.title}'s {remote.filename}")
+            _verify_local_file(path, remote, spec.title)
         elif download and not failures:  # after one network failure, do not wait on the others
             try:
                 path = download_file(remote, target, opener=opener, progress=progress)

@@ -124,6 +124,29 @@ def test_wrong_checksum_names_the_file(tmp_path):
         load_image_dataset(spec, tmp_path, download=False)
 
 
+def test_recompressed_or_uncompressed_copy_accepted_by_raw_md5(tmp_path):
+    """A copy gzipped differently (e.g. Debian's dataset-fashion-mnist) has another .gz md5 but the same IDX bytes."""
+    import hashlib
+
+    split = tiny_split(6)
+    files = write_idx_set(tmp_path / "tiny", split)
+    spec = spec_for(files)
+    remotes = []
+    for remote, array in zip(spec.idx_files, split):
+        raw_md5 = hashlib.md5(idx_bytes(array)).hexdigest()
+        remotes.append(remote._replace(md5="e" * 32, raw_md5=raw_md5))  # the .gz md5 no longer matches
+    spec = spec._replace(train_images=remotes[0], train_labels=remotes[1], test_images=remotes[2],
+                         test_labels=remotes[3])
+    np.testing.assert_array_equal(load_image_dataset(spec, tmp_path, download=False).x_train, split[0])
+    # an uncompressed file put there by hand is read too, and checked against the raw md5
+    files["t10k-labels-idx1-ubyte.gz"].unlink()
+    (tmp_path / "tiny" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(split[3]))
+    np.testing.assert_array_equal(load_image_dataset(spec, tmp_path, download=False).y_test, split[3])
+    (tmp_path / "tiny" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(split[3][::-1]))
+    with pytest.raises(ChecksumError, match="uncompressed IDX bytes"):
+        load_image_dataset(spec, tmp_path, download=False)
+
+
 def test_missing_files_offline_message(tmp_path):
     files = write_idx_set(tmp_path / "made", tiny_split(2))
     spec = spec_for(files)

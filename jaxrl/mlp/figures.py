@@ -97,13 +97,14 @@ def plot_training_curves(
     for index, (name, (loss_curve, validation_scores)) in enumerate(curves.items()):
         color = colors[index % len(colors)]
         epochs = np.arange(1, len(loss_curve) + 1)
-        loss_ax.plot(epochs, loss_curve, color=color, label=f"{name}: training loss")
+        loss_ax.plot(epochs, loss_curve, color=color, linestyle="-" if index % 2 == 0 else "--",
+                     label=f"{name}: training loss")
         if validation_scores is not None and len(validation_scores):
             if score_ax is None:
                 score_ax = loss_ax.twinx()
                 score_ax.set_ylabel("validation accuracy")
             score_ax.plot(np.arange(1, len(validation_scores) + 1), validation_scores, color=color,
-                          linestyle="--", label=f"{name}: validation accuracy")
+                          linestyle=":", label=f"{name}: validation accuracy")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss")
     handles, labels = loss_ax.get_legend_handles_labels()
