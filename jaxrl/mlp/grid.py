@@ -1,0 +1,607 @@
+"""Fit a whole hyper-parameter grid of MLPs in one vmapped, compiled call.
+
+:func:`fit_grid` trains every combination of ``alpha`` x ``learning_rate_init`` x
+``random_state`` (and, with ``cv=k``, every cross-validation fold) of one
+``MLPClassifier`` / ``MLPRegressor`` (solver ``sgd`` or ``adam``) at once: the
+runs are stacked on a leading axis and :func:`jaxrl.mlp.core.train_epoch` is
+``jax.vmap``-ed over it, inside one jitted ``lax.while_loop`` over epochs. There
+is no second training loop: the minibatch step, loss and optimizer are the
+core's; this module only adds sklearn's epoch-end bookkeeping (loss curve,
+``tol`` / ``n_iter_no_change`` stopping, ``invscaling`` / ``adaptive`` learning
+rates) as array code, masking the runs that have stopped.
+
+Each run reproduces scikit-learn's semantics for its own parameters: the same
+initial weights and the same per-epoch shuffles as ``estimator.set_params(...)
+.fit(X, y)`` (both drawn, in sklearn's order, from that run's NumPy
+``RandomState``), the same ragged last batch, the same stopping epoch. The
+fitted estimators therefore carry the same ``coefs_`` as individual fits, within
+float tolerance.
+
+Data placement: ``X``, ``y`` and the sample weights go to the device once; each
+call of the compiled loop receives the minibatch row indices of a *chunk* of
+epochs (one host-to-device copy per chunk, none per batch), and the host
+prepares the next chunk's shuffles while the device trains on the current one.
+
+With ``data_parallel=True`` the minibatch axis is split over a
+``jax.sharding.Mesh`` of all local devices (data replicated once per device,
+gradients summed by XLA), see :mod:`jaxrl.mlp.parallel`.
+
+Not supported (clear ``ValueError``): ``solver="lbfgs"``, ``early_stopping=True``,
+``warm_start=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from sklearn.base import clone, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import check_cv
+from sklearn.utils import check_random_state
+from sklearn.utils import shuffle as sklearn_shuffle
+from sklearn.utils.validation import _check_sample_weight
+
+from jaxrl.mlp import core
+from jaxrl.mlp import parallel as mlp_parallel
+
+__all__ = ["GridState", "GridResult", "fit_grid", "grid_batches", "param_grid"]
+
+_GRID_KEYS = ("alpha", "learning_rate_init", "random_state")
+_INDEX_BUDGET_BYTES = 256 << 20  # at most this much int32 minibatch index data per compiled call
+
+
+class GridState(NamedTuple):
+    """Training state of ``R`` stacked runs (leading axis of every leaf is ``R``)."""
+
+    params: Any  # tuple of (W [R, fan_in, fan_out], b [R, fan_out])
+    opt_state: Any  # the optimizer state, leaves [R, ...]
+    best_loss: jax.Array  # [R] float, sklearn's best_loss_
+    no_improvement: jax.Array  # [R] int32, sklearn's _no_improvement_count
+    n_iter: jax.Array  # [R] int32, epochs run (sklearn's n_iter_)
+    active: jax.Array  # [R] bool, False once the run has stopped
+    diverged: jax.Array  # [R] bool, a non-finite loss or weight stopped the run
+
+
+class _RunConfig(NamedTuple):
+    """Per-run constants (traced, leading axis ``R``)."""
+
+    alpha: jax.Array  # [R] float
+    learning_rate_init: jax.Array  # [R] float
+    n_train: jax.Array  # [R] float, training rows (sklearn's t_ increment per epoch)
+    batch_mask: jax.Array  # [R, n_batches, batch_width] bool
+
+
+@dataclass
+class GridResult:
+    """What :func:`fit_grid` returns.
+
+    Attributes:
+      estimators: one fitted estimator per grid point (on all of ``X`` when
+        ``cv`` is None, refitted on all of ``X`` after cross-validation
+        otherwise), in the order of ``params``.
+      params: the grid points, ``[{"alpha": ..., "learning_rate_init": ...,
+        "random_state": ...}, ...]``, in ``sklearn.model_selection.ParameterGrid``
+        order (keys sorted, last key fastest).
+      cv_results: ``GridSearchCV.cv_results_``-style dict of arrays (one entry
+        per grid point): ``params``, ``param_<name>``, ``split<k>_test_score``,
+        ``mean_test_score``, ``std_test_score``, ``rank_test_score`` (with
+        ``cv``), ``train_score``, ``n_iter``, ``final_loss``, ``diverged``.
+      best_index, best_params, best_estimator, best_score: by
+        ``mean_test_score`` with ``cv``, else by the training score.
+      timings: seconds spent in ``prepare`` (host: validation, init, shuffles),
+        ``compile`` (XLA compilation, 0 when cached), ``train`` (the compiled
+        loop, device time plus overlapped host shuffles) and ``total``.
+      n_runs: number of vmapped training runs (grid points x (folds + 1)).
+    """
+
+    estimators: list
+    params: list
+    cv_results: dict
+    best_index: int
+    best_params: dict
+    best_estimator: Any
+    best_score: float
+    timings: dict = field(default_factory=dict)
+    n_runs: int = 0
+
+
+def param_grid(estimator, alpha=None, learning_rate_init=None, random_state=None) -> list[dict]:
+    """Validate the three value lists and return their product (``ParameterGrid`` order).
+
+    ``None`` for a list means "the estimator's own value".
+
+    Raises:
+      ValueError: an empty list, ``alpha < 0``, ``learning_rate_init <= 0``, a
+        ``random_state`` that is not an int or None.
+      TypeError: a scalar or string instead of a list.
+    """
+    lists = {}
+    for name, values in zip(_GRID_KEYS, (alpha, learning_rate_init, random_state)):
+        if values is None:
+            values = [estimator.get_params()[name]]
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise TypeError(f"{name} must be a list of values, got {values!r}.")
+        values = list(values)
+        if not values:
+            raise ValueError(f"{name} must be a non-empty list of values, got an empty list.")
+        for value in values:
+            if name == "random_state":
+                if value is not None and not (isinstance(value, Integral) and not isinstance(value, bool)):
+                    raise ValueError(
+                        f"random_state values must be ints or None (one NumPy RandomState per model), got {value!r}."
+                    )
+            else:
+                if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+                    raise ValueError(f"{name} values must be finite real numbers, got {value!r}.")
+                if name == "alpha" and value < 0:
+                    raise ValueError(f"alpha values must be >= 0, got {value!r}.")
+                if name == "learning_rate_init" and value <= 0:
+                    raise ValueError(f"learning_rate_init values must be > 0, got {value!r}.")
+        lists[name] = values
+    # sklearn.model_selection.ParameterGrid: keys sorted, product with the last key varying fastest.
+    names = sorted(lists)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(lists[name] for name in names))]
+
+
+def _check_estimator(estimator):
+    from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
+
+    if not isinstance(estimator, (MLPClassifier, MLPRegressor)):
+        raise TypeError(
+            "fit_grid needs a jaxrl.MLPClassifier or jaxrl.MLPRegressor (unfitted template), "
+            f"got {type(estimator).__name__}."
+        )
+    estimator._validate_params()
+    if estimator.solver not in ("sgd", "adam"):
+        raise ValueError(
+            f"fit_grid trains the stochastic solvers 'sgd' and 'adam' only, got solver={estimator.solver!r} "
+            "(lbfgs is a full-batch line search: fit those models one by one)."
+        )
+    if estimator.early_stopping:
+        raise ValueError("fit_grid does not support early_stopping=True yet; use tol/n_iter_no_change on the loss.")
+    if estimator.warm_start:
+        raise ValueError("fit_grid starts every model from scratch: set warm_start=False.")
+
+
+def grid_batches(orders: np.ndarray, n_train: int, batch_size: int, n_batches_to: int, batch_width: int) -> np.ndarray:
+    """Minibatch rows of several epochs of one run: :func:`core.make_batches`, vectorized over epochs.
+
+    Args:
+      orders: ``[E, n_train]`` row indices (into the full ``X``) per epoch.
+      n_train: training rows of this run.
+      batch_size: this run's sklearn batch size.
+      n_batches_to, batch_width: padded layout shared by all runs.
+
+    Returns:
+      ``rows [E, n_batches_to, batch_width]`` int32 (padding rows point at row 0).
+    """
+    n_epochs = orders.shape[0]
+    n_batches = -(-n_train // batch_size)
+    flat = np.zeros((n_epochs, n_batches * batch_size), np.int32)
+    flat[:, :n_train] = orders
+    rows = np.zeros((n_epochs, n_batches_to, batch_width), np.int32)
+    rows[:, :n_batches, :batch_size] = flat.reshape(n_epochs, n_batches, batch_size)
+    return rows
+
+
+def _batch_mask(n_train: int, batch_size: int, n_batches_to: int, batch_width: int) -> np.ndarray:
+    _, mask = core.make_batches(np.zeros(n_train, np.int32), batch_size, n_batches_to, batch_width)
+    return mask
+
+
+def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _RunConfig, *, tol, n_iter_no_change,
+               max_iter, learning_rate, power_t, solver):
+    """sklearn's end-of-epoch bookkeeping (``_fit_stochastic``), vectorized over runs.
+
+    Returns:
+      ``(state, epoch_loss [R])`` with the loss ``nan`` for runs that did not train.
+    """
+    epoch_loss = metrics["loss"]
+    dtype = epoch_loss.dtype
+    ok = jnp.isfinite(epoch_loss) & metrics["finite"]
+    stepped = state.active & ok
+    diverged = state.diverged | (state.active & ~ok)
+
+    def select(new, old):
+        mask = stepped.reshape(stepped.shape + (1,) * (new.ndim - 1))
+        return jnp.where(mask, new, old)
+
+    params = jax.tree.map(select, new_params, state.params)
+    opt_state = jax.tree.map(select, new_opt_state, state.opt_state)
+    n_iter = state.n_iter + state.active.astype(jnp.int32)
+
+    # _update_no_improvement_count (early_stopping=False)
+    worse = epoch_loss > state.best_loss - tol
+    no_improvement = jnp.where(stepped, jnp.where(worse, state.no_improvement + 1, 0), state.no_improvement)
+    best_loss = jnp.where(stepped, jnp.minimum(state.best_loss, epoch_loss), state.best_loss)
+
+    hyper = dict(opt_state.hyperparams)
+    if solver == "sgd" and learning_rate == "invscaling":
+        samples_seen = n_iter.astype(dtype) * config.n_train
+        new_lr = config.learning_rate_init / (samples_seen + 1) ** power_t
+        hyper["learning_rate"] = jnp.where(stepped, new_lr.astype(dtype), hyper["learning_rate"])
+
+    stuck = no_improvement.astype(dtype) > n_iter_no_change
+    stop = stuck
+    if solver == "sgd" and learning_rate == "adaptive":
+        current = hyper["learning_rate"]
+        too_small = current <= 1e-6
+        stop = stuck & too_small
+        lower = stepped & stuck & ~too_small
+        hyper["learning_rate"] = jnp.where(lower, current / 5.0, current)
+        no_improvement = jnp.where(lower, 0, no_improvement)
+    opt_state = opt_state._replace(hyperparams=hyper)
+    active = stepped & ~stop & (n_iter < max_iter)
+    state = GridState(params, opt_state, best_loss, no_improvement, n_iter, active, diverged)
+    return state, jnp.where(stepped, epoch_loss, jnp.nan)
+
+
+def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig, *, optimizer, spec, tol,
+                 n_iter_no_change, max_iter, learning_rate, power_t, solver, mesh):
+    """Up to ``E`` epochs of all ``R`` runs: ``while_loop`` over epochs of a vmapped ``core.train_epoch``.
+
+    Args:
+      state: :class:`GridState`, leaves ``[R, ...]``.
+      x: ``[n, d]``, y: ``[n, k]``, weight: ``[n]`` (shared by all runs, on device once).
+      batch_rows: ``[R, E, n_batches, batch_width]`` int32 rows of ``x`` per run, epoch and batch.
+      config: per-run constants.
+
+    Returns:
+      ``(state, loss_curve [E, R])``; the loop exits early once every run stopped.
+    """
+    n_epochs = batch_rows.shape[1]
+    assert batch_rows.shape[0] == config.alpha.shape[0] == config.batch_mask.shape[0], batch_rows.shape
+    epoch = functools.partial(core.train_epoch, optimizer=optimizer, spec=spec)
+    epoch_all = jax.vmap(epoch, in_axes=(0, 0, None, None, None, 0, 0, 0))
+    end = functools.partial(_epoch_end, tol=tol, n_iter_no_change=n_iter_no_change, max_iter=max_iter,
+                            learning_rate=learning_rate, power_t=power_t, solver=solver)
+    curve = jnp.full((n_epochs, batch_rows.shape[0]), jnp.nan, x.dtype)
+
+    def cond(carry):
+        e, state, _ = carry
+        return (e < n_epochs) & jnp.any(state.active)
+
+    def body(carry):
+        e, state, curve = carry
+        rows = lax.dynamic_index_in_dim(batch_rows, e, axis=1, keepdims=False)  # [R, n_batches, batch_width]
+        mask = config.batch_mask
+        if mesh is not None:
+            rows = mlp_parallel.constrain_batch_axis(rows, mesh, axis=2)
+            mask = mlp_parallel.constrain_batch_axis(mask, mesh, axis=2)
+        new_params, new_opt_state, metrics = epoch_all(
+            state.params, state.opt_state, x, y, weight, rows, mask, config.alpha
+        )
+        state, epoch_loss = end(state, new_params, new_opt_state, metrics, config)
+        return e + 1, state, curve.at[e].set(epoch_loss)
+
+    _, state, curve = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, curve))
+    return state, curve
+
+
+_STATIC = ("optimizer", "spec", "tol", "n_iter_no_change", "max_iter", "learning_rate", "power_t", "solver", "mesh")
+_train_chunk_jit = jax.jit(_train_chunk, static_argnames=_STATIC, donate_argnums=(0,))
+_compiled: dict = {}
+
+
+def _compile(args, static):
+    """AOT-compile :func:`_train_chunk` (cached by shapes, dtypes, shardings and static config)."""
+    leaves = jax.tree.leaves(args)
+    key = (
+        jax.tree.structure(args),
+        tuple((leaf.shape, leaf.dtype, getattr(leaf, "sharding", None)) for leaf in leaves),
+        tuple(sorted(static.items(), key=lambda kv: kv[0])),
+        jax.config.jax_enable_x64,
+    )
+    if key in _compiled:
+        return _compiled[key], 0.0
+    start = time.perf_counter()
+    compiled = _train_chunk_jit.lower(*args, **static).compile()
+    seconds = time.perf_counter() - start
+    _compiled[key] = compiled
+    return compiled, seconds
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+class _Run(NamedTuple):
+    params: dict  # grid point
+    train: np.ndarray  # [n_train] row indices into X
+    test: np.ndarray | None  # [n_test] row indices (cv folds), None for full-data fits
+    fold: int  # -1 for full-data fits
+    estimator: Any  # clone with the run's params, initialized (coefs_ = initial weights)
+    random_state: np.random.RandomState  # continues after the init draws: the shuffles
+    batch_size: int
+
+
+def fit_grid(
+    estimator,
+    X,
+    y,
+    *,
+    alpha=None,
+    learning_rate_init=None,
+    random_state=None,
+    cv=None,
+    sample_weight=None,
+    data_parallel: bool = False,
+    epochs_per_call: int | None = None,
+    error_score="nan",
+) -> GridResult:
+    """Fit every ``alpha x learning_rate_init x random_state`` model (x cv folds) in one vmapped call.
+
+    The same as ``[clone(estimator).set_params(**p).fit(X, y) for p in grid]``
+    (and, with ``cv``, as ``GridSearchCV(estimator, grid, cv=cv, refit=...)``
+    with every grid point refitted), but all runs train together: one compiled
+    ``lax.while_loop`` over epochs of ``jax.vmap(core.train_epoch)``.
+
+    Args:
+      estimator: an unfitted ``jaxrl.MLPClassifier`` / ``MLPRegressor`` template
+        (solver ``"sgd"`` or ``"adam"``; every other parameter is shared).
+      X: ``[n_samples, n_features]`` array-like (float32 stays float32, float64
+        trains in JAX's 64-bit mode, as the estimator).
+      y: ``[n_samples]`` or ``[n_samples, n_outputs]`` targets.
+      alpha: list of L2 strengths (``>= 0``); None = the estimator's.
+      learning_rate_init: list of initial learning rates (``> 0``); None = the estimator's.
+      random_state: list of ints (or None) seeding each model's init and shuffles; None = the estimator's.
+      cv: None (fit on all of ``X``), an int k (``StratifiedKFold`` for
+        classifiers, ``KFold`` otherwise, as ``GridSearchCV``) or a splitter /
+        iterable of ``(train, test)`` index pairs. The folds are vmapped too.
+      sample_weight: ``[n_samples]`` or None, used for training (not scoring).
+      data_parallel: split each minibatch over all local devices (a 1-D ``Mesh``).
+      epochs_per_call: epochs per compiled call (default: as many as fit in a
+        256 MiB index budget, up to ``max_iter``).
+      error_score: ``"nan"`` (a diverged model scores nan and keeps its last
+        finite weights, with a warning) or ``"raise"`` (``ValueError``).
+
+    Returns:
+      :class:`GridResult` (``estimators``, ``params``, ``cv_results``, ``best_*``, ``timings``).
+
+    Raises:
+      ValueError / TypeError: bad grid values, unsupported estimator settings
+        (lbfgs, early_stopping, warm_start), a cv fold missing a class.
+    """
+    start_total = time.perf_counter()
+    _check_estimator(estimator)
+    if error_score not in ("nan", "raise"):
+        raise ValueError(f"error_score must be 'nan' or 'raise', got {error_score!r}.")
+    if epochs_per_call is not None and (not isinstance(epochs_per_call, Integral) or epochs_per_call < 1):
+        raise ValueError(f"epochs_per_call must be a positive int, got {epochs_per_call!r}.")
+    grid = param_grid(estimator, alpha, learning_rate_init, random_state)
+
+    # Validate once with a clone, exactly as the estimator's fit does.
+    template = clone(estimator)
+    X_valid, y_valid = template._validate_input(X, y, incremental=False, reset=True)
+    X_valid = X_valid.toarray() if hasattr(X_valid, "toarray") else np.asarray(X_valid)
+    n_samples = X_valid.shape[0]
+    dtype = X_valid.dtype
+    if sample_weight is not None:
+        sample_weight = _check_sample_weight(sample_weight, X_valid)
+    y_valid = y_valid.reshape((-1, 1)) if y_valid.ndim == 1 else y_valid
+
+    y_array = np.asarray(y)
+    splits = [(np.arange(n_samples), None)]
+    if cv is not None:
+        cv_splitter = check_cv(cv, y, classifier=is_classifier(estimator))
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv_splitter.split(X_valid, y)]
+        splits.append((np.arange(n_samples), None))
+    n_folds = len(splits) - 1
+
+    with jax.enable_x64(bool(dtype == np.float64)):
+        runs, run_params, opt_states, optimizer = [], [], [], None
+        for fold, (train, test) in enumerate(splits):
+            for point in grid:
+                est = clone(estimator).set_params(**point)
+                if test is None:  # the full-data fit: validated exactly as est.fit(X, y) would
+                    _, y_train = est._validate_input(X, y, incremental=False, reset=True)
+                else:
+                    _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
+                if is_classifier(est) and test is not None and not np.array_equal(est.classes_, template.classes_):
+                    raise ValueError(
+                        f"cv fold {fold} lacks some classes ({est.classes_} in training vs {template.classes_}); "
+                        "use a stratified splitter or fewer folds."
+                    )
+                y_train = y_train.reshape((-1, 1)) if y_train.ndim == 1 else y_train
+                hidden = est.hidden_layer_sizes
+                hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+                layer_units = [X_valid.shape[1], *hidden, y_train.shape[1]]
+                rng = check_random_state(est.random_state)
+                est._initialize(y_train, layer_units, dtype, rng)
+                params = tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
+                optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False)
+                n_train = len(train)
+                if est.batch_size == "auto":
+                    batch_size = min(200, n_train)
+                else:
+                    if est.batch_size > n_train:
+                        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+                    batch_size = int(np.clip(est.batch_size, 1, n_train))
+                runs.append(_Run(point, train, test, fold if test is not None else -1, est, rng, batch_size))
+                run_params.append(params)
+                opt_states.append(opt_state)
+        spec = runs[-1].estimator._spec()
+        n_runs = len(runs)
+
+        # Shared padded layout; the batch width is a multiple of the device count when data parallel.
+        mesh = mlp_parallel.batch_mesh() if data_parallel else None
+        n_devices = 1 if mesh is None else mesh.size
+        batch_width = max(r.batch_size for r in runs)
+        batch_width = -(-batch_width // n_devices) * n_devices
+        n_batches_to = max(-(-len(r.train) // r.batch_size) for r in runs)
+        masks = np.stack([_batch_mask(len(r.train), r.batch_size, n_batches_to, batch_width) for r in runs])
+
+        max_iter = int(estimator.max_iter)
+        if epochs_per_call is None:
+            per_epoch = n_runs * n_batches_to * batch_width * 4
+            epochs_per_call = int(max(1, min(max_iter, _INDEX_BUDGET_BYTES // per_epoch)))
+        epochs_per_call = min(int(epochs_per_call), max_iter)
+
+        weight = np.ones(n_samples, dtype) if sample_weight is None else sample_weight.astype(dtype)
+        place = (lambda a: jax.device_put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
+        x_device = place(X_valid)
+        y_device = place(np.asarray(y_valid, dtype))
+        weight_device = place(weight)
+        config = _RunConfig(
+            alpha=place(np.array([r.estimator.alpha for r in runs], dtype)),
+            learning_rate_init=place(np.array([r.estimator.learning_rate_init for r in runs], dtype)),
+            n_train=place(np.array([len(r.train) for r in runs], dtype)),
+            batch_mask=place(masks),
+        )
+        state = GridState(
+            params=jax.tree.map(place, _stack(run_params)),
+            opt_state=jax.tree.map(place, _stack(opt_states)),
+            best_loss=place(np.full(n_runs, np.inf, dtype)),
+            no_improvement=place(np.zeros(n_runs, np.int32)),
+            n_iter=place(np.zeros(n_runs, np.int32)),
+            active=place(np.ones(n_runs, bool)),
+            diverged=place(np.zeros(n_runs, bool)),
+        )
+        static = dict(
+            optimizer=optimizer,
+            spec=spec,
+            tol=float(estimator.tol),
+            n_iter_no_change=float(estimator.n_iter_no_change),
+            max_iter=max_iter,
+            learning_rate=estimator.learning_rate,
+            power_t=float(estimator.power_t),
+            solver=estimator.solver,
+            mesh=mesh,
+        )
+
+        orders = [np.arange(len(r.train), dtype=int) for r in runs]
+
+        def next_chunk(n_epochs):
+            """Host: the runs' next ``n_epochs`` sklearn shuffles, as padded minibatch rows."""
+            rows = np.empty((n_runs, n_epochs, n_batches_to, batch_width), np.int32)
+            for i, run in enumerate(runs):
+                epoch_orders = np.empty((n_epochs, len(run.train)), np.int64)
+                for e in range(n_epochs):
+                    if run.estimator.shuffle:
+                        orders[i] = sklearn_shuffle(orders[i], random_state=run.random_state)
+                    epoch_orders[e] = run.train[orders[i]]
+                rows[i] = grid_batches(epoch_orders, len(run.train), run.batch_size, n_batches_to, batch_width)
+            return place(rows)
+
+        prepare_seconds = time.perf_counter() - start_total
+        start_train = time.perf_counter()
+        curves, epochs_done, compile_seconds = [], 0, 0.0
+        rows_device = next_chunk(min(epochs_per_call, max_iter))
+        while True:
+            args = (state, x_device, y_device, weight_device, rows_device, config)
+            compiled, seconds = _compile(args, static)
+            compile_seconds += seconds
+            state, curve = compiled(*args)  # asynchronous: the host prepares the next chunk meanwhile
+            epochs_done += rows_device.shape[1]
+            remaining = max_iter - epochs_done
+            next_rows = next_chunk(min(epochs_per_call, remaining)) if remaining > 0 else None
+            curves.append(np.asarray(curve))
+            if next_rows is None or not bool(np.asarray(state.active).any()):
+                break
+            if next_rows.shape[1] != rows_device.shape[1]:  # keep one compiled shape: pad the last chunk
+                pad = rows_device.shape[1] - next_rows.shape[1]
+                next_rows = place(np.pad(np.asarray(next_rows), ((0, 0), (0, pad), (0, 0), (0, 0))))
+            rows_device = next_rows
+        host = jax.tree.map(np.asarray, state)
+        train_seconds = time.perf_counter() - start_train - compile_seconds
+        curve = np.concatenate(curves, axis=0)  # [epochs, R]
+
+        # Fitted estimators and scores.
+        for i, run in enumerate(runs):
+            est = run.estimator
+            coefs, intercepts = core.params_to_numpy(_take(host.params, i))
+            est.coefs_, est.intercepts_ = coefs, intercepts
+            est.n_iter_ = int(host.n_iter[i])
+            losses = curve[:, i]
+            est.loss_curve_ = [float(v) for v in losses[np.isfinite(losses)]][: est.n_iter_]
+            est.loss_ = est.loss_curve_[-1] if est.loss_curve_ else np.nan
+            est.best_loss_ = float(host.best_loss[i])
+            est.t_ = len(run.train) * len(est.loss_curve_)
+            est._no_improvement_count = int(host.no_improvement[i])
+            est._opt_state = _take(host.opt_state, i)
+
+    diverged = host.diverged
+    bad = [runs[i].params for i in range(n_runs) if diverged[i]]
+    if bad:
+        message = (
+            f"{len(bad)} of {n_runs} runs diverged (non-finite loss or weights), e.g. {bad[0]}; they keep the "
+            "weights of their last finite epoch and score nan. Lower learning_rate_init or scale the data."
+        )
+        if error_score == "raise":
+            raise ValueError(message)
+        warnings.warn(message, RuntimeWarning)
+    n_max_iter = sum(1 for i in range(n_runs) if host.n_iter[i] >= max_iter and not diverged[i])
+    if n_max_iter:
+        warnings.warn(
+            f"Stochastic Optimizer: Maximum iterations ({max_iter}) reached and the optimization hasn't converged "
+            f"yet in {n_max_iter} of {n_runs} runs.",
+            ConvergenceWarning,
+        )
+
+    final = runs[-len(grid):]
+    cv_results = _results_table(grid, runs, final, diverged, n_folds, X_valid, y, n_runs)
+    if n_folds:
+        key = "mean_test_score"
+    else:
+        key = "train_score"
+    scores = np.where(np.isnan(cv_results[key]), -np.inf, cv_results[key])
+    best_index = int(np.argmax(scores))
+    total = time.perf_counter() - start_total
+    return GridResult(
+        estimators=[run.estimator for run in final],
+        params=grid,
+        cv_results=cv_results,
+        best_index=best_index,
+        best_params=grid[best_index],
+        best_estimator=final[best_index].estimator,
+        best_score=float(cv_results[key][best_index]),
+        timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds, total=total),
+        n_runs=n_runs,
+    )
+
+
+def _results_table(grid, runs, final, diverged, n_folds, X_valid, y, n_runs):
+    """``GridSearchCV.cv_results_``-style dict (one entry per grid point)."""
+    y = np.asarray(y)
+    n_points = len(grid)
+    results: dict = {"params": list(grid)}
+    for name in _GRID_KEYS:
+        results[f"param_{name}"] = np.ma.MaskedArray([p[name] for p in grid], dtype=object)
+    if n_folds:
+        split_scores = np.full((n_folds, n_points), np.nan)
+        for i, run in enumerate(runs[: n_folds * n_points]):
+            if not diverged[i]:
+                split_scores[run.fold, i % n_points] = run.estimator.score(X_valid[run.test], y[run.test])
+        for k in range(n_folds):
+            results[f"split{k}_test_score"] = split_scores[k]
+        results["mean_test_score"] = split_scores.mean(axis=0)
+        results["std_test_score"] = split_scores.std(axis=0)
+        # scipy.stats.rankdata(-mean, method="min") as GridSearchCV, nan ranked last
+        means = np.where(np.isnan(results["mean_test_score"]), -np.inf, results["mean_test_score"])
+        order = np.argsort(-means, kind="stable")
+        ranks = np.empty(n_points, np.int32)
+        for position, index in enumerate(order):
+            ranks[index] = position + 1 if position == 0 or means[index] != means[order[position - 1]] else ranks[order[position - 1]]
+        results["rank_test_score"] = ranks
+    offset = n_runs - n_points
+    results["train_score"] = np.array(
+        [np.nan if diverged[offset + j] else run.estimator.score(X_valid, y) for j, run in enumerate(final)]
+    )
+    results["n_iter"] = np.array([run.estimator.n_iter_ for run in final])
+    results["final_loss"] = np.array([run.estimator.loss_ for run in final], dtype=float)
+    results["diverged"] = np.array([bool(diverged[offset + j]) for j in range(n_points)])
+    return results
