@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "plot_first_layer_weights",
@@ -105,6 +106,7 @@ def plot_training_curves(
                 score_ax.set_ylabel("validation accuracy")
             score_ax.plot(np.arange(1, len(validation_scores) + 1), validation_scores, color=color,
                           linestyle=":", label=f"{name}: validation accuracy")
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss")
     handles, labels = loss_ax.get_legend_handles_labels()
