@@ -4,3 +4,4 @@ __version__ = "0.1.0"
 
 from jaxrl.mlp.estimators import MLPClassifier as MLPClassifier  # noqa: E402
 from jaxrl.mlp.estimators import MLPRegressor as MLPRegressor  # noqa: E402
+from jaxrl import datasets as datasets  # noqa: E402
