@@ -6,19 +6,29 @@ from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, td_loss
 from jaxrl.dqn.learner import Learner, LearnerState, make_learner
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
+from jaxrl.dqn.toy_env import make_toy_env
+from jaxrl.dqn.xla_env import XlaEnv, make_envpool_xla_env
+from jaxrl.dqn.xla_loop import LoopState, XlaLoop, make_xla_loop, summarize
 
 __all__ = [
     "DQN",
     "DQNState",
     "Learner",
     "LearnerState",
+    "LoopState",
     "QNetwork",
     "ReplayBuffer",
     "ReplayState",
     "Transition",
+    "XlaEnv",
+    "XlaLoop",
     "epsilon_schedule",
     "make_dqn",
+    "make_envpool_xla_env",
     "make_learner",
     "make_replay_buffer",
+    "make_toy_env",
+    "make_xla_loop",
+    "summarize",
     "td_loss",
 ]

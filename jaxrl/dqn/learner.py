@@ -53,9 +53,12 @@ class Learner(NamedTuple):
 
     init: Callable[..., tuple[LearnerState, jax.Array]]
     step: Callable[..., tuple[LearnerState, jax.Array, dict]]
-    dqn: DQN
-    replay: ReplayBuffer
-    epsilon: Callable[[jax.Array], jax.Array]
+    dqn: DQN  # the agent's pure functions (e.g. dqn.act / dqn.q_values for evaluation)
+    replay: ReplayBuffer  # the buffer's pure functions
+    epsilon: Callable[[jax.Array], jax.Array]  # env_steps -> ε
+    num_envs: int  # N
+    num_actions: int  # A
+    axis_name: str | None  # vmap axis name over seeds that `step` reduces over, or None
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -286,4 +289,13 @@ def make_learner(
         )
         return new_state, actions_t, metrics
 
-    return Learner(init=init, step=step, dqn=dqn, replay=replay, epsilon=epsilon)
+    return Learner(
+        init=init,
+        step=step,
+        dqn=dqn,
+        replay=replay,
+        epsilon=epsilon,
+        num_envs=num_envs,
+        num_actions=num_actions,
+        axis_name=axis_name,
+    )

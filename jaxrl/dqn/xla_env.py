@@ -1,0 +1,102 @@
+"""Vectorised envs whose step is an XLA operation, so it can run inside `jit` / `lax.scan`.
+
+`make_envpool_xla_env` wraps envpool's XLA interface (`handle, recv, send, step = pool.xla()`): `step(handle,
+actions)` is a custom call that steps all envs and returns `(handle, (obs, reward, terminated, truncated,
+info))`; the Atari RAM is `info["ram"]` [M, 128] uint8. Checked here (envpool 1.2.5, sync mode
+batch_size == num_envs): rows come back in env-id order, and auto-reset is next-step: the call after
+terminated (game over) or truncated returns the reset observation with elapsed_step 0 and reward 0
+(tests/test_dqn_xla_loop.py checks it), which is what `jaxrl.dqn.learner` assumes.
+
+envpool is imported only inside `make_envpool_xla_env`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class XlaEnv(NamedTuple):
+    """M envs with a jit-able step (next-step auto-reset).
+
+    reset() runs on the host and returns (env_state, obs_0 [M, 128] uint8); step(env_state, actions [M] int32)
+    -> (env_state, (obs [M, 128] uint8, reward [M] float32, terminated [M] bool, truncated [M] bool)).
+    """
+
+    reset: Callable[[], tuple[Any, jax.Array]]
+    step: Callable[[Any, jax.Array], tuple[Any, tuple[jax.Array, jax.Array, jax.Array, jax.Array]]]
+    num_envs: int  # M
+    num_actions: int  # A
+    close: Callable[[], None]
+
+
+def make_envpool_xla_env(
+    num_envs: int,
+    seed: int,
+    *,
+    env_id: str = "SpaceInvaders-v5",
+    frame_skip: int = 4,
+    repeat_action_probability: float = 0.25,
+    noop_max: int = 30,
+    max_episode_frames: int = 108_000,
+    num_threads: int = 0,
+) -> XlaEnv:
+    """envpool Atari envs returning RAM, stepped by envpool's XLA custom call.
+
+    The Atari settings match `jaxrl.dqn.envs.make_vec_env` (sticky actions, no-op starts, full-game episodes,
+    unclipped rewards, minimal action set; truncation after max_episode_frames // frame_skip agent steps); the
+    image observation is kept to one 8x8 grey frame since only the RAM is used.
+
+    Args:
+      num_envs: M (for S seeds of N envs each, M = S * N).
+      seed: env i is seeded with seed + i.
+      num_threads: envpool worker threads (0: envpool's default).
+
+    Returns:
+      XlaEnv whose state is envpool's handle ([8] uint8, a token threaded through `step`).
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
+    import envpool
+
+    name = env_id[len("ALE/"):] if env_id.startswith("ALE/") else env_id
+    pool = envpool.make(
+        name,
+        env_type="gymnasium",
+        num_envs=int(num_envs),
+        batch_size=int(num_envs),  # sync mode: every call steps all envs, rows in env-id order
+        num_threads=int(num_threads),
+        seed=int(seed),
+        frame_skip=int(frame_skip),
+        repeat_action_probability=float(repeat_action_probability),
+        noop_max=int(noop_max),
+        max_episode_steps=max(1, int(max_episode_frames) // int(frame_skip)),
+        stack_num=1,
+        episodic_life=False,
+        reward_clip=False,
+        use_fire_reset=False,
+        full_action_space=False,
+        img_height=8,
+        img_width=8,
+        gray_scale=True,
+    )
+    handle, _recv, _send, xla_step = pool.xla()
+
+    def reset():
+        _, info = pool.reset()
+        return jnp.asarray(handle), jnp.asarray(np.asarray(info["ram"], np.uint8))
+
+    def step(env_handle, actions):
+        env_handle, (_, reward, terminated, truncated, info) = xla_step(env_handle, actions.astype(jnp.int32))
+        return env_handle, (
+            info["ram"].astype(jnp.uint8),
+            reward.astype(jnp.float32),
+            terminated.astype(bool),
+            truncated.astype(bool),
+        )
+
+    return XlaEnv(
+        reset=reset, step=step, num_envs=int(num_envs), num_actions=int(pool.action_space.n), close=pool.close
+    )
