@@ -176,9 +176,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cleanrl-ratio": dict(updates_per_call=2, target_update_period=250),
     # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
     "tiny": dict(
-        num_envs=4, hidden_sizes=(32,), buffer_size=2_048, batch_size=32, learning_starts=256,
-        target_update_period=50, epsilon_decay_steps=2_000, total_steps=2_000, checkpoint_every=1_000,
-        keep_checkpoints=2, eval_episodes=0, log_every=400, max_episode_frames=800,
+        num_envs=4, hidden_sizes=(32,), buffer_size=1_024, batch_size=32, learning_starts=128,
+        target_update_period=50, epsilon_decay_steps=1_000, total_steps=1_200, checkpoint_every=400,
+        keep_checkpoints=2, eval_episodes=0, log_every=200, max_episode_frames=400,
     ),
 }
 

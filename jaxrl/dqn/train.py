@@ -189,6 +189,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
 
     from jaxrl.dqn import checkpoint as ckpt
     from jaxrl.dqn.envs import make_env_from_config, resolve_backend
+    from jaxrl.dqn.evaluate import evaluate_returns  # imported up front: a long run never imports mid-way
 
     backend = resolve_backend(config.backend)
     config = config.replace(backend=backend)  # the resolved backend is what gets saved
@@ -228,7 +229,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
             log(f"no checkpoint in {run_dir} yet: starting it from scratch")
         metrics_path.unlink(missing_ok=True)
         env = make_env_from_config(config, seed=segment_seed(config.seed, 0, num_envs))
-        state, actions = jax.jit(learner.init)(jax.random.PRNGKey(config.seed), env.reset())
+        state, actions = learner.init(jax.random.PRNGKey(config.seed), env.reset())  # once: not worth a jit
     if not metrics_path.is_file():
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
@@ -253,8 +254,6 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
 
     def eval_score(params, step) -> float | None:
         if config.eval_episodes > 0:
-            from jaxrl.dqn.evaluate import evaluate_returns
-
             returns = evaluate_returns(config, params, config.eval_episodes, epsilon=config.eval_epsilon,
                                        seed=eval_seed(config.seed, step), num_actions=num_actions)
             return float(np.mean(returns))

@@ -1,0 +1,184 @@
+"""End-to-end DQN training runs on tiny settings: both backends, exact resume, SIGKILL/SIGINT, NaN guard."""
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl.dqn import checkpoint as ckpt
+from jaxrl.dqn.config import preset
+from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, RunDirError, build_learner, train
+
+HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+FAST_BACKEND = "envpool" if HAS_ENVPOOL else "gymnasium"
+BACKENDS = [
+    "gymnasium",
+    pytest.param("envpool", marks=pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed")),
+]
+
+
+def tiny(**overrides):
+    return preset("tiny", **{"backend": FAST_BACKEND, **overrides})
+
+
+def read_rows(run_dir):
+    with (Path(run_dir) / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final_state(run_dir, config, step="latest"):
+    """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
+    learner = build_learner(config, num_actions=6)
+    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, 128), np.uint8))[0]
+    manager = ckpt.open_manager(run_dir, read_only=True)
+    try:
+        state, host, _, step = ckpt.restore_checkpoint(manager, abstract, step=step)
+    finally:
+        manager.close()
+    return state, host, step
+
+
+def assert_same_tree(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b) and len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_training_run_writes_everything(tmp_path, backend):
+    config = tiny(backend=backend)
+    result = train(config, tmp_path / "run", progress=False, log=lambda *_: None)
+    run = tmp_path / "run"
+    assert result.env_steps >= config.total_steps and not result.interrupted
+    assert result.frames == result.env_steps * config.frame_skip
+    assert result.episodes > 0 and np.isfinite(result.mean_return)
+    rows = read_rows(run)
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == list(range(200, 1201, 200))
+    assert len(rows) == config.total_steps // config.log_every
+    assert all(np.isfinite(float(r["loss"])) for r in rows)  # updates start after learning_starts=128
+    assert float(rows[-1]["epsilon"]) == pytest.approx(config.epsilon_end)
+    assert (run / "config.json").is_file()
+    assert any((run / "tb").iterdir())  # TensorBoard event file
+    state, host, step = final_state(run, config)
+    assert step == result.env_steps == int(state.env_steps)
+    assert host["episodes"] == result.episodes
+    assert int(state.replay.size) == min(result.env_steps, config.buffer_size)
+    assert state.replay.data.obs.dtype == np.uint8
+    # a second run into the same directory is refused and leaves it as it was
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(RunDirError, match="already exists"):
+        train(config, run, progress=False)
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path):
+    config = tiny()  # 1,200 steps, checkpoints every 400
+    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
+    # same run, stopped at 800 steps (its final checkpoint) then resumed to 1,200
+    train(config.replace(total_steps=800), tmp_path / "resumed", progress=False, log=lambda *_: None)
+    train(config, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+    straight, straight_host, step_a = final_state(tmp_path / "straight", config)
+    resumed, resumed_host, step_b = final_state(tmp_path / "resumed", config)
+    assert step_a == step_b >= 1_200
+    assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer, key, counters
+    assert straight_host["recent_returns"] == resumed_host["recent_returns"]
+    timing = {"steps_per_s", "wall_s"}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(read_rows(tmp_path / "straight")) == strip(read_rows(tmp_path / "resumed"))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "jaxrl", "dqn", "train", "--preset", "tiny", "--backend", FAST_BACKEND,
+            "--no-progress", *args]
+
+
+def _finished_checkpoints(run_dir):
+    directory = Path(run_dir) / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def _start(args, run_dir):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(_cli("--run-dir", str(run_dir), *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+
+
+def _wait_for(predicate, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the training run")
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    run = tmp_path / "killed"
+    proc = _start(["--total-steps", "1000000"], run)
+    _wait_for(lambda: len(_finished_checkpoints(run)) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kept = _finished_checkpoints(run)
+    assert 2 <= len(kept) and kept[-1] < 1_200, kept  # killed between the 2nd and 3rd checkpoint
+    resumed = subprocess.run(_cli("--run-dir", str(run), "--resume", "--total-steps", "1200"),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"from checkpoint {kept[-1]}" in resumed.stdout
+    config = tiny()
+    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
+    state_killed, _, step_killed = final_state(run, config)
+    state_straight, _, step_straight = final_state(tmp_path / "straight", config)
+    assert step_killed == step_straight
+    assert_same_tree(state_killed.dqn, state_straight.dqn)  # params, target params, optimizer state
+    assert_same_tree(state_killed, state_straight)  # and everything else
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "interrupted"
+    proc = _start(["--total-steps", "1000000"], run)
+    _wait_for(lambda: len(_finished_checkpoints(run)) >= 1 and (run / "metrics.csv").stat().st_size > 200, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out
+    assert "SIGINT at step" in out and "checkpoint saved" in out
+    saved = _finished_checkpoints(run)
+    state, _, step = final_state(run, tiny())
+    assert step == saved[-1] == int(state.env_steps) > 400
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # An absurd Adam step size: the first update moves weights to ~1e30, the next Q-values overflow to
+    # inf and the loss becomes non-finite. The checkpoint at ~100 steps (before learning starts) is good.
+    config = tiny(learning_rate=1e30, checkpoint_every=100)
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+") as info:
+        train(config, tmp_path / "run", progress=False, log=lambda *_: None)
+    assert "intact" in str(info.value)
+    saved = _finished_checkpoints(tmp_path / "run")
+    assert saved and saved[-1] < 128
+    state, _, step = final_state(tmp_path / "run", config)
+    assert step == saved[-1]
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
+    diverged_at = int(str(info.value).split("diverged at step ")[1].split()[0])
+    assert diverged_at > step
+
+
+def test_seed_preset_replay_buffer_is_small_uint8():
+    config = preset("seed")
+    learner = build_learner(config, num_actions=6)
+    state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, 128), np.uint8))[0]
+    assert state.replay.data.obs.dtype == np.uint8 and state.replay.data.next_obs.dtype == np.uint8
+    nbytes = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state.replay))
+    assert 25.6e6 <= nbytes <= 27e6  # 100k x (2 x 128 B RAM + 4 B action + 4 B reward + 1 B flag) = 26.1 MB
