@@ -81,6 +81,16 @@ class _RunConfig(NamedTuple):
     batch_mask: jax.Array  # [R, n_batches, batch_width] bool
 
 
+class _SharedConfig(NamedTuple):
+    """Settings shared by all runs, traced (not static) so that one compile serves many grids."""
+
+    tol: jax.Array  # () float
+    n_iter_no_change: jax.Array  # () float (may be inf)
+    max_iter: jax.Array  # () int32
+    power_t: jax.Array  # () float
+    schedule: jax.Array  # () int32: 0 constant (and adam), 1 invscaling, 2 adaptive
+
+
 @dataclass
 class GridResult:
     """What :func:`fit_grid` returns.
@@ -199,8 +209,7 @@ def _batch_mask(n_train: int, batch_size: int, n_batches_to: int, batch_width: i
     return mask
 
 
-def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _RunConfig, *, tol, n_iter_no_change,
-               max_iter, learning_rate, power_t, solver):
+def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _RunConfig, shared: _SharedConfig):
     """sklearn's end-of-epoch bookkeeping (``_fit_stochastic``), vectorized over runs.
 
     Returns:
@@ -221,40 +230,41 @@ def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _Ru
     n_iter = state.n_iter + state.active.astype(jnp.int32)
 
     # _update_no_improvement_count (early_stopping=False)
-    worse = epoch_loss > state.best_loss - tol
+    worse = epoch_loss > state.best_loss - shared.tol
     no_improvement = jnp.where(stepped, jnp.where(worse, state.no_improvement + 1, 0), state.no_improvement)
     best_loss = jnp.where(stepped, jnp.minimum(state.best_loss, epoch_loss), state.best_loss)
 
+    # sgd learning-rate schedules (schedule is 0 for adam): invscaling after every epoch ...
     hyper = dict(opt_state.hyperparams)
-    if solver == "sgd" and learning_rate == "invscaling":
-        samples_seen = n_iter.astype(dtype) * config.n_train
-        new_lr = config.learning_rate_init / (samples_seen + 1) ** power_t
-        hyper["learning_rate"] = jnp.where(stepped, new_lr.astype(dtype), hyper["learning_rate"])
+    samples_seen = n_iter.astype(dtype) * config.n_train
+    inverse_scaled = (config.learning_rate_init / (samples_seen + 1) ** shared.power_t).astype(dtype)
+    invscaling = stepped & (shared.schedule == 1)
+    hyper["learning_rate"] = jnp.where(invscaling, inverse_scaled, hyper["learning_rate"])
 
-    stuck = no_improvement.astype(dtype) > n_iter_no_change
-    stop = stuck
-    if solver == "sgd" and learning_rate == "adaptive":
-        current = hyper["learning_rate"]
-        too_small = current <= 1e-6
-        stop = stuck & too_small
-        lower = stepped & stuck & ~too_small
-        hyper["learning_rate"] = jnp.where(lower, current / 5.0, current)
-        no_improvement = jnp.where(lower, 0, no_improvement)
+    # ... and adaptive when stuck (SGDOptimizer.trigger_stopping): divide by 5, stop at <= 1e-6.
+    stuck = no_improvement.astype(dtype) > shared.n_iter_no_change
+    current = hyper["learning_rate"]
+    too_small = current <= 1e-6
+    adaptive = shared.schedule == 2
+    stop = jnp.where(adaptive, stuck & too_small, stuck)
+    lower = adaptive & stepped & stuck & ~too_small
+    hyper["learning_rate"] = jnp.where(lower, current / 5.0, current)
+    no_improvement = jnp.where(lower, 0, no_improvement)
     opt_state = opt_state._replace(hyperparams=hyper)
-    active = stepped & ~stop & (n_iter < max_iter)
+    active = stepped & ~stop & (n_iter < shared.max_iter)
     state = GridState(params, opt_state, best_loss, no_improvement, n_iter, active, diverged)
     return state, jnp.where(stepped, epoch_loss, jnp.nan)
 
 
-def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig, *, optimizer, spec, tol,
-                 n_iter_no_change, max_iter, learning_rate, power_t, solver, mesh):
+def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig, shared: _SharedConfig, *,
+                 optimizer, spec, mesh):
     """Up to ``E`` epochs of all ``R`` runs: ``while_loop`` over epochs of a vmapped ``core.train_epoch``.
 
     Args:
       state: :class:`GridState`, leaves ``[R, ...]``.
       x: ``[n, d]``, y: ``[n, k]``, weight: ``[n]`` (shared by all runs, on device once).
       batch_rows: ``[R, E, n_batches, batch_width]`` int32 rows of ``x`` per run, epoch and batch.
-      config: per-run constants.
+      config: per-run constants; shared: settings common to all runs.
 
     Returns:
       ``(state, loss_curve [E, R])``; the loop exits early once every run stopped.
@@ -263,8 +273,6 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
     assert batch_rows.shape[0] == config.alpha.shape[0] == config.batch_mask.shape[0], batch_rows.shape
     epoch = functools.partial(core.train_epoch, optimizer=optimizer, spec=spec)
     epoch_all = jax.vmap(epoch, in_axes=(0, 0, None, None, None, 0, 0, 0))
-    end = functools.partial(_epoch_end, tol=tol, n_iter_no_change=n_iter_no_change, max_iter=max_iter,
-                            learning_rate=learning_rate, power_t=power_t, solver=solver)
     curve = jnp.full((n_epochs, batch_rows.shape[0]), jnp.nan, x.dtype)
 
     def cond(carry):
@@ -281,14 +289,14 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
         new_params, new_opt_state, metrics = epoch_all(
             state.params, state.opt_state, x, y, weight, rows, mask, config.alpha
         )
-        state, epoch_loss = end(state, new_params, new_opt_state, metrics, config)
+        state, epoch_loss = _epoch_end(state, new_params, new_opt_state, metrics, config, shared)
         return e + 1, state, curve.at[e].set(epoch_loss)
 
     _, state, curve = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, curve))
     return state, curve
 
 
-_STATIC = ("optimizer", "spec", "tol", "n_iter_no_change", "max_iter", "learning_rate", "power_t", "solver", "mesh")
+_STATIC = ("optimizer", "spec", "mesh")
 _train_chunk_jit = jax.jit(_train_chunk, static_argnames=_STATIC, donate_argnums=(0,))
 _compiled: dict = {}
 
@@ -471,17 +479,15 @@ def fit_grid(
             active=place(np.ones(n_runs, bool)),
             diverged=place(np.zeros(n_runs, bool)),
         )
-        static = dict(
-            optimizer=optimizer,
-            spec=spec,
-            tol=float(estimator.tol),
-            n_iter_no_change=float(estimator.n_iter_no_change),
-            max_iter=max_iter,
-            learning_rate=estimator.learning_rate,
-            power_t=float(estimator.power_t),
-            solver=estimator.solver,
-            mesh=mesh,
+        schedule = {"constant": 0, "invscaling": 1, "adaptive": 2}[estimator.learning_rate]
+        shared = _SharedConfig(
+            tol=place(np.asarray(estimator.tol, dtype)),
+            n_iter_no_change=place(np.asarray(estimator.n_iter_no_change, dtype)),
+            max_iter=place(np.asarray(max_iter, np.int32)),
+            power_t=place(np.asarray(estimator.power_t, dtype)),
+            schedule=place(np.asarray(schedule if estimator.solver == "sgd" else 0, np.int32)),
         )
+        static = dict(optimizer=optimizer, spec=spec, mesh=mesh)
 
         orders = [np.arange(len(r.train), dtype=int) for r in runs]
 
@@ -502,7 +508,7 @@ def fit_grid(
         curves, epochs_done, compile_seconds = [], 0, 0.0
         rows_device = next_chunk(min(epochs_per_call, max_iter))
         while True:
-            args = (state, x_device, y_device, weight_device, rows_device, config)
+            args = (state, x_device, y_device, weight_device, rows_device, config, shared)
             compiled, seconds = _compile(args, static)
             compile_seconds += seconds
             state, curve = compiled(*args)  # asynchronous: the host prepares the next chunk meanwhile
