@@ -49,6 +49,8 @@ def open_manager(run_dir: str | os.PathLike, keep_last: int = 3, *, read_only: b
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
+        best_fn=lambda metrics: metrics["eval_return"],  # makes orbax write the metrics (reloaded on resume)
+        best_mode="max",
         enable_async_checkpointing=False,  # the save is complete (and renamed into place) when save returns
         create=not read_only,
         read_only=read_only,
@@ -106,6 +108,16 @@ def check_config(saved: DQNConfig, current: DQNConfig, where: str = "the checkpo
             f"a new run directory")
 
 
+def best_step(manager: ocp.CheckpointManager) -> int | None:
+    """The kept checkpoint with the highest ``eval_return`` (None when no checkpoint has one)."""
+    scored = []
+    for step in manager.all_steps():
+        metrics = manager.metrics(step) or {}
+        if "eval_return" in metrics:
+            scored.append((float(metrics["eval_return"]), step))
+    return int(max(scored)[1]) if scored else None
+
+
 def _pick_step(manager: ocp.CheckpointManager, step: int | str | None) -> int:
     steps = manager.all_steps()
     if not steps:
@@ -113,7 +125,7 @@ def _pick_step(manager: ocp.CheckpointManager, step: int | str | None) -> int:
     if step is None or step == "latest":
         return int(manager.latest_step())
     if step == "best":
-        best = manager.best_step()
+        best = best_step(manager)
         return int(best if best is not None else manager.latest_step())
     if int(step) not in steps:
         raise ValueError(f"no checkpoint at step {step} in {manager.directory}; saved steps: {sorted(steps)}")

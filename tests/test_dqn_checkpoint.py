@@ -1,0 +1,100 @@
+"""Orbax checkpoints of a LearnerState: exact round trip, last N + best kept, half-written saves ignored,
+checkpoints from another config refused."""
+import jax
+import numpy as np
+import pytest
+
+from jaxrl.dqn import checkpoint as ckpt
+from jaxrl.dqn.config import preset
+from jaxrl.dqn.train import build_learner, train
+
+CONFIG = preset("tiny", backend="gymnasium")
+
+
+@pytest.fixture(scope="module")
+def learner_state():
+    learner = build_learner(CONFIG, num_actions=6)
+    obs = np.random.default_rng(0).integers(0, 256, size=(CONFIG.num_envs, 128), dtype=np.uint8)
+    state, _ = learner.init(jax.random.PRNGKey(3), obs)
+    step = jax.jit(learner.step)
+    # a few steps so that the buffer, counters and per-env arrays are not all zeros
+    for t in range(5):
+        obs = np.roll(obs, 1, axis=1)
+        state, _, _ = step(state, obs, np.full(CONFIG.num_envs, t, np.float32),
+                                   np.zeros(CONFIG.num_envs, bool), np.array([False, True, False, False]))
+    return state
+
+
+def test_round_trip_is_exact(tmp_path, learner_state):
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    host = {"episodes": 3, "recent_returns": [1.5, 2.0], "segment": 4}
+    ckpt.save_checkpoint(manager, 123, learner_state, host, CONFIG, eval_return=7.0)
+    abstract = jax.eval_shape(lambda: learner_state)
+    state, restored_host, config, step = ckpt.restore_checkpoint(manager, abstract, CONFIG)
+    manager.close()
+    assert step == 123 and restored_host == host and config == CONFIG.replace()
+    assert jax.tree.structure(state) == jax.tree.structure(learner_state)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(learner_state)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(learner_state.replay.size) > 0  # the buffer that round-tripped was not empty
+
+
+def test_keeps_last_n_plus_best(tmp_path, learner_state):
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    for step, score in zip(range(1, 7), [5.0, 50.0, 1.0, 2.0, 3.0, 4.0]):
+        ckpt.save_checkpoint(manager, step, learner_state, {}, CONFIG, eval_return=score)
+    ckpt.save_checkpoint(manager, 7, learner_state, {}, CONFIG, eval_return=None)  # e.g. a Ctrl-C save
+    assert sorted(manager.all_steps()) == [2, 6, 7]  # best (step 2) + the last two
+    assert ckpt.best_step(manager) == 2 and manager.latest_step() == 7
+    manager.close()
+    saved = sorted(int(p.name) for p in ckpt.checkpoint_dir(tmp_path).iterdir() if p.name.isdigit())
+    assert saved == [2, 6, 7]
+    # a resumed run reopens the directory: the best is still known, and still kept by later saves
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    assert ckpt.best_step(manager) == 2
+    for step in (8, 9):
+        ckpt.save_checkpoint(manager, step, learner_state, {}, CONFIG, eval_return=0.0)
+    assert sorted(manager.all_steps()) == [2, 8, 9]
+    _, _, _, step = ckpt.restore_checkpoint(manager, jax.eval_shape(lambda: learner_state), CONFIG, step="best")
+    assert step == 2
+    manager.close()
+
+
+def test_half_written_save_is_ignored(tmp_path, learner_state):
+    manager = ckpt.open_manager(tmp_path, keep_last=3)
+    ckpt.save_checkpoint(manager, 10, learner_state, {"segment": 1}, CONFIG, eval_return=1.0)
+    manager.close()
+    # what a save killed mid-way leaves behind: orbax's temporary directory, never renamed into place
+    partial = ckpt.checkpoint_dir(tmp_path) / "20.orbax-checkpoint-tmp-1234567"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "garbage").write_bytes(b"\x00" * 100)
+    manager = ckpt.open_manager(tmp_path, keep_last=3)
+    assert manager.latest_step() == 10
+    _, host, _, step = ckpt.restore_checkpoint(manager, jax.eval_shape(lambda: learner_state), CONFIG)
+    manager.close()
+    assert step == 10 and host == {"segment": 1}
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path, learner_state):
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    ckpt.save_checkpoint(manager, 1, learner_state, {}, CONFIG, eval_return=0.0)
+    other = CONFIG.replace(hidden_sizes=(64, 64), env_id="Breakout-v5")
+    with pytest.raises(ckpt.ConfigMismatchError, match=r"env_id='SpaceInvaders-v5' there.*hidden_sizes=\(32,\)"):
+        ckpt.restore_checkpoint(manager, jax.eval_shape(lambda: learner_state), other)
+    # resumable fields (total steps, logging, eval) may change
+    ckpt.restore_checkpoint(manager, jax.eval_shape(lambda: learner_state),
+                            CONFIG.replace(total_steps=10**6, log_every=7, eval_episodes=3))
+    manager.close()
+
+
+def test_resume_with_another_config_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    train(CONFIG.replace(total_steps=400), run, progress=False, log=lambda *_: None)
+    snapshot = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(ValueError, match="different config.*learning_rate"):
+        train(CONFIG.replace(total_steps=800, learning_rate=1e-4), run, resume=True, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == snapshot
+    with pytest.raises(ValueError, match="cannot resume"):
+        train(CONFIG, tmp_path / "missing", resume=True, progress=False)
+    assert not (tmp_path / "missing").exists()
