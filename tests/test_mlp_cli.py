@@ -80,13 +80,14 @@ def test_experiment_with_sklearn_estimator(tmp_path):
     """The same experiment path with scikit-learn's class (runs whether or not jaxrl's estimator exists)."""
     config = ExperimentConfig(dataset="digits", estimator_params=dict(hidden_layer_sizes=(8,), max_iter=3,
                                                                       batch_size=50, random_state=0),
-                              out=str(tmp_path / "run"), max_train=150, repeats=2)
+                              out=str(tmp_path / "run"), max_train=150, repeats=2, blas_threads=1)
     logged = []
     result = run_experiment(config, implementations=("sklearn",), log=logged.append)
     (model,) = result.models
     assert model.n_iter == 3 and len(model.fit_seconds) == 2 and model.y_pred.shape == (450,)
     assert model.estimator.coefs_[0].shape == (64, 8)
     assert "fit s (warm, best)" in result.table and any("sklearn" in line for line in logged)
+    assert "BLAS threads capped at 1 during the fits" in logged
     assert (tmp_path / "run" / "sklearn_weights.png").is_file()
 
 

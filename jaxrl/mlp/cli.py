@@ -115,6 +115,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_group.add_argument("--repeats", type=_positive_int, default=1,
                            help="fit each model this many times; the table shows the first fit (with jit "
                                 "compilation) and the best later one")
+    run_group.add_argument("--blas-threads", type=_positive_int, default=None,
+                           help="cap the BLAS threads of NumPy/SciPy (scikit-learn's matrix products) during the "
+                                "fits; on a busy machine 1 avoids oversubscription (default: library default)")
     run_group.add_argument("--out", default=None,
                            help="folder for results.json, results.md and the figures (default results/<dataset>)")
     run_group.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             figures=args.figures,
             repeats=args.repeats,
+            blas_threads=args.blas_threads,
         )
         run_experiment(config)
     except (DatasetNotFoundError, ChecksumError, DatasetError) as error:

@@ -4,6 +4,7 @@ evaluate, print a results table, and draw the figures. `jaxrl mlp` is a thin arg
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -60,6 +61,7 @@ class ExperimentConfig:
     dtype: str = "float32"
     figures: bool = True
     repeats: int = 1                            # fits per implementation (the first includes jit compilation)
+    blas_threads: int | None = None             # cap NumPy/SciPy BLAS threads (scikit-learn's maths) during fits
 
     def __post_init__(self):
         if self.scale not in ("pixel", "standard"):
@@ -70,6 +72,8 @@ class ExperimentConfig:
             raise ValueError(f"max_train must be at least 2, got {self.max_train}.")
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}.")
+        if self.blas_threads is not None and self.blas_threads < 1:
+            raise ValueError(f"blas_threads must be at least 1, got {self.blas_threads}.")
 
 
 class ModelResult(NamedTuple):
@@ -269,10 +273,19 @@ def run_experiment(config: ExperimentConfig, *, implementations: Sequence[str] |
         f"{data.image_shape[1]}, {data.n_classes} classes; features {x_train.dtype}, scale={config.scale}")
 
     models = []
-    for implementation in implementations:
-        log(f"fitting {implementation} MLPClassifier({', '.join(f'{k}={v!r}' for k, v in config.estimator_params.items())})")
-        models.append(fit_and_evaluate(implementation, config.estimator_params, x_train, y_train, x_test, y_test,
-                                       repeats=config.repeats, estimator_class=estimator_classes[implementation]))
+    blas_limit = contextlib.nullcontext()
+    if config.blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        blas_limit = threadpool_limits(limits=config.blas_threads, user_api="blas")
+        log(f"BLAS threads capped at {config.blas_threads} during the fits")
+    with blas_limit:
+        for implementation in implementations:
+            arguments = ", ".join(f"{key}={value!r}" for key, value in config.estimator_params.items())
+            log(f"fitting {implementation} MLPClassifier({arguments})")
+            models.append(fit_and_evaluate(implementation, config.estimator_params, x_train, y_train, x_test,
+                                           y_test, repeats=config.repeats,
+                                           estimator_class=estimator_classes[implementation]))
     table = format_table(data.name, len(x_train), len(x_test), config.estimator_params, models)
     log(table)
     files = _write_outputs(config, data, models, table, len(x_train)) if config.out is not None else []
