@@ -114,12 +114,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.train import DivergenceError, load_run_config, train
+    from jaxrl.dqn.train import DivergenceError, load_run_config, prepare_run_dir, train
 
     try:
         if args.resume:
             if args.run_dir is None:
                 raise ValueError("--resume needs --run-dir")
+            prepare_run_dir(args.run_dir, resume=True, overwrite=args.overwrite)  # only checks when resuming
             base = preset(args.preset) if args.preset else load_run_config(args.run_dir)
         else:
             base = preset(args.preset or "seed")
