@@ -585,8 +585,11 @@ def load_image_dataset(
                    spec.image_shape, 255.0, flatten=flatten, scale=scale)
 
 
-def _load_openml(spec: ImageDatasetSpec, data_dir: str | os.PathLike | None, *, flatten: bool, scale: bool,
-                 n_train: int = 60000) -> ImageDataset:
+OPENML_N_TRAIN = 60000  # OpenML's copies list the 60,000 training images first, then the 10,000 test images
+
+
+def _load_openml(spec: ImageDatasetSpec, data_dir: str | os.PathLike | None, *, flatten: bool,
+                 scale: bool) -> ImageDataset:
     from sklearn.datasets import fetch_openml
 
     home = get_data_dir(data_dir) / "openml"
@@ -599,10 +602,12 @@ def _load_openml(spec: ImageDatasetSpec, data_dir: str | os.PathLike | None, *, 
             f"Without network, use the official files instead (source='official'), placed by hand in "
             f"{get_data_dir(data_dir) / spec.name}."
         ) from error
+    n_train = OPENML_N_TRAIN
     images = np.asarray(bunch.data)
     labels = np.asarray(bunch.target).astype(np.int64)
     if images.shape[1] != spec.image_shape[0] * spec.image_shape[1] or len(images) <= n_train:
-        raise DatasetError(f"OpenML's {spec.openml_name!r} has shape {images.shape}, expected [70000, 784].")
+        raise DatasetError(f"OpenML's {spec.openml_name!r} has shape {images.shape}, expected [70000, 784] "
+                           f"(the first {n_train} rows are the training set).")
     images = np.clip(np.rint(images), 0, 255).astype(np.uint8).reshape((-1,) + spec.image_shape)
     split = (images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
     _validate_split(spec, split[0], split[1], f"OpenML {spec.openml_name} (train)")

@@ -272,3 +272,33 @@ def test_unknown_dataset_and_source():
         datasets.load_dataset("cifar")
     with pytest.raises(ValueError, match="source must be one of"):
         datasets.load_mnist(source="torrent")
+
+
+def test_openml_source_splits_60000_10000(tmp_path, monkeypatch):
+    """source='openml' goes through sklearn's fetch_openml (replaced here: no network) and splits train/test."""
+    import sklearn.datasets
+    from sklearn.utils import Bunch
+
+    monkeypatch.setattr(datasets, "OPENML_N_TRAIN", 60)  # 70 rows here instead of 70,000
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (70, 784)).astype(np.float64)
+    labels = (np.arange(70) % 10).astype(str)  # OpenML returns the classes as strings
+    calls = []
+
+    def fake_fetch_openml(**kwargs):
+        calls.append(kwargs)
+        return Bunch(data=pixels, target=labels)
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch_openml)
+    data = datasets.load_kmnist(tmp_path, source="openml", flatten=True)
+    assert calls[0]["name"] == "Kuzushiji-MNIST" and calls[0]["data_home"] == str(tmp_path / "openml")
+    assert data.x_train.shape == (60, 784) and data.x_test.shape == (10, 784)
+    assert data.x_train.dtype == np.uint8 and data.y_test[:3].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(data.x_test[0], pixels[60])
+
+    def offline(**kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
+    with pytest.raises(DatasetNotFoundError, match="could not fetch 'mnist_784' from OpenML"):
+        datasets.load_mnist(tmp_path, source="openml")
