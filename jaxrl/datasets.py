@@ -314,6 +314,7 @@ def download_file(
     """
     opener = urllib.request.urlopen if opener is None else opener
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     destination = directory / remote.filename
     failures: list[str] = []
@@ -338,6 +339,8 @@ def download_file(
         finally:
             if temp_path.exists():
                 temp_path.unlink()
+    if created and not any(directory.iterdir()):
+        directory.rmdir()  # leave no empty folder behind a failed download
     if checksum_error is not None and len(failures) == 1:
         raise checksum_error
     if checksum_error is not None:

@@ -168,7 +168,7 @@ def test_kmnist_offline_message_mentions_kaggle_npz(tmp_path, monkeypatch):
     assert "network is unreachable (test)" in message
     assert "kmnist-train-imgs.npz" in message and "arr_0" in message and "Kaggle" in message
     assert "codh.rois.ac.jp/kmnist/dataset/kmnist/train-images-idx3-ubyte.gz" in message
-    assert not any((tmp_path / "kmnist").iterdir())  # no partial files left behind
+    assert not [path for path in tmp_path.rglob("*")]  # no partial file, not even an empty folder, left behind
 
 
 def test_kmnist_npz_copies_are_read(tmp_path):
