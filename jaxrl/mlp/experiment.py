@@ -171,7 +171,7 @@ def format_table(dataset: str, n_train: int, n_test: int, params: Mapping[str, A
     warm = any(len(model.fit_seconds) > 1 for model in models)
     header = ["implementation", "dataset", "n_train", "n_test", "model", "epochs", "fit s (1st)"]
     header += ["fit s (warm, best)"] if warm else []
-    header += ["s/epoch", "train acc", "test acc"]
+    header += ["s/epoch (warm)" if warm else "s/epoch (1st fit)", "train acc", "test acc"]
     rows = []
     for model in models:
         best = min(model.fit_seconds[1:]) if len(model.fit_seconds) > 1 else model.fit_seconds[0]
