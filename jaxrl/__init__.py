@@ -7,3 +7,4 @@ from jaxrl.mlp.estimators import MLPRegressor as MLPRegressor  # noqa: E402
 from jaxrl import datasets as datasets  # noqa: E402
 from jaxrl.mlp.grid import GridResult as GridResult  # noqa: E402
 from jaxrl.mlp.grid import fit_grid as fit_grid  # noqa: E402
+from jaxrl.dqn.config import DQNConfig as DQNConfig  # noqa: E402
