@@ -50,6 +50,7 @@ __all__ = [
     "loss",
     "objective",
     "train_step",
+    "make_batches",
     "train_epoch",
     "params_to_numpy",
     "params_from_numpy",
@@ -261,57 +262,93 @@ def train_step(
     return params, opt_state, {"loss": reported}
 
 
+def make_batches(order: np.ndarray, batch_size: int, n_batches_to: int | None = None, batch_size_to: int | None = None):
+    """Cut a row order into sklearn's minibatches (``gen_batches``), padded and masked.
+
+    Batch ``b`` holds ``order[b * batch_size:(b + 1) * batch_size]``; the ragged
+    last batch, extra columns up to ``batch_size_to`` and extra (empty) batches up
+    to ``n_batches_to`` are padded with row 0 and ``mask=False``. Padding to a few
+    bucketed shapes lets many small fits share one compiled epoch.
+
+    Args:
+      order: ``[n]`` int row order for the epoch (a permutation when shuffling).
+      batch_size: sklearn's minibatch size, ``1 <= batch_size``.
+      n_batches_to: pad the number of batches to this (``>= ceil(n / batch_size)``).
+      batch_size_to: pad each batch to this width (``>= batch_size``).
+
+    Returns:
+      ``(rows [n_batches_to, batch_size_to] int32, mask [n_batches_to, batch_size_to] bool)``.
+    """
+    n = len(order)
+    n_batches = -(-n // batch_size)
+    n_batches_to = n_batches if n_batches_to is None else n_batches_to
+    batch_size_to = batch_size if batch_size_to is None else batch_size_to
+    if n_batches_to < n_batches or batch_size_to < batch_size:
+        raise ValueError("padding targets must not be smaller than the real batch layout")
+    flat = np.zeros(n_batches * batch_size, np.int32)
+    flat[:n] = order
+    flat_mask = np.arange(n_batches * batch_size) < n
+    rows = np.zeros((n_batches_to, batch_size_to), np.int32)
+    mask = np.zeros((n_batches_to, batch_size_to), bool)
+    rows[:n_batches, :batch_size] = flat.reshape(n_batches, batch_size)
+    mask[:n_batches, :batch_size] = flat_mask.reshape(n_batches, batch_size)
+    return rows, mask
+
+
 def train_epoch(
     params: Params,
     opt_state: Any,
     x: jax.Array,
     y: jax.Array,
     sample_weight: jax.Array,
-    order: jax.Array,
+    batch_rows: jax.Array,
+    batch_mask: jax.Array,
     alpha,
     *,
-    batch_size: int,
     optimizer: optax.GradientTransformation,
     spec: MLPSpec = MLPSpec(),
 ):
-    """One epoch: ``lax.scan`` of :func:`train_step` over the minibatches of ``x[order]``.
+    """One epoch: ``lax.scan`` of :func:`train_step` over padded, masked minibatches.
 
-    The ``ceil(n / batch_size)`` batches are cut from ``order`` (sklearn's
-    ``gen_batches``); the ragged last batch is padded and masked with weight 0,
-    which leaves its loss, gradient and L2 scaling exactly sklearn's.
+    Masked rows get weight 0, which leaves each batch's loss, gradient and L2
+    scaling (divided by the real batch size) exactly sklearn's; batches with no
+    real row (shape padding) are skipped (no optimizer step).
 
     Args:
       params, opt_state: as in :func:`train_step`.
-      x: ``[n, d]`` training inputs (on device, not copied per batch).
+      x: ``[n, d]`` training inputs (on device once; batches are gathered inside).
       y: ``[n, k]`` targets.
       sample_weight: ``[n]`` (ones when unweighted).
-      order: ``[n]`` int, the (shuffled) row order for this epoch.
+      batch_rows: ``[n_batches, B]`` int32 rows of ``x`` per batch (:func:`make_batches`).
+      batch_mask: ``[n_batches, B]`` bool, False on padding.
       alpha: L2 strength.
-      batch_size: static minibatch size (``1 <= batch_size <= n``).
 
     Returns:
       ``(params, opt_state, metrics)``: ``metrics["loss"]`` is sklearn's epoch
       loss (``sum_b batch_loss_b * len_b / n``), ``metrics["batch_loss"]``
-      ``[n_batches]`` and ``metrics["finite"]`` whether all parameters are finite.
+      ``[n_batches]`` (0 for empty batches) and ``metrics["finite"]`` whether all
+      parameters are finite.
     """
-    n = order.shape[0]
-    n_batches = -(-n // batch_size)
-    pad = n_batches * batch_size - n
-    mask = jnp.arange(n_batches * batch_size) < n
-    padded_order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(n_batches, batch_size)
-    mask = mask.reshape(n_batches, batch_size)
+    assert batch_rows.shape == batch_mask.shape and batch_rows.ndim == 2, (batch_rows.shape, batch_mask.shape)
 
     def body(carry, inputs):
-        params, opt_state = carry
         rows, row_mask = inputs
         weight = jnp.where(row_mask, sample_weight[rows], 0).astype(x.dtype)
         batch = Batch(x=x[rows], y=y[rows], weight=weight)
-        params, opt_state, metrics = train_step(params, opt_state, batch, alpha, optimizer=optimizer, spec=spec)
-        count = jnp.sum(row_mask).astype(metrics["loss"].dtype)
-        return (params, opt_state), (metrics["loss"], count)
+        count = jnp.sum(row_mask)
 
-    (params, opt_state), (batch_loss, counts) = lax.scan(body, (params, opt_state), (padded_order, mask))
-    epoch_loss = jnp.sum(batch_loss * counts) / n
+        def step(carry):
+            params, opt_state, metrics = train_step(*carry, batch, alpha, optimizer=optimizer, spec=spec)
+            return (params, opt_state), metrics["loss"]
+
+        def skip(carry):
+            return carry, jnp.zeros((), x.dtype)
+
+        carry, batch_loss = lax.cond(count > 0, step, skip, carry)
+        return carry, (batch_loss, count.astype(x.dtype))
+
+    (params, opt_state), (batch_loss, counts) = lax.scan(body, (params, opt_state), (batch_rows, batch_mask))
+    epoch_loss = jnp.sum(batch_loss * counts) / jnp.sum(counts)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]))
     return params, opt_state, {"loss": epoch_loss, "batch_loss": batch_loss, "finite": finite}
 

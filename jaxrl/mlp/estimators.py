@@ -20,7 +20,6 @@ import warnings
 from numbers import Integral, Real
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
@@ -41,19 +40,73 @@ from jaxrl.mlp.lbfgs import lbfgs_fit
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+_SMALL_DATA = 2048  # up to this many training rows, row/batch shapes are padded to buckets
+_SMALL_FEATURES = 64  # up to this many features, the input width is padded to a power of two
 
 # Compiled once per (shapes, dtype, static config) and shared by every estimator.
-_train_epoch = jax.jit(core.train_epoch, static_argnames=("batch_size", "optimizer", "spec"))
+_train_epoch = jax.jit(core.train_epoch, static_argnames=("optimizer", "spec"))
 _forward = jax.jit(core.forward, static_argnames=("activation", "out_activation"))
+
+
+def _bucket(size: int) -> int:
+    """Shape bucket for small data: next power of two, so tiny fits share compiles."""
+    return 1 << max(int(size) - 1, 0).bit_length()
+
+
+def _padded_layout(n_samples: int, batch_size: int):
+    """``(rows_to, n_batches_to, batch_size_to)``: exact for large data, bucketed when small.
+
+    Small fits (``n_samples <= _SMALL_DATA``) all use ``_SMALL_DATA`` rows and
+    batches at least 256 wide, so that e.g. ``check_estimator``'s many tiny fits
+    share a handful of compiled epochs. Padding rows are masked (weight 0).
+    """
+    n_batches = -(-n_samples // batch_size)
+    if n_samples > _SMALL_DATA:
+        return n_samples, n_batches, batch_size
+    return _SMALL_DATA, _bucket(n_batches), max(256, _bucket(batch_size))
+
+
+def _padded_features(n_features: int) -> int:
+    """Input width used on the device: few features are zero-padded to a power of two.
+
+    The extra input columns are 0 and the matching rows of ``W0`` start at 0; their
+    gradient is then exactly 0 (also the L2 term), so they stay 0 under SGD and
+    Adam and the real parameters follow sklearn's arithmetic.
+    """
+    return max(32, _bucket(n_features)) if n_features <= _SMALL_FEATURES else n_features
+
+
+def _device_params(coefs, intercepts, dtype, n_features_to=None):
+    """Parameter pytree on the device from NumPy lists; ``W0`` zero-padded to ``n_features_to`` rows.
+
+    Casting and padding are done in NumPy so that no eager JAX op (and no
+    compilation per shape) is needed.
+    """
+    coefs = [np.asarray(w, dtype) for w in coefs]
+    intercepts = [np.asarray(b, dtype) for b in intercepts]
+    if n_features_to is not None and n_features_to > coefs[0].shape[0]:
+        coefs[0] = np.pad(coefs[0], ((0, n_features_to - coefs[0].shape[0]), (0, 0)))
+    return tuple((jax.device_put(w), jax.device_put(b)) for w, b in zip(coefs, intercepts))
+
+
+def _host_params(params, n_features):
+    """``(coefs_, intercepts_)`` NumPy lists from a device pytree, ``W0`` cut to ``n_features`` rows."""
+    coefs = [np.array(w) for w, _ in params]
+    intercepts = [np.array(b) for _, b in params]
+    coefs[0] = coefs[0][:n_features].copy()
+    return coefs, intercepts
+
+
+def _pad_2d(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Zero-pad a 2-D array at the end to ``[rows, cols]`` (no copy when already that shape)."""
+    if array.shape == (rows, cols):
+        return array
+    return np.pad(array, ((0, rows - array.shape[0]), (0, cols - array.shape[1])))
 
 
 def _x64(dtype):
     """Context manager: JAX 64-bit mode exactly when the data are float64."""
     return jax.enable_x64(bool(np.dtype(dtype) == np.float64))
-
-
-def _to_device_params(coefs, intercepts, dtype):
-    return tuple((jnp.asarray(w, dtype), jnp.asarray(b, dtype)) for w, b in zip(coefs, intercepts))
 
 
 def _to_host(tree):
@@ -150,12 +203,11 @@ class _BaseMLP(BaseEstimator):
             self._initialize(y, layer_units, X.dtype, random_state)
 
         with _x64(X.dtype):
-            params = _to_device_params(self.coefs_, self.intercepts_, X.dtype)
             if self.solver in _STOCHASTIC_SOLVERS:
-                params = self._fit_stochastic(X, y, sample_weight, params, random_state, incremental)
+                params = self._fit_stochastic(X, y, sample_weight, random_state, incremental)
             else:
-                params = self._fit_lbfgs(X, y, sample_weight, params)
-            self.coefs_, self.intercepts_ = core.params_to_numpy(params)
+                params = self._fit_lbfgs(X, y, sample_weight, _device_params(self.coefs_, self.intercepts_, X.dtype))
+            self.coefs_, self.intercepts_ = _host_params(params, n_features)
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(
@@ -167,7 +219,7 @@ class _BaseMLP(BaseEstimator):
     def _fit_lbfgs(self, X, y, sample_weight, params):
         dtype = X.dtype
         weight = np.ones(X.shape[0], dtype) if sample_weight is None else sample_weight.astype(dtype)
-        batch = core.Batch(x=jnp.asarray(X), y=jnp.asarray(y, dtype), weight=jnp.asarray(weight))
+        batch = core.Batch(x=jax.device_put(X), y=jax.device_put(y.astype(dtype)), weight=jax.device_put(weight))
         result = lbfgs_fit(
             params, batch, self.alpha, self.tol, self.max_iter, self.max_fun, spec=self._spec()
         )
@@ -193,21 +245,34 @@ class _BaseMLP(BaseEstimator):
         return result.params
 
     def _make_opt_state(self, params, dtype, incremental):
-        key = (self.solver, bool(self.nesterovs_momentum))
+        """The optimizer and its state (kept from the last call for partial_fit).
+
+        The state is built on the host (zeros of the right shapes from
+        ``jax.eval_shape``), so a new data shape costs no extra compilation.
+        """
+        def to_device(leaf):
+            leaf = np.asarray(leaf)
+            return jax.device_put(leaf.astype(dtype) if np.issubdtype(leaf.dtype, np.floating) else leaf)
+
         if incremental and getattr(self, "_opt_state", None) is not None:
-            optimizer = optim.make_optimizer(*self._optimizer_key)
-            cast = lambda a: jnp.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else jnp.asarray(a)
-            return optimizer, jax.tree.map(cast, self._opt_state)
-        optimizer = optim.make_optimizer(*key)
-        self._optimizer_key = key
+            return optim.make_optimizer(*self._optimizer_key), jax.tree.map(to_device, self._opt_state)
+        self._optimizer_key = (self.solver, bool(self.nesterovs_momentum))
+        optimizer = optim.make_optimizer(*self._optimizer_key)
         if self.solver == "sgd":
             hyper = dict(learning_rate=self.learning_rate_init, momentum=self.momentum)
         else:
             hyper = dict(learning_rate=self.learning_rate_init, b1=self.beta_1, b2=self.beta_2, eps=self.epsilon)
-        return optimizer, optim.init_optimizer(optimizer, params, dtype, **hyper)
+        shapes = jax.eval_shape(optimizer.init, params)
+        opt_state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
+        hyperparams = {name: np.asarray(value, dtype) for name, value in hyper.items()}
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **hyperparams})
+        return optimizer, jax.tree.map(to_device, opt_state)
 
-    def _fit_stochastic(self, X, y, sample_weight, params, random_state, incremental):
+    def _fit_stochastic(self, X, y, sample_weight, random_state, incremental):
         dtype = X.dtype
+        n_features = X.shape[1]
+        n_features_to = _padded_features(n_features)
+        params = _device_params(self.coefs_, self.intercepts_, dtype, n_features_to)
         optimizer, opt_state = self._make_opt_state(params, dtype, incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -228,7 +293,7 @@ class _BaseMLP(BaseEstimator):
                 )
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
-            x_val_device = jnp.asarray(X_val)
+            x_val_device = jax.device_put(_pad_2d(X_val, X_val.shape[0], n_features_to))
         else:
             X_train, y_train, sample_weight_train = X, y, sample_weight
             y_val = sample_weight_val = x_val_device = None
@@ -241,11 +306,13 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
-        # The data go to the device once per fit; each epoch only sends its row order.
-        x_device = jnp.asarray(X_train)
-        y_device = jnp.asarray(y_train, dtype)
+        # The data go to the device once per fit; each epoch only sends its batch layout.
+        rows_to, n_batches_to, batch_size_to = _padded_layout(n_samples, batch_size)
+        pad = rows_to - n_samples
         weight = np.ones(n_samples, dtype) if sample_weight_train is None else sample_weight_train.astype(dtype)
-        weight_device = jnp.asarray(weight)
+        x_device = jax.device_put(_pad_2d(X_train, rows_to, n_features_to))
+        y_device = jax.device_put(_pad_2d(y_train.astype(dtype), rows_to, y_train.shape[1]))
+        weight_device = jax.device_put(np.pad(weight, (0, pad)))
         spec = self._spec()
         sample_idx = np.arange(n_samples, dtype=int)
         best_params = params
@@ -255,15 +322,16 @@ class _BaseMLP(BaseEstimator):
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = sklearn_shuffle(sample_idx, random_state=random_state)
+                batch_rows, batch_mask = core.make_batches(sample_idx, batch_size, n_batches_to, batch_size_to)
                 new_params, new_opt_state, metrics = _train_epoch(
                     params,
                     opt_state,
                     x_device,
                     y_device,
                     weight_device,
-                    jnp.asarray(sample_idx, jnp.int32),
+                    batch_rows,
+                    batch_mask,
                     self.alpha,
-                    batch_size=batch_size,
                     optimizer=optimizer,
                     spec=spec,
                 )
@@ -331,8 +399,8 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
-            self._opt_state = _to_host(opt_state)
-            self.coefs_, self.intercepts_ = core.params_to_numpy(params)
+            self._opt_state = _to_host(opt_state)  # kept in the padded layout for partial_fit
+            self.coefs_, self.intercepts_ = _host_params(params, n_features)
 
         if early_stopping:
             params = best_params
@@ -380,10 +448,16 @@ class _BaseMLP(BaseEstimator):
         dtype = np.result_type(np.asarray(X).dtype, self.coefs_[0].dtype)
         if not np.issubdtype(dtype, np.floating):
             dtype = np.float64
+        n_samples, n_features = X.shape
+        # Pad small inputs to bucketed shapes (zero rows/columns) so predictions reuse compiles.
+        rows_to = max(64, _bucket(n_samples)) if n_samples <= _SMALL_DATA else n_samples
+        n_features_to = _padded_features(n_features)
+        x_padded = np.zeros((rows_to, n_features_to), dtype)
+        x_padded[:n_samples, :n_features] = X
         with _x64(dtype):
-            params = _to_device_params(self.coefs_, self.intercepts_, dtype)
-            output = _forward(params, jnp.asarray(X, dtype), activation=self.activation, out_activation=self.out_activation_)
-            return np.array(output)
+            params = _device_params(self.coefs_, self.intercepts_, dtype, n_features_to)
+            output = _forward(params, jax.device_put(x_padded), activation=self.activation, out_activation=self.out_activation_)
+            return np.array(output)[:n_samples]
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y.

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -146,7 +147,7 @@ def set_learning_rate(opt_state, learning_rate: float):
     """A copy of ``opt_state`` with a new learning rate (no recompilation)."""
     old = opt_state.hyperparams["learning_rate"]
     values = dict(opt_state.hyperparams)
-    values["learning_rate"] = jnp.asarray(learning_rate, dtype=old.dtype)
+    values["learning_rate"] = jax.device_put(np.asarray(learning_rate, dtype=old.dtype))
     return opt_state._replace(hyperparams=values)
 
 
