@@ -75,6 +75,7 @@ def test_idx_magic_numbers_and_round_trip(tmp_path):
         (gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">iii", 5, 28, 28) + b"\x00" * 100), "truncated"),
         (gzip.compress(b"\x12\x34\x56\x78" + b"\x00" * 16), "magic number 0x12345678"),
     ],
+    ids=["not-gzip", "truncated", "bad-magic"],  # gzip headers hold a timestamp: ids must not depend on bytes
 )
 def test_corrupt_idx_gives_clear_error(tmp_path, payload, message):
     path = tmp_path / "bad-idx3-ubyte.gz"
