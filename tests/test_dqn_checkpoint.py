@@ -15,7 +15,7 @@ CONFIG = preset("tiny", backend="gymnasium")
 def learner_state():
     learner = build_learner(CONFIG, num_actions=6)
     obs = np.random.default_rng(0).integers(0, 256, size=(CONFIG.num_envs, 128), dtype=np.uint8)
-    state, _ = learner.init(jax.random.PRNGKey(3), obs)
+    state, _ = jax.jit(learner.init)(jax.random.PRNGKey(3), obs)
     step = jax.jit(learner.step)
     # a few steps so that the buffer, counters and per-env arrays are not all zeros
     for t in range(5):

@@ -229,7 +229,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
             log(f"no checkpoint in {run_dir} yet: starting it from scratch")
         metrics_path.unlink(missing_ok=True)
         env = make_env_from_config(config, seed=segment_seed(config.seed, 0, num_envs))
-        state, actions = learner.init(jax.random.PRNGKey(config.seed), env.reset())  # once: not worth a jit
+        state, actions = jax.jit(learner.init)(jax.random.PRNGKey(config.seed), env.reset())
     if not metrics_path.is_file():
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
