@@ -147,6 +147,27 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _non_finite(metrics: dict) -> str | None:
+    """What went NaN/inf in this call's metrics (the loss of an update, or any parameter), else None."""
+    if metrics["did_update"] and not np.isfinite(metrics["loss"]):
+        return f"the loss is {float(metrics['loss'])}"
+    if not metrics["params_finite"]:
+        return "a parameter is not finite"
+    return None
+
+
+def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
+    """Add one call's update metrics and the returns of episodes that ``ended`` [N] bool to ``host``."""
+    if metrics["did_update"]:
+        host["loss_sum"] += float(metrics["loss"])
+        host["q_sum"] += float(metrics.get("q_mean", float("nan")))
+        host["loss_count"] += 1
+    for value in np.asarray(metrics["episode_return"])[ended]:
+        host["episodes"] += 1
+        host["recent_returns"] = (host["recent_returns"] + [float(value)])[-RECENT_EPISODES:]
+        host["window_returns"].append(float(value))
+
+
 def make_train_step(learner):
     """``learner.step`` jitted with the state donated, plus a ``params_finite`` metric for the NaN guard."""
     import jax
@@ -295,25 +316,16 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
                 state, actions, metrics = train_step(state, obs, reward, terminated, truncated)
                 metrics = jax.device_get(metrics)
                 new_env_steps = int(metrics["env_steps"])
-                if metrics["did_update"] and not np.isfinite(metrics["loss"]) or not metrics["params_finite"]:
-                    what = "the loss" if not np.isfinite(metrics["loss"]) else "a parameter"
+                problem = _non_finite(metrics)
+                if problem:
                     where = (f"checkpoint {last_checkpoint} in {manager.directory} is intact"
                              if last_checkpoint is not None else "no checkpoint had been written yet")
                     raise DivergenceError(
                         f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
-                        f"{what} is {float(metrics['loss']) if what == 'the loss' else 'not finite'}; stopped "
-                        f"without saving, {where}; try a lower --learning-rate or --max-grad-norm")
-                if metrics["did_update"]:
-                    host["loss_sum"] += float(metrics["loss"])
-                    host["q_sum"] += float(metrics.get("q_mean", float("nan")))
-                    host["loss_count"] += 1
+                        f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
+                        f"--max-grad-norm")
                 ended = np.asarray(metrics["episode_done"])
-                if cut:
-                    ended = ended & ~forced
-                for value in np.asarray(metrics["episode_return"])[ended]:
-                    host["episodes"] += 1
-                    host["recent_returns"] = (host["recent_returns"] + [float(value)])[-RECENT_EPISODES:]
-                    host["window_returns"].append(float(value))
+                _record(host, metrics, ended & ~forced if cut else ended)
                 done_tm1 = np.asarray(metrics["episode_done"])
                 bar.update(max(0, min(new_env_steps, config.total_steps) - min(env_steps, config.total_steps)))
                 env_steps = new_env_steps
