@@ -330,6 +330,7 @@ def train_epoch(
       parameters are finite.
     """
     assert batch_rows.shape == batch_mask.shape and batch_rows.ndim == 2, (batch_rows.shape, batch_mask.shape)
+    x, y, sample_weight = jnp.asarray(x), jnp.asarray(y), jnp.asarray(sample_weight)
 
     def body(carry, inputs):
         rows, row_mask = inputs
