@@ -335,6 +335,13 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
                 if cut:
                     interrupted = stop.signal_name is not None
                     score = None if interrupted else eval_score(state.dqn.params, env_steps)
+                    if score is not None and config.eval_episodes > 0:
+                        host.setdefault("evals", []).append([env_steps, score])
+                        (bar.write if progress else log)(
+                            f"step {env_steps}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
+                            f"epsilon {config.eval_epsilon:g})")
+                        if writer is not None:
+                            writer.add_scalar("dqn/eval_return", score, env_steps)
                     host["segment"] += 1
                     host["checkpoints"] += 1
                     host["wall_s"] = time.perf_counter() - wall_start
