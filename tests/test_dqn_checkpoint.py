@@ -98,3 +98,9 @@ def test_resume_with_another_config_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="cannot resume"):
         train(CONFIG, tmp_path / "missing", resume=True, progress=False)
     assert not (tmp_path / "missing").exists()
+    # --overwrite replaces a run directory: new config, checkpoints and metrics only
+    (run / "checkpoints" / "stale-marker").write_text("old run")
+    result = train(CONFIG.replace(total_steps=200, learning_rate=1e-4), run, overwrite=True, progress=False,
+                   log=lambda *_: None)
+    assert result.env_steps >= 200 and not (run / "checkpoints" / "stale-marker").exists()
+    assert '"learning_rate": 0.0001' in (run / "config.json").read_text()

@@ -78,6 +78,12 @@ def test_short_training_run_writes_everything(tmp_path, backend):
     with pytest.raises(RunDirError, match="already exists"):
         train(config, run, progress=False)
     assert sorted(p.name for p in run.rglob("*")) == before
+    # --overwrite only ever deletes a run directory, never some other folder
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a jaxrl dqn run directory"):
+        train(config, tmp_path / "notes", overwrite=True, progress=False)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path):

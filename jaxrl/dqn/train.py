@@ -102,6 +102,9 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool
         if not overwrite:
             raise RunDirError(f"run directory {run_dir} already exists and is not empty; pass --resume to "
                               f"continue it, --overwrite to replace it, or choose another --run-dir")
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RunDirError(f"refusing to --overwrite {run_dir}: it is not a jaxrl dqn run directory "
+                              f"(no {CONFIG_FILE}); delete it yourself or choose another --run-dir")
         shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
