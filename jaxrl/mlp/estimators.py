@@ -580,6 +580,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
+        if not self._label_binarizer.y_type_.startswith("multilabel") and len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, but the data contains "
+                f"only one class: {self.classes_[0]!r}."
+            )
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
 
