@@ -62,6 +62,16 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: value for name, value in vars(args).items() if name in names}
 
 
+def _quiet_libraries() -> None:
+    """Keep orbax's absl INFO/WARNING lines (e.g. "read only directory") out of the command's output."""
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with orbax
+        pass
+
+
 def _fail(command: str, error: BaseException, code: int = _EXIT_BAD_INPUT) -> int:
     print(f"jaxrl dqn {command}: error: {error}", file=sys.stderr)
     return code
@@ -113,6 +123,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from jaxrl.dqn.config import preset
     from jaxrl.dqn.train import DivergenceError, load_run_config, prepare_run_dir, train
 
@@ -171,6 +182,7 @@ def _step(text: str) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from jaxrl.dqn.evaluate import evaluate_returns, format_returns
 
     try:
@@ -186,6 +198,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _play(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from jaxrl.dqn.evaluate import play
 
     try:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,6 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
     """
     import imageio.v2 as imageio
 
-    from jaxrl.dqn.envs import make_env_from_config
-
     video_path = Path(video_path)
     suffix = video_path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
@@ -157,6 +156,19 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
         writer = imageio.get_writer(tmp_path, fps=fps, macro_block_size=1, codec="libx264", quality=7)
     else:
         writer = imageio.get_writer(tmp_path, mode="I", duration=1000 / fps, loop=0)
+    # imageio-ffmpeg starts ffmpeg with subprocess; Python warns about fork() in a process that runs JAX
+    # threads, which is harmless here (the child execs ffmpeg at once).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        returns = _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps)
+    os.replace(tmp_path, video_path)
+    return returns
+
+
+def _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps) -> list[float]:
+    """Write ``episodes`` rendered episodes to ``writer`` (closed here; ``tmp_path`` removed on error)."""
+    from jaxrl.dqn.envs import make_env_from_config
+
     returns = []
     try:
         for episode in range(episodes):
@@ -181,5 +193,4 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
         tmp_path.unlink(missing_ok=True)
         raise
     writer.close()
-    os.replace(tmp_path, video_path)
     return returns
