@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from scipy.stats import rankdata
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import check_cv
@@ -396,177 +397,58 @@ def fit_grid(
     template = clone(estimator)
     X_valid, y_valid = template._validate_input(X, y, incremental=False, reset=True)
     X_valid = X_valid.toarray() if hasattr(X_valid, "toarray") else np.asarray(X_valid)
-    n_samples = X_valid.shape[0]
-    dtype = X_valid.dtype
+    n_samples, dtype = X_valid.shape[0], X_valid.dtype
     if sample_weight is not None:
         sample_weight = _check_sample_weight(sample_weight, X_valid)
+    weight = np.ones(n_samples, dtype) if sample_weight is None else sample_weight.astype(dtype)
     y_valid = y_valid.reshape((-1, 1)) if y_valid.ndim == 1 else y_valid
 
-    y_array = np.asarray(y)
-    splits = [(np.arange(n_samples), None)]
+    splits = [(np.arange(n_samples), None)]  # the full-data fits come last
     if cv is not None:
         cv_splitter = check_cv(cv, y, classifier=is_classifier(estimator))
-        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv_splitter.split(X_valid, y)]
-        splits.append((np.arange(n_samples), None))
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv_splitter.split(X_valid, y)] + splits
     n_folds = len(splits) - 1
+    max_iter = int(estimator.max_iter)
 
     with jax.enable_x64(bool(dtype == np.float64)):
-        runs, run_params, opt_states, optimizer = [], [], [], None
-        for fold, (train, test) in enumerate(splits):
-            for point in grid:
-                est = clone(estimator).set_params(**point)
-                if test is None:  # the full-data fit: validated exactly as est.fit(X, y) would
-                    _, y_train = est._validate_input(X, y, incremental=False, reset=True)
-                else:
-                    _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
-                if is_classifier(est) and test is not None and not np.array_equal(est.classes_, template.classes_):
-                    raise ValueError(
-                        f"cv fold {fold} lacks some classes ({est.classes_} in training vs {template.classes_}); "
-                        "use a stratified splitter or fewer folds."
-                    )
-                y_train = y_train.reshape((-1, 1)) if y_train.ndim == 1 else y_train
-                hidden = est.hidden_layer_sizes
-                hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
-                layer_units = [X_valid.shape[1], *hidden, y_train.shape[1]]
-                rng = check_random_state(est.random_state)
-                est._initialize(y_train, layer_units, dtype, rng)
-                params = tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
-                optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False)
-                n_train = len(train)
-                if est.batch_size == "auto":
-                    batch_size = min(200, n_train)
-                else:
-                    if est.batch_size > n_train:
-                        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-                    batch_size = int(np.clip(est.batch_size, 1, n_train))
-                runs.append(_Run(point, train, test, fold if test is not None else -1, est, rng, batch_size))
-                run_params.append(params)
-                opt_states.append(opt_state)
-        spec = runs[-1].estimator._spec()
-        n_runs = len(runs)
-
-        # Shared padded layout; the batch width is a multiple of the device count when data parallel.
+        runs, run_params, opt_states, optimizer = _make_runs(estimator, template, grid, splits, X, y, X_valid)
         mesh = mlp_parallel.batch_mesh() if data_parallel else None
-        n_devices = 1 if mesh is None else mesh.size
-        batch_width = max(r.batch_size for r in runs)
-        batch_width = -(-batch_width // n_devices) * n_devices
-        n_batches_to = max(-(-len(r.train) // r.batch_size) for r in runs)
-        masks = np.stack([_batch_mask(len(r.train), r.batch_size, n_batches_to, batch_width) for r in runs])
-
-        max_iter = int(estimator.max_iter)
+        layout = _Layout.of(runs, 1 if mesh is None else mesh.size)
         if epochs_per_call is None:
-            per_epoch = n_runs * n_batches_to * batch_width * 4
-            epochs_per_call = int(max(1, min(max_iter, _INDEX_BUDGET_BYTES // per_epoch)))
+            per_epoch = len(runs) * layout.n_batches * layout.batch_width * 4
+            epochs_per_call = max(1, _INDEX_BUDGET_BYTES // per_epoch)
         epochs_per_call = min(int(epochs_per_call), max_iter)
 
-        weight = np.ones(n_samples, dtype) if sample_weight is None else sample_weight.astype(dtype)
         place = (lambda a: jax.device_put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
-        x_device = place(X_valid)
-        y_device = place(np.asarray(y_valid, dtype))
-        weight_device = place(weight)
+        data = tuple(place(a) for a in (X_valid, np.asarray(y_valid, dtype), weight))  # on the device once
+        state = _initial_state(run_params, opt_states, dtype, place)
         config = _RunConfig(
             alpha=place(np.array([r.estimator.alpha for r in runs], dtype)),
             learning_rate_init=place(np.array([r.estimator.learning_rate_init for r in runs], dtype)),
             n_train=place(np.array([len(r.train) for r in runs], dtype)),
-            batch_mask=place(masks),
+            batch_mask=place(np.stack([_batch_mask(len(r.train), r.batch_size, *layout) for r in runs])),
         )
-        state = GridState(
-            params=jax.tree.map(place, _stack(run_params)),
-            opt_state=jax.tree.map(place, _stack(opt_states)),
-            best_loss=place(np.full(n_runs, np.inf, dtype)),
-            no_improvement=place(np.zeros(n_runs, np.int32)),
-            n_iter=place(np.zeros(n_runs, np.int32)),
-            active=place(np.ones(n_runs, bool)),
-            diverged=place(np.zeros(n_runs, bool)),
-        )
-        schedule = {"constant": 0, "invscaling": 1, "adaptive": 2}[estimator.learning_rate]
         shared = _SharedConfig(
             tol=place(np.asarray(estimator.tol, dtype)),
             n_iter_no_change=place(np.asarray(estimator.n_iter_no_change, dtype)),
             max_iter=place(np.asarray(max_iter, np.int32)),
             power_t=place(np.asarray(estimator.power_t, dtype)),
-            schedule=place(np.asarray(schedule if estimator.solver == "sgd" else 0, np.int32)),
+            schedule=place(np.asarray(_SCHEDULES[estimator.learning_rate] if estimator.solver == "sgd" else 0, np.int32)),
         )
-        static = dict(optimizer=optimizer, spec=spec, mesh=mesh)
-
-        orders = [np.arange(len(r.train), dtype=int) for r in runs]
-
-        def next_chunk(n_epochs):
-            """Host: the runs' next ``n_epochs`` sklearn shuffles, as padded minibatch rows."""
-            rows = np.empty((n_runs, n_epochs, n_batches_to, batch_width), np.int32)
-            for i, run in enumerate(runs):
-                epoch_orders = np.empty((n_epochs, len(run.train)), np.int64)
-                for e in range(n_epochs):
-                    if run.estimator.shuffle:
-                        orders[i] = sklearn_shuffle(orders[i], random_state=run.random_state)
-                    epoch_orders[e] = run.train[orders[i]]
-                rows[i] = grid_batches(epoch_orders, len(run.train), run.batch_size, n_batches_to, batch_width)
-            return place(rows)
-
+        static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh)
         prepare_seconds = time.perf_counter() - start_total
+
         start_train = time.perf_counter()
-        curves, epochs_done, compile_seconds = [], 0, 0.0
-        rows_device = next_chunk(min(epochs_per_call, max_iter))
-        while True:
-            args = (state, x_device, y_device, weight_device, rows_device, config, shared)
-            compiled, seconds = _compile(args, static)
-            compile_seconds += seconds
-            state, curve = compiled(*args)  # asynchronous: the host prepares the next chunk meanwhile
-            epochs_done += rows_device.shape[1]
-            remaining = max_iter - epochs_done
-            next_rows = next_chunk(min(epochs_per_call, remaining)) if remaining > 0 else None
-            curves.append(np.asarray(curve))
-            if next_rows is None or not bool(np.asarray(state.active).any()):
-                break
-            if next_rows.shape[1] != rows_device.shape[1]:  # keep one compiled shape: pad the last chunk
-                pad = rows_device.shape[1] - next_rows.shape[1]
-                next_rows = place(np.pad(np.asarray(next_rows), ((0, 0), (0, pad), (0, 0), (0, 0))))
-            rows_device = next_rows
-        host = jax.tree.map(np.asarray, state)
+        host, curve, compile_seconds = _train(state, data, config, shared, static, runs, layout, epochs_per_call,
+                                              max_iter, place)
         train_seconds = time.perf_counter() - start_train - compile_seconds
-        curve = np.concatenate(curves, axis=0)  # [epochs, R]
+        _set_fitted(runs, host, curve)
 
-        # Fitted estimators and scores.
-        for i, run in enumerate(runs):
-            est = run.estimator
-            coefs, intercepts = core.params_to_numpy(_take(host.params, i))
-            est.coefs_, est.intercepts_ = coefs, intercepts
-            est.n_iter_ = int(host.n_iter[i])
-            losses = curve[:, i]
-            est.loss_curve_ = [float(v) for v in losses[np.isfinite(losses)]][: est.n_iter_]
-            est.loss_ = est.loss_curve_[-1] if est.loss_curve_ else np.nan
-            est.best_loss_ = float(host.best_loss[i])
-            est.t_ = len(run.train) * len(est.loss_curve_)
-            est._no_improvement_count = int(host.no_improvement[i])
-            est._opt_state = _take(host.opt_state, i)
-
-    diverged = host.diverged
-    bad = [runs[i].params for i in range(n_runs) if diverged[i]]
-    if bad:
-        message = (
-            f"{len(bad)} of {n_runs} runs diverged (non-finite loss or weights), e.g. {bad[0]}; they keep the "
-            "weights of their last finite epoch and score nan. Lower learning_rate_init or scale the data."
-        )
-        if error_score == "raise":
-            raise ValueError(message)
-        warnings.warn(message, RuntimeWarning)
-    n_max_iter = sum(1 for i in range(n_runs) if host.n_iter[i] >= max_iter and not diverged[i])
-    if n_max_iter:
-        warnings.warn(
-            f"Stochastic Optimizer: Maximum iterations ({max_iter}) reached and the optimization hasn't converged "
-            f"yet in {n_max_iter} of {n_runs} runs.",
-            ConvergenceWarning,
-        )
-
+    _report_stopping(runs, host, max_iter, error_score)
     final = runs[-len(grid):]
-    cv_results = _results_table(grid, runs, final, diverged, n_folds, X_valid, y, n_runs)
-    if n_folds:
-        key = "mean_test_score"
-    else:
-        key = "train_score"
-    scores = np.where(np.isnan(cv_results[key]), -np.inf, cv_results[key])
-    best_index = int(np.argmax(scores))
-    total = time.perf_counter() - start_total
+    cv_results = _results_table(grid, runs, final, host.diverged, n_folds, X_valid, y)
+    key = "mean_test_score" if n_folds else "train_score"
+    best_index = int(np.argmax(np.where(np.isnan(cv_results[key]), -np.inf, cv_results[key])))
     return GridResult(
         estimators=[run.estimator for run in final],
         params=grid,
@@ -575,12 +457,169 @@ def fit_grid(
         best_params=grid[best_index],
         best_estimator=final[best_index].estimator,
         best_score=float(cv_results[key][best_index]),
-        timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds, total=total),
-        n_runs=n_runs,
+        timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds,
+                     total=time.perf_counter() - start_total),
+        n_runs=len(runs),
     )
 
 
-def _results_table(grid, runs, final, diverged, n_folds, X_valid, y, n_runs):
+_SCHEDULES = {"constant": 0, "invscaling": 1, "adaptive": 2}
+
+
+class _Layout(NamedTuple):
+    """Padded minibatch layout shared by all runs."""
+
+    n_batches: int  # batches per epoch of the largest training set
+    batch_width: int  # largest batch size, rounded up to a multiple of the device count
+
+    @classmethod
+    def of(cls, runs, n_devices: int) -> "_Layout":
+        batch_width = max(r.batch_size for r in runs)
+        return cls(
+            n_batches=max(-(-len(r.train) // r.batch_size) for r in runs),
+            batch_width=-(-batch_width // n_devices) * n_devices,
+        )
+
+
+def _batch_size(estimator, n_train: int) -> int:
+    """sklearn's minibatch size: ``min(200, n)`` for ``"auto"``, else clipped to ``[1, n]`` with a warning."""
+    if estimator.batch_size == "auto":
+        return min(200, n_train)
+    if estimator.batch_size > n_train:
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+    return int(np.clip(estimator.batch_size, 1, n_train))
+
+
+def _make_runs(estimator, template, grid, splits, X, y, X_valid):
+    """One initialized estimator clone per (split, grid point), as its own ``fit`` would start.
+
+    Returns:
+      ``(runs, params, opt_states, optimizer)``: lists of :class:`_Run`, initial
+      parameter pytrees and optimizer states, and the (shared) optax transform.
+    """
+    y_array = np.asarray(y)
+    runs, run_params, opt_states, optimizer = [], [], [], None
+    dtype = X_valid.dtype
+    for fold, (train, test) in enumerate(splits):
+        for point in grid:
+            est = clone(estimator).set_params(**point)
+            if test is None:  # a full-data fit: validated exactly as est.fit(X, y) would
+                _, y_train = est._validate_input(X, y, incremental=False, reset=True)
+            else:
+                _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
+                if is_classifier(est) and not np.array_equal(est.classes_, template.classes_):
+                    raise ValueError(
+                        f"cv fold {fold} lacks some classes ({est.classes_} in training vs {template.classes_}); "
+                        "use a stratified splitter or fewer folds."
+                    )
+            y_train = y_train.reshape((-1, 1)) if y_train.ndim == 1 else y_train
+            hidden = est.hidden_layer_sizes
+            hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+            rng = check_random_state(est.random_state)
+            est._initialize(y_train, [X_valid.shape[1], *hidden, y_train.shape[1]], dtype, rng)  # draws the init
+            params = tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
+            optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False)
+            runs.append(_Run(point, train, test, fold if test is not None else -1, est, rng,
+                             _batch_size(est, len(train))))
+            run_params.append(params)
+            opt_states.append(opt_state)
+    return runs, run_params, opt_states, optimizer
+
+
+def _initial_state(run_params, opt_states, dtype, place) -> GridState:
+    n_runs = len(run_params)
+    return GridState(
+        params=jax.tree.map(place, _stack(run_params)),
+        opt_state=jax.tree.map(place, _stack(opt_states)),
+        best_loss=place(np.full(n_runs, np.inf, dtype)),
+        no_improvement=place(np.zeros(n_runs, np.int32)),
+        n_iter=place(np.zeros(n_runs, np.int32)),
+        active=place(np.ones(n_runs, bool)),
+        diverged=place(np.zeros(n_runs, bool)),
+    )
+
+
+def _shuffled_rows(runs, orders, n_epochs: int, layout: _Layout) -> np.ndarray:
+    """Host: each run's next ``n_epochs`` sklearn shuffles as padded minibatch rows.
+
+    ``orders[i]`` (each run's current ``sample_idx``) is advanced in place with
+    ``sklearn.utils.shuffle(..., random_state=run.random_state)``, as the estimator does.
+
+    Returns:
+      ``[R, n_epochs, n_batches, batch_width]`` int32 rows of ``X``.
+    """
+    rows = np.empty((len(runs), n_epochs, *layout), np.int32)
+    for i, run in enumerate(runs):
+        epoch_orders = np.empty((n_epochs, len(run.train)), np.int64)
+        for e in range(n_epochs):
+            if run.estimator.shuffle:
+                orders[i] = sklearn_shuffle(orders[i], random_state=run.random_state)
+            epoch_orders[e] = run.train[orders[i]]
+        rows[i] = grid_batches(epoch_orders, len(run.train), run.batch_size, *layout)
+    return rows
+
+
+def _train(state, data, config, shared, static, runs, layout, epochs_per_call, max_iter, place):
+    """Chunks of ``epochs_per_call`` epochs until every run stopped; the host shuffles ahead of the device.
+
+    Returns:
+      ``(host_state, loss_curve [epochs, R], compile_seconds)``.
+    """
+    orders = [np.arange(len(r.train), dtype=int) for r in runs]
+    curves, epochs_done, compile_seconds = [], 0, 0.0
+    rows = place(_shuffled_rows(runs, orders, epochs_per_call, layout))
+    while True:
+        args = (state, *data, rows, config, shared)
+        compiled, seconds = _compile(args, static)
+        compile_seconds += seconds
+        state, curve = compiled(*args)  # asynchronous: the host prepares the next chunk meanwhile
+        epochs_done += epochs_per_call
+        remaining = max_iter - epochs_done
+        next_rows = _shuffled_rows(runs, orders, min(epochs_per_call, remaining), layout) if remaining > 0 else None
+        curves.append(np.asarray(curve))
+        if next_rows is None or not bool(np.asarray(state.active).any()):
+            break
+        pad = epochs_per_call - next_rows.shape[1]  # keep one compiled shape: pad the last chunk (never run)
+        rows = place(np.pad(next_rows, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else next_rows)
+    return jax.tree.map(np.asarray, state), np.concatenate(curves, axis=0), compile_seconds
+
+
+def _set_fitted(runs, host: GridState, curve: np.ndarray):
+    """Write sklearn's fitted attributes of every run's estimator from the stacked host state."""
+    for i, run in enumerate(runs):
+        est = run.estimator
+        est.coefs_, est.intercepts_ = core.params_to_numpy(_take(host.params, i))
+        est.n_iter_ = int(host.n_iter[i])
+        losses = curve[:, i]
+        est.loss_curve_ = [float(v) for v in losses[np.isfinite(losses)]]
+        est.loss_ = est.loss_curve_[-1] if est.loss_curve_ else np.nan
+        est.best_loss_ = float(host.best_loss[i])
+        est.t_ = len(run.train) * len(est.loss_curve_)
+        est._no_improvement_count = int(host.no_improvement[i])
+        est._opt_state = _take(host.opt_state, i)
+
+
+def _report_stopping(runs, host: GridState, max_iter: int, error_score: str):
+    """Divergence (warning or ``ValueError``) and sklearn's max_iter ``ConvergenceWarning``, once per grid."""
+    diverged = [run.params for run, bad in zip(runs, host.diverged) if bad]
+    if diverged:
+        message = (
+            f"{len(diverged)} of {len(runs)} runs diverged (non-finite loss or weights), e.g. {diverged[0]}; they "
+            "keep the weights of their last finite epoch and score nan. Lower learning_rate_init or scale the data."
+        )
+        if error_score == "raise":
+            raise ValueError(message)
+        warnings.warn(message, RuntimeWarning)
+    n_max_iter = int(np.sum((host.n_iter >= max_iter) & ~host.diverged))
+    if n_max_iter:
+        warnings.warn(
+            f"Stochastic Optimizer: Maximum iterations ({max_iter}) reached and the optimization hasn't converged "
+            f"yet in {n_max_iter} of {len(runs)} runs.",
+            ConvergenceWarning,
+        )
+
+
+def _results_table(grid, runs, final, diverged, n_folds, X_valid, y):
     """``GridSearchCV.cv_results_``-style dict (one entry per grid point)."""
     y = np.asarray(y)
     n_points = len(grid)
@@ -596,14 +635,10 @@ def _results_table(grid, runs, final, diverged, n_folds, X_valid, y, n_runs):
             results[f"split{k}_test_score"] = split_scores[k]
         results["mean_test_score"] = split_scores.mean(axis=0)
         results["std_test_score"] = split_scores.std(axis=0)
-        # scipy.stats.rankdata(-mean, method="min") as GridSearchCV, nan ranked last
+        # as GridSearchCV: rankdata(-mean, method="min"), nan (diverged) ranked last
         means = np.where(np.isnan(results["mean_test_score"]), -np.inf, results["mean_test_score"])
-        order = np.argsort(-means, kind="stable")
-        ranks = np.empty(n_points, np.int32)
-        for position, index in enumerate(order):
-            ranks[index] = position + 1 if position == 0 or means[index] != means[order[position - 1]] else ranks[order[position - 1]]
-        results["rank_test_score"] = ranks
-    offset = n_runs - n_points
+        results["rank_test_score"] = rankdata(-means, method="min").astype(np.int32)
+    offset = len(runs) - n_points
     results["train_score"] = np.array(
         [np.nan if diverged[offset + j] else run.estimator.score(X_valid, y) for j, run in enumerate(final)]
     )
