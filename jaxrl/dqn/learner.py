@@ -138,7 +138,7 @@ def make_learner(
         tau=tau,
         max_grad_norm=max_grad_norm,
     )
-    replay = make_replay_buffer(buffer_size, batch_size, min_size=learning_starts)
+    replay = make_replay_buffer(buffer_size, batch_size, min_size=min(learning_starts, buffer_size))
     epsilon = epsilon_schedule(epsilon_start, epsilon_end, epsilon_decay_steps)
 
     def init(key: jax.Array, obs_0: jax.Array) -> tuple[LearnerState, jax.Array]:
