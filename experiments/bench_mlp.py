@@ -141,8 +141,8 @@ def main(argv=None):
     print(f"model: hidden ({args.hidden},), relu, adam, batch {args.batch_size}, float32, "
           f"{args.epochs} epochs per fit, median of {args.repeats} fit(s)")
     print()
-    print(f"| data | implementation | compile (s) | fit time / epoch (s) | test accuracy | speed-up |")
-    print(f"|---|---|---|---|---|---|")
+    print("| data | implementation | compile (s) | fit time / epoch (s) | test accuracy | speed-up |")
+    print("|---|---|---|---|---|---|")
     sk_epoch = rows[-1][2]
     for impl, compile_s, epoch_s, accuracy in rows:
         compile_text = f"{compile_s:.2f}" if impl.startswith("jaxrl") else "-"
