@@ -1,0 +1,79 @@
+"""Train S independent DQN agents at once with the compiled XLA loop (envpool inside `lax.scan`, vmap over seeds).
+
+Uses the same config presets as `jaxrl dqn train` (`jaxrl.dqn.config`) and the same `learner.step`; only the loop
+differs: `jaxrl.dqn.xla_loop.make_xla_loop`, K env steps per compiled call, logging between calls. Writes one CSV
+row per call and seed. No checkpoints (use `jaxrl dqn train` for resumable runs).
+
+    python experiments/train_dqn_xla.py --preset seed --seeds 4 --total-steps 2500000 --out runs_xla.csv
+    python experiments/train_dqn_xla.py --preset tiny --seeds 2 --total-steps 4000      # a quick check
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+
+import jax
+import numpy as np
+
+from jaxrl.dqn.config import preset
+from jaxrl.dqn.learner import make_learner
+from jaxrl.dqn.xla_env import make_envpool_xla_env
+from jaxrl.dqn.xla_loop import make_xla_loop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--seeds", type=int, default=2, help="S independent agents, each with --num-envs envs")
+    parser.add_argument("--num-envs", type=int, default=None, help="N envs per agent (default: the preset's)")
+    parser.add_argument("--update-every", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--total-steps", type=int, default=None, help="env steps PER AGENT (default: preset's)")
+    parser.add_argument("--steps-per-call", type=int, default=1_000, help="K env steps per compiled call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="train_dqn_xla.csv")
+    args = parser.parse_args()
+
+    overrides = {k: v for k, v in dict(num_envs=args.num_envs, update_every=args.update_every,
+                                       total_steps=args.total_steps).items() if v is not None}
+    config = preset(args.preset, backend="envpool", seed=args.seed, **overrides)
+    if args.seeds < 1 or args.steps_per_call < 1:
+        raise SystemExit("--seeds and --steps-per-call must be >= 1")
+    n, s = config.num_envs, args.seeds
+    env = make_envpool_xla_env(s * n, config.seed, env_id=config.env_id, frame_skip=config.frame_skip,
+                               repeat_action_probability=config.repeat_action_probability,
+                               noop_max=config.noop_max, max_episode_frames=config.max_episode_frames)
+    learner = make_learner(n, env.num_actions, axis_name="seed", **config.learner_kwargs())
+    loop = make_xla_loop(learner, env, args.steps_per_call, num_seeds=s)
+    state = loop.init(jax.random.key(config.seed))
+    calls = -(-config.total_steps // (args.steps_per_call * n))
+    recent = [[] for _ in range(s)]  # last 100 episode returns per seed
+    start = time.perf_counter()
+    with open(args.out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["call", "seed", "env_steps", "frames", "episodes", "mean_return_100", "loss", "epsilon",
+                         "steps_per_s_all_seeds", "wall_s"])
+        for call in range(calls):
+            tick = time.perf_counter()
+            state, metrics = loop.run(state)
+            metrics = jax.device_get(metrics)
+            speed = args.steps_per_call * n * s / (time.perf_counter() - tick)
+            for seed in range(s):
+                done = np.asarray(metrics["episode_done"][:, seed])
+                recent[seed] = (recent[seed] + list(np.asarray(metrics["episode_return"][:, seed])[done]))[-100:]
+                updated = np.asarray(metrics["did_update"][:, seed])
+                loss = float(np.mean(metrics["loss"][:, seed][updated])) if updated.any() else float("nan")
+                env_steps = int(metrics["env_steps"][-1, seed])
+                mean_return = float(np.mean(recent[seed])) if recent[seed] else float("nan")
+                writer.writerow([call, seed, env_steps, env_steps * config.frame_skip, int(done.sum()),
+                                 mean_return, loss, float(metrics["epsilon"][-1, seed]), speed,
+                                 time.perf_counter() - start])
+            f.flush()
+            returns = ", ".join(f"{np.mean(r):.0f}" if r else "-" for r in recent)
+            print(f"call {call + 1}/{calls}: {int(metrics['env_steps'][-1].sum()):,} steps (all seeds), "
+                  f"{speed:,.0f} steps/s, mean return of last 100 per seed: {returns}", flush=True)
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
