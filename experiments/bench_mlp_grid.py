@@ -83,8 +83,11 @@ def bench_digits(args):
 
     # 1. no cv
     if not args.skip_serial:
-        serial, serial_seconds = _timed(lambda: [
-            SklearnMLPClassifier(alpha=a, **common).fit(X_train.astype(sk_dtype), y_train) for a in alphas])
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.sklearn_blas_threads or None):  # None: the library default
+            serial, serial_seconds = _timed(lambda: [
+                SklearnMLPClassifier(alpha=a, **common).fit(X_train.astype(sk_dtype), y_train) for a in alphas])
         serial_acc = np.mean([m.score(X_test.astype(sk_dtype), y_test) for m in serial])
         serial_iter = np.mean([m.n_iter_ for m in serial])
     template = MLPClassifier(**common)
@@ -94,7 +97,8 @@ def bench_digits(args):
     grid_acc = np.mean([m.score(X_test.astype(np.float32), y_test) for m in grid.estimators])
     grid_iter = np.mean([m.n_iter_ for m in grid.estimators])
     if not args.skip_serial:
-        rows.append([f"{len(alphas)} fits, no cv", "scikit-learn, serial", f"{serial_seconds:.2f}", "-", "1.0x",
+        threads = args.sklearn_blas_threads or "default"
+        rows.append([f"{len(alphas)} fits, no cv", f"scikit-learn, serial (BLAS threads: {threads})", f"{serial_seconds:.2f}", "-", "1.0x",
                      f"{serial_acc:.4f}", f"{serial_iter:.1f}"])
         agreement = np.mean([np.mean(a.predict(X_test.astype(np.float32)) == b.predict(X_test.astype(sk_dtype)))
                              for a, b in zip(grid.estimators, serial)])
@@ -155,9 +159,9 @@ def _mnist_like(args):
         noise = rng.rand(n, 784).astype(np.float32)
         return np.clip(0.5 * centers[labels] + 0.5 * noise, 0, 1), labels
 
-    X_train, y_train = draw(60000)
-    X_test, y_test = draw(10000)
-    return X_train, y_train, X_test, y_test, "synthetic 60,000 x 784 float32, 10 classes"
+    X_train, y_train = draw(args.n_samples)
+    X_test, y_test = draw(max(args.n_samples // 6, 10))
+    return X_train, y_train, X_test, y_test, f"synthetic {args.n_samples:,} x 784 float32, 10 classes"
 
 
 def bench_mnist_sized(args):
@@ -186,13 +190,18 @@ def bench_mnist_sized(args):
                      f"{acc:.4f}"])
         if n_models == args.models:
             sweep_seconds, sweep_acc = warm, acc
+    from threadpoolctl import threadpool_limits
+
     measured = []
     for alpha in alphas[: args.sklearn_fits]:
-        model, seconds = _timed(lambda: SklearnMLPClassifier(alpha=alpha, **common).fit(X_train, y_train))
+        with threadpool_limits(limits=args.sklearn_blas_threads or None):
+            model, seconds = _timed(lambda: SklearnMLPClassifier(alpha=alpha, **common).fit(X_train, y_train))
         measured.append((seconds, model.score(X_test, y_test), model.n_iter_))
     per_fit = float(np.mean([m[0] for m in measured]))
     serial_total = per_fit * args.models
-    rows.append([f"scikit-learn, serial ({args.sklearn_fits} measured, x{args.models} extrapolated)", "-",
+    threads = args.sklearn_blas_threads or "default"
+    rows.append([f"scikit-learn, serial, BLAS threads {threads} ({args.sklearn_fits} measured, x{args.models} "
+                 "extrapolated)", "-",
                  f"{serial_total:.2f}", f"{1000 * per_fit / args.max_iter:.1f}", f"{1000 * per_fit / args.max_iter:.1f}",
                  f"{np.mean([m[1] for m in measured]):.4f} (measured fits)"])
     print()
@@ -209,17 +218,25 @@ def main(argv=None):
     parser.add_argument("--n-alphas", type=int, default=16)
     parser.add_argument("--cv", type=int, default=3, help="folds for the cv comparison (0: skip it)")
     parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--sklearn-dtype", default="float64", choices=["float32", "float64"],
-                        help="scikit-learn's input dtype (float64 is its faster path on this CPU)")
+    parser.add_argument("--sklearn-dtype", default="float32", choices=["float32", "float64"],
+                        help="scikit-learn's input dtype (float32, as jaxrl's, is also its faster path with 1 thread)")
+    parser.add_argument("--sklearn-blas-threads", type=int, default=1,
+                        help="BLAS threads for the serial scikit-learn fits (0: the library's default). 1 is "
+                             "scikit-learn's fastest here: OpenBLAS with 2 threads on these small matrices on a "
+                             "shared 2-core machine was 20-50x slower; GridSearchCV's loky workers use "
+                             "cpu_count // n_jobs = 1")
     parser.add_argument("--skip-serial", action="store_true")
     parser.add_argument("--skip-gridsearch", action="store_true")
     parser.add_argument("--mnist-sized", action="store_true")
     parser.add_argument("--models", type=int, default=64)
     parser.add_argument("--npz", default=None, help="MNIST-like .npz (x_train, y_train, x_test, y_test)")
     parser.add_argument("--sklearn-fits", type=int, default=1, help="--mnist-sized: scikit-learn fits measured")
+    parser.add_argument("--n-samples", type=int, default=60000, help="--mnist-sized synthetic training rows")
     args = parser.parse_args(argv)
     if args.max_iter < 1 or args.n_alphas < 1 or args.models < 1 or args.cv < 0 or args.cv == 1:
         parser.error("--max-iter, --n-alphas and --models must be >= 1, --cv 0 or >= 2")
+    if args.sklearn_fits < 1 or args.n_samples < 10:
+        parser.error("--sklearn-fits must be >= 1 and --n-samples >= 10")
     _quiet()
     if args.mnist_sized:
         bench_mnist_sized(args)
