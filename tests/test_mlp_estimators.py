@@ -142,3 +142,10 @@ def test_divergence_raises_value_error_naming_iteration_and_keeps_finite_weights
     with pytest.raises(ValueError, match=r"diverged at iteration \d+.*lower learning_rate_init"):
         reg.fit(x, y)
     assert all(np.isfinite(w).all() for w in reg.coefs_ + reg.intercepts_)
+
+
+def test_verbose_prints_sklearn_progress_lines(iris, capsys):
+    x, y = iris
+    MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, verbose=True, random_state=0).fit(x, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Iteration 1, loss = ") and lines[1].startswith("Iteration 2, loss = ")

@@ -57,6 +57,8 @@ CLASSIFIER_CASES = [
     dict(solver="sgd", learning_rate="constant", momentum=0.0, learning_rate_init=0.1, activation="tanh"),
     dict(solver="adam", learning_rate_init=0.01),
     dict(solver="adam", activation="logistic", alpha=0.1),
+    # tol=10 with n_iter_no_change=2: training stops after 4 epochs (before max_iter=6), as sklearn's
+    dict(solver="adam", learning_rate_init=0.01, tol=10.0, n_iter_no_change=2),
 ]
 
 
