@@ -180,3 +180,20 @@ def test_param_grid_defaults_to_estimator_values():
         {"alpha": 0.5, "learning_rate_init": 0.1, "random_state": 3},
         {"alpha": 0.5, "learning_rate_init": 0.2, "random_state": 3},
     ]
+
+
+def test_binary_classifier_with_sample_weight_equals_individual_fits():
+    X, y = make_regression(n_samples=70, n_features=4, random_state=1)
+    y = (y > 0).astype(int)  # binary: one logistic output
+    sample_weight = np.random.RandomState(0).rand(70)
+    kwargs = dict(hidden_layer_sizes=(5,), batch_size=32, max_iter=4)
+    result = _grid_quietly(MLPClassifier(**kwargs), X, y, alpha=[1e-4, 0.3], random_state=[0],
+                           sample_weight=sample_weight)
+    for point, fitted in zip(result.params, result.estimators):
+        single = MLPClassifier(**kwargs, **point)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            single.fit(X, y, sample_weight=sample_weight)
+        assert fitted.out_activation_ == "logistic" and fitted.coefs_[-1].shape == (5, 1)
+        _assert_same_fit(fitted, single)
+        np.testing.assert_allclose(fitted.predict_proba(X), single.predict_proba(X), rtol=1e-9)
