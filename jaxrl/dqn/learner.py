@@ -21,6 +21,7 @@ seed is ready (seeds not ready keep their state), rather than a select that comp
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Callable, NamedTuple, Sequence
 
@@ -65,6 +66,177 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
     return int(value)
+
+
+class _Config(NamedTuple):
+    """Static settings bound into `init` / `step` by `make_learner` (never traced)."""
+
+    dqn: DQN
+    replay: ReplayBuffer
+    epsilon: Callable[[jax.Array], jax.Array]
+    num_envs: int
+    learning_starts: int
+    update_every: int
+    updates_per_call: int
+    reward_scale: float
+    axis_name: str | None
+
+
+def init(key: jax.Array, obs_0: jax.Array, *, config: _Config) -> tuple[LearnerState, jax.Array]:
+    """Fresh agent and empty buffer; actions for the first observations.
+
+    Args:
+      key: PRNG key.
+      obs_0: [N, 128] uint8 first observations.
+
+    Returns:
+      (LearnerState, actions_0 [N] int32).
+    """
+    assert obs_0.shape == (config.num_envs, NUM_RAM_BYTES), obs_0.shape
+    key, init_key, act_key = jax.random.split(key, 3)
+    dqn_state = config.dqn.init(init_key)
+    example = Transition(
+        obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+        action=jnp.zeros((), jnp.int32),
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+        terminated=jnp.zeros((), bool),
+    )
+    env_steps = jnp.zeros((), jnp.int32)
+    actions_0 = config.dqn.act(dqn_state.params, obs_0, act_key, config.epsilon(env_steps))
+    state = LearnerState(
+        dqn=dqn_state,
+        replay=config.replay.init(example),
+        obs_tm1=obs_0.astype(jnp.uint8),
+        action_tm1=actions_0,
+        done_tm1=jnp.zeros((config.num_envs,), bool),
+        episode_return=jnp.zeros((config.num_envs,), jnp.float32),
+        episode_length=jnp.zeros((config.num_envs,), jnp.int32),
+        key=key,
+        env_steps=env_steps,
+        calls=jnp.zeros((), jnp.int32),
+    )
+    return state, actions_0
+
+
+def _zero_update_metrics(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config):
+    """Update metrics (same tree as `dqn.update`'s) filled with zeros, for calls without an update."""
+    shapes = jax.eval_shape(
+        lambda s: config.dqn.update(s, config.replay.sample(replay_state, key))[1], dqn_state
+    )
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+
+def learn(
+    dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config
+) -> tuple[DQNState, dict]:
+    """`updates_per_call` DQN updates, each on a fresh uniform sample; metrics of the last one."""
+
+    def one_update(i, carry):
+        dqn_state, _ = carry
+        batch = config.replay.sample(replay_state, jax.random.fold_in(key, i))
+        return config.dqn.update(dqn_state, batch)
+
+    zeros = _zero_update_metrics(dqn_state, replay_state, key, config=config)
+    return jax.lax.fori_loop(0, config.updates_per_call, one_update, (dqn_state, zeros))
+
+
+def _maybe_learn(
+    ready: jax.Array, dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config
+) -> tuple[DQNState, dict]:
+    """`learn` under `lax.cond(ready)`; with an axis name, the condition is reduced over seeds (see module doc)."""
+    skip = lambda: (dqn_state, _zero_update_metrics(dqn_state, replay_state, key, config=config))  # noqa: E731
+    if config.axis_name is None:
+        return jax.lax.cond(ready, lambda: learn(dqn_state, replay_state, key, config=config), skip)
+
+    def learn_where_ready():
+        new_state, metrics = learn(dqn_state, replay_state, key, config=config)
+        new_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old), new_state, dqn_state)
+        return new_state, jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), metrics)
+
+    any_ready = jax.lax.psum(ready.astype(jnp.int32), config.axis_name) > 0
+    return jax.lax.cond(any_ready, learn_where_ready, skip)
+
+
+def step(
+    state: LearnerState,
+    obs_t: jax.Array,
+    reward_t: jax.Array,
+    terminated_t: jax.Array,
+    truncated_t: jax.Array,
+    *,
+    config: _Config,
+) -> tuple[LearnerState, jax.Array, dict]:
+    """Store valid transitions, maybe update, act.
+
+    Args:
+      state: LearnerState from `init` or the previous `step`.
+      obs_t: [N, 128] uint8 observations returned for state.action_tm1 (reset obs where done_tm1).
+      reward_t: [N] float rewards (unscaled).
+      terminated_t: [N] bool, true terminal (game over).
+      truncated_t: [N] bool, time limit.
+
+    Returns:
+      (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
+      this call, 0 when none), epsilon, did_update, env_steps, num_updates, and per-env [N] arrays
+      episode_done (an episode ended at this call), episode_return / episode_length (of that episode,
+      0 elsewhere).
+    """
+    num_envs = config.num_envs
+    assert obs_t.shape == (num_envs, NUM_RAM_BYTES), obs_t.shape
+    assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
+    key, sample_key, act_key = jax.random.split(state.key, 3)
+    valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
+    reward_t = reward_t.astype(jnp.float32)
+    terminated_t = terminated_t.astype(bool)
+    transitions = Transition(
+        obs=state.obs_tm1,
+        action=state.action_tm1,
+        reward=config.reward_scale * reward_t,
+        next_obs=obs_t.astype(jnp.uint8),
+        terminated=terminated_t,
+    )
+    replay_state = config.replay.add(state.replay, transitions, valid)
+    env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
+
+    # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).
+    episode_return = state.episode_return + jnp.where(valid, reward_t, 0.0)
+    episode_length = state.episode_length + valid.astype(jnp.int32)
+    episode_done = valid & (terminated_t | truncated_t.astype(bool))
+
+    # Updates: on every `update_every`-th call, once the buffer is warm.
+    ready = (
+        (state.calls % config.update_every == 0)
+        & config.replay.can_sample(replay_state)
+        & (env_steps >= config.learning_starts)
+    )
+    dqn_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key, config=config)
+
+    epsilon = config.epsilon(env_steps)
+    actions_t = config.dqn.act(dqn_state.params, obs_t, act_key, epsilon)
+    metrics = dict(
+        update_metrics,
+        epsilon=epsilon,
+        did_update=ready,
+        env_steps=env_steps,
+        num_updates=dqn_state.num_updates,
+        episode_done=episode_done,
+        episode_return=jnp.where(episode_done, episode_return, 0.0),
+        episode_length=jnp.where(episode_done, episode_length, 0),
+    )
+    new_state = LearnerState(
+        dqn=dqn_state,
+        replay=replay_state,
+        obs_tm1=obs_t.astype(jnp.uint8),
+        action_tm1=actions_t,
+        done_tm1=episode_done,
+        episode_return=jnp.where(episode_done, 0.0, episode_return),
+        episode_length=jnp.where(episode_done, 0, episode_length),
+        key=key,
+        env_steps=env_steps,
+        calls=state.calls + 1,
+    )
+    return new_state, actions_t, metrics
 
 
 def make_learner(
@@ -141,157 +313,20 @@ def make_learner(
     replay = make_replay_buffer(buffer_size, batch_size, min_size=min(learning_starts, buffer_size))
     epsilon = epsilon_schedule(epsilon_start, epsilon_end, epsilon_decay_steps)
 
-    def init(key: jax.Array, obs_0: jax.Array) -> tuple[LearnerState, jax.Array]:
-        """Fresh agent and empty buffer; actions for the first observations.
-
-        Args:
-          key: PRNG key.
-          obs_0: [N, 128] uint8 first observations.
-
-        Returns:
-          (LearnerState, actions_0 [N] int32).
-        """
-        assert obs_0.shape == (num_envs, NUM_RAM_BYTES), obs_0.shape
-        key, init_key, act_key = jax.random.split(key, 3)
-        dqn_state = dqn.init(init_key)
-        example = Transition(
-            obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
-            action=jnp.zeros((), jnp.int32),
-            reward=jnp.zeros((), jnp.float32),
-            next_obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
-            terminated=jnp.zeros((), bool),
-        )
-        env_steps = jnp.zeros((), jnp.int32)
-        actions_0 = dqn.act(dqn_state.params, obs_0, act_key, epsilon(env_steps))
-        state = LearnerState(
-            dqn=dqn_state,
-            replay=replay.init(example),
-            obs_tm1=obs_0.astype(jnp.uint8),
-            action_tm1=actions_0,
-            done_tm1=jnp.zeros((num_envs,), bool),
-            episode_return=jnp.zeros((num_envs,), jnp.float32),
-            episode_length=jnp.zeros((num_envs,), jnp.int32),
-            key=key,
-            env_steps=env_steps,
-            calls=jnp.zeros((), jnp.int32),
-        )
-        return state, actions_0
-
-    def _zero_metrics(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array) -> dict:
-        """Update metrics (same tree as `dqn.update`'s) filled with zeros, for calls without an update."""
-        shapes = jax.eval_shape(lambda s: dqn.update(s, replay.sample(replay_state, key))[1], dqn_state)
-        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-
-    def learn(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array) -> tuple[DQNState, dict]:
-        """`updates_per_call` updates on fresh samples; metrics of the last one."""
-
-        def one_update(i, carry):
-            dqn_state, _ = carry
-            batch = replay.sample(replay_state, jax.random.fold_in(key, i))
-            return dqn.update(dqn_state, batch)
-
-        zeros = _zero_metrics(dqn_state, replay_state, key)
-        return jax.lax.fori_loop(0, updates_per_call, one_update, (dqn_state, zeros))
-
-    def step(
-        state: LearnerState,
-        obs_t: jax.Array,
-        reward_t: jax.Array,
-        terminated_t: jax.Array,
-        truncated_t: jax.Array,
-    ) -> tuple[LearnerState, jax.Array, dict]:
-        """Store valid transitions, maybe update, act.
-
-        Args:
-          state: LearnerState from `init` or the previous `step`.
-          obs_t: [N, 128] uint8 observations returned for state.action_tm1 (reset obs where done_tm1).
-          reward_t: [N] float rewards (unscaled).
-          terminated_t: [N] bool, true terminal (game over).
-          truncated_t: [N] bool, time limit.
-
-        Returns:
-          (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
-          this call, 0 when none), epsilon, did_update, env_steps, num_updates, and per-env [N] arrays
-          episode_done (an episode ended at this call), episode_return / episode_length (of that episode,
-          0 elsewhere).
-        """
-        assert obs_t.shape == (num_envs, NUM_RAM_BYTES), obs_t.shape
-        assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
-        key, sample_key, act_key = jax.random.split(state.key, 3)
-        valid = ~state.done_tm1  # [N]
-        reward_t = reward_t.astype(jnp.float32)
-        terminated_t = terminated_t.astype(bool)
-        transitions = Transition(
-            obs=state.obs_tm1,
-            action=state.action_tm1,
-            reward=reward_scale * reward_t,
-            next_obs=obs_t.astype(jnp.uint8),
-            terminated=terminated_t,
-        )
-        replay_state = replay.add(state.replay, transitions, valid)
-        env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
-
-        # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).
-        episode_return = state.episode_return + jnp.where(valid, reward_t, 0.0)
-        episode_length = state.episode_length + valid.astype(jnp.int32)
-        episode_done = valid & (terminated_t | truncated_t.astype(bool))
-
-        # Updates: on every `update_every`-th call, once the buffer is warm.
-        ready = (
-            (state.calls % update_every == 0)
-            & replay.can_sample(replay_state)
-            & (env_steps >= learning_starts)
-        )
-        if axis_name is None:
-            dqn_state, update_metrics = jax.lax.cond(
-                ready,
-                lambda: learn(state.dqn, replay_state, sample_key),
-                lambda: (state.dqn, _zero_metrics(state.dqn, replay_state, sample_key)),
-            )
-        else:
-            any_ready = jax.lax.psum(ready.astype(jnp.int32), axis_name) > 0
-
-            def learn_where_ready():
-                new_state, metrics = learn(state.dqn, replay_state, sample_key)
-                keep = lambda new, old: jnp.where(ready, new, old)  # noqa: E731
-                metrics = jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), metrics)
-                return jax.tree.map(keep, new_state, state.dqn), metrics
-
-            dqn_state, update_metrics = jax.lax.cond(
-                any_ready,
-                learn_where_ready,
-                lambda: (state.dqn, _zero_metrics(state.dqn, replay_state, sample_key)),
-            )
-
-        eps = epsilon(env_steps)
-        actions_t = dqn.act(dqn_state.params, obs_t, act_key, eps)
-        metrics = dict(
-            update_metrics,
-            epsilon=eps,
-            did_update=ready,
-            env_steps=env_steps,
-            num_updates=dqn_state.num_updates,
-            episode_done=episode_done,
-            episode_return=jnp.where(episode_done, episode_return, 0.0),
-            episode_length=jnp.where(episode_done, episode_length, 0),
-        )
-        new_state = LearnerState(
-            dqn=dqn_state,
-            replay=replay_state,
-            obs_tm1=obs_t.astype(jnp.uint8),
-            action_tm1=actions_t,
-            done_tm1=episode_done,
-            episode_return=jnp.where(episode_done, 0.0, episode_return),
-            episode_length=jnp.where(episode_done, 0, episode_length),
-            key=key,
-            env_steps=env_steps,
-            calls=state.calls + 1,
-        )
-        return new_state, actions_t, metrics
-
+    config = _Config(
+        dqn=dqn,
+        replay=replay,
+        epsilon=epsilon,
+        num_envs=num_envs,
+        learning_starts=learning_starts,
+        update_every=update_every,
+        updates_per_call=updates_per_call,
+        reward_scale=reward_scale,
+        axis_name=axis_name,
+    )
     return Learner(
-        init=init,
-        step=step,
+        init=functools.partial(init, config=config),
+        step=functools.partial(step, config=config),
         dqn=dqn,
         replay=replay,
         epsilon=epsilon,

@@ -22,7 +22,6 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxrl.dqn.learner import Learner, LearnerState
