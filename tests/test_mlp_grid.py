@@ -125,6 +125,12 @@ def test_cv_table_equals_gridsearchcv(digits):
     np.testing.assert_allclose(result.best_estimator.coefs_[0], search.best_estimator_.coefs_[0], rtol=1e-7, atol=1e-9)
     assert list(table["param_alpha"]) == grid["alpha"]
 
+    # refit=False: the same folds (same compiled shapes per fold) and table, no full-data fits
+    folds_only = _grid_quietly(template, X, y, alpha=grid["alpha"], cv=3, epochs_per_call=4, refit=False)
+    assert folds_only.n_runs == 3 * 3 and folds_only.estimators == [] and folds_only.best_estimator is None
+    np.testing.assert_allclose(folds_only.cv_results["mean_test_score"], search.cv_results_["mean_test_score"])
+    assert "train_score" not in folds_only.cv_results and folds_only.cv_results["n_iter"].shape == (3,)
+
 
 def test_grid_batches_is_make_batches_per_epoch():
     rng = np.random.RandomState(0)
@@ -164,6 +170,7 @@ def test_diverged_model_is_flagged_or_raises(regression):
         (MLPClassifier(), {"alpha": 0.1}, TypeError, "list"),
         (MLPClassifier(), {"epochs_per_call": 0}, ValueError, "epochs_per_call"),
         (MLPClassifier(), {"error_score": 0}, ValueError, "error_score"),
+        (MLPClassifier(), {"refit": False}, ValueError, "refit=False"),
         (SklearnMLPClassifier(), {}, TypeError, "jaxrl.MLPClassifier"),
         (MLPClassifier(alpha=-1.0), {}, ValueError, "alpha"),
     ],

@@ -106,13 +106,14 @@ class GridResult:
       cv_results: ``GridSearchCV.cv_results_``-style dict of arrays (one entry
         per grid point): ``params``, ``param_<name>``, ``split<k>_test_score``,
         ``mean_test_score``, ``std_test_score``, ``rank_test_score`` (with
-        ``cv``), ``train_score``, ``n_iter``, ``final_loss``, ``diverged``.
+        ``cv``), ``train_score`` (of the full-data fits), ``n_iter``, ``final_loss``
+        (fold means when ``refit=False``), ``diverged``.
       best_index, best_params, best_estimator, best_score: by
         ``mean_test_score`` with ``cv``, else by the training score.
       timings: seconds spent in ``prepare`` (host: validation, init, shuffles),
         ``compile`` (XLA compilation, 0 when cached), ``train`` (the compiled
         loop, device time plus overlapped host shuffles) and ``total``.
-      n_runs: number of vmapped training runs (grid points x (folds + 1)).
+      n_runs: number of vmapped training runs (grid points x (folds + refit)).
     """
 
     estimators: list
@@ -351,6 +352,7 @@ def fit_grid(
     data_parallel: bool = False,
     epochs_per_call: int | None = None,
     error_score="nan",
+    refit: bool = True,
 ) -> GridResult:
     """Fit every ``alpha x learning_rate_init x random_state`` model (x cv folds) in one vmapped call.
 
@@ -377,6 +379,9 @@ def fit_grid(
         256 MiB index budget, up to ``max_iter``).
       error_score: ``"nan"`` (a diverged model scores nan and keeps its last
         finite weights, with a warning) or ``"raise"`` (``ValueError``).
+      refit: with ``cv``, also fit every grid point on all of ``X`` (in the
+        same call) and return those estimators; ``False`` trains the folds
+        only (``estimators == []``, ``best_estimator is None``).
 
     Returns:
       :class:`GridResult` (``estimators``, ``params``, ``cv_results``, ``best_*``, ``timings``).
@@ -391,6 +396,10 @@ def fit_grid(
         raise ValueError(f"error_score must be 'nan' or 'raise', got {error_score!r}.")
     if epochs_per_call is not None and (not isinstance(epochs_per_call, Integral) or epochs_per_call < 1):
         raise ValueError(f"epochs_per_call must be a positive int, got {epochs_per_call!r}.")
+    if not isinstance(refit, bool):
+        raise TypeError(f"refit must be True or False, got {refit!r}.")
+    if not refit and cv is None:
+        raise ValueError("refit=False only makes sense with cv: without cv the full-data fits are the grid.")
     grid = param_grid(estimator, alpha, learning_rate_init, random_state)
 
     # Validate once with a clone, exactly as the estimator's fit does.
@@ -403,11 +412,12 @@ def fit_grid(
     weight = np.ones(n_samples, dtype) if sample_weight is None else sample_weight.astype(dtype)
     y_valid = y_valid.reshape((-1, 1)) if y_valid.ndim == 1 else y_valid
 
-    splits = [(np.arange(n_samples), None)]  # the full-data fits come last
+    splits = [(np.arange(n_samples), None)] if refit else []  # the full-data fits come last
+    n_folds = 0
     if cv is not None:
         cv_splitter = check_cv(cv, y, classifier=is_classifier(estimator))
-        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv_splitter.split(X_valid, y)] + splits
-    n_folds = len(splits) - 1
+        folds = [(np.asarray(tr), np.asarray(te)) for tr, te in cv_splitter.split(X_valid, y)]
+        splits, n_folds = folds + splits, len(folds)
     max_iter = int(estimator.max_iter)
 
     with jax.enable_x64(bool(dtype == np.float64)):
@@ -445,7 +455,7 @@ def fit_grid(
         _set_fitted(runs, host, curve)
 
     _report_stopping(runs, host, max_iter, error_score)
-    final = runs[-len(grid):]
+    final = runs[n_folds * len(grid):]  # the full-data fits ([] when refit=False)
     cv_results = _results_table(grid, runs, final, host.diverged, n_folds, X_valid, y)
     key = "mean_test_score" if n_folds else "train_score"
     best_index = int(np.argmax(np.where(np.isnan(cv_results[key]), -np.inf, cv_results[key])))
@@ -455,7 +465,7 @@ def fit_grid(
         cv_results=cv_results,
         best_index=best_index,
         best_params=grid[best_index],
-        best_estimator=final[best_index].estimator,
+        best_estimator=final[best_index].estimator if final else None,
         best_score=float(cv_results[key][best_index]),
         timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds,
                      total=time.perf_counter() - start_total),
@@ -638,6 +648,12 @@ def _results_table(grid, runs, final, diverged, n_folds, X_valid, y):
         # as GridSearchCV: rankdata(-mean, method="min"), nan (diverged) ranked last
         means = np.where(np.isnan(results["mean_test_score"]), -np.inf, results["mean_test_score"])
         results["rank_test_score"] = rankdata(-means, method="min").astype(np.int32)
+    if not final:  # refit=False: fold averages
+        fold_runs = [runs[k * n_points:(k + 1) * n_points] for k in range(n_folds)]
+        results["n_iter"] = np.mean([[run.estimator.n_iter_ for run in row] for row in fold_runs], axis=0)
+        results["final_loss"] = np.mean([[run.estimator.loss_ for run in row] for row in fold_runs], axis=0)
+        results["diverged"] = np.asarray(diverged).reshape(n_folds, n_points).any(axis=0)
+        return results
     offset = len(runs) - n_points
     results["train_score"] = np.array(
         [np.nan if diverged[offset + j] else run.estimator.score(X_valid, y) for j, run in enumerate(final)]
