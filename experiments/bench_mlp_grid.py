@@ -98,7 +98,8 @@ def bench_digits(args):
     grid_iter = np.mean([m.n_iter_ for m in grid.estimators])
     if not args.skip_serial:
         threads = args.sklearn_blas_threads or "default"
-        rows.append([f"{len(alphas)} fits, no cv", f"scikit-learn, serial (BLAS threads: {threads})", f"{serial_seconds:.2f}", "-", "1.0x",
+        rows.append([f"{len(alphas)} fits, no cv", f"scikit-learn, serial (BLAS threads: {threads})",
+                     f"{serial_seconds:.2f}", "-", "1.0x",
                      f"{serial_acc:.4f}", f"{serial_iter:.1f}"])
         agreement = np.mean([np.mean(a.predict(X_test.astype(np.float32)) == b.predict(X_test.astype(sk_dtype)))
                              for a, b in zip(grid.estimators, serial)])
@@ -202,7 +203,8 @@ def bench_mnist_sized(args):
     threads = args.sklearn_blas_threads or "default"
     rows.append([f"scikit-learn, serial, BLAS threads {threads} ({args.sklearn_fits} measured, x{args.models} "
                  "extrapolated)", "-",
-                 f"{serial_total:.2f}", f"{1000 * per_fit / args.max_iter:.1f}", f"{1000 * per_fit / args.max_iter:.1f}",
+                 f"{serial_total:.2f}", f"{1000 * per_fit / args.max_iter:.1f}",
+                 f"{1000 * per_fit / args.max_iter:.1f}",
                  f"{np.mean([m[1] for m in measured]):.4f} (measured fits)"])
     print()
     print(_table(rows, ["side", "compile s", "wall s (warm)", "ms / epoch (all models)", "ms / epoch / model",

@@ -70,7 +70,8 @@ def test_grid_estimator_matches_scikit_learn(digits):
     result = _grid_quietly(MLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=5), X, y,
                            alpha=[1e-4, 0.5], random_state=[1, 2], epochs_per_call=4)
     for point, fitted in zip(result.params, result.estimators):
-        reference = _fit_quietly(SklearnMLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=5, **point), X, y)
+        reference = SklearnMLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=5, **point)
+        reference = _fit_quietly(reference, X, y)
         for a, b in zip(fitted.coefs_ + fitted.intercepts_, reference.coefs_ + reference.intercepts_):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
@@ -98,7 +99,8 @@ def test_sgd_regressor_schedules_equal_individual_fits(regression, learning_rate
 def test_float32_grid_stays_float32_and_close(digits):
     X, y = digits
     X = X.astype(np.float32)
-    result = _grid_quietly(MLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=4, random_state=2), X, y, alpha=[1e-4, 1e-1])
+    template = MLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=4, random_state=2)
+    result = _grid_quietly(template, X, y, alpha=[1e-4, 1e-1])
     for point, fitted in zip(result.params, result.estimators):
         single = _fit_quietly(MLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=4, **point), X, y)
         assert fitted.coefs_[0].dtype == np.float32

@@ -443,7 +443,8 @@ def fit_grid(
             n_iter_no_change=place(np.asarray(estimator.n_iter_no_change, dtype)),
             max_iter=place(np.asarray(max_iter, np.int32)),
             power_t=place(np.asarray(estimator.power_t, dtype)),
-            schedule=place(np.asarray(_SCHEDULES[estimator.learning_rate] if estimator.solver == "sgd" else 0, np.int32)),
+            schedule=place(np.asarray(_SCHEDULES[estimator.learning_rate] if estimator.solver == "sgd" else 0,
+                                      np.int32)),
         )
         static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh)
         prepare_seconds = time.perf_counter() - start_total
