@@ -153,7 +153,9 @@ def _epoch_setup(dtype=jnp.float64):
 
 def test_train_step_jitted_equals_not_jitted():
     with x64(True):
-        x, y, params, optimizer, opt_state = _epoch_setup()
+        x, y, params, _, _ = _epoch_setup()
+        optimizer = optim.make_optimizer("sgd", True)
+        opt_state = optim.init_optimizer(optimizer, params, jnp.float64, learning_rate=0.1, momentum=0.9)
         batch = core.Batch(x, y, np.random.RandomState(0).rand(len(x)))
         eager = core.train_step(params, opt_state, batch, 1e-2, optimizer=optimizer)
         jitted = jax.jit(core.train_step, static_argnames=("optimizer", "spec"))(

@@ -165,12 +165,8 @@ def test_lbfgs_loss_within_one_percent_of_sklearn(digits, regression, estimator)
     assert ours.n_iter_ <= 60
     assert ours.loss_ <= theirs.loss_ * 1.01, (ours.loss_, theirs.loss_)
     assert ours.score(x_test, y_test) >= theirs.score(x_test, y_test) - 0.05
-
-
-def test_lbfgs_warns_when_max_iter_is_reached(digits):
-    x, y, _, _ = digits
     with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
-        MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=3, random_state=0).fit(x, y)
+        ours_cls(**{**kwargs, "max_iter": 3}).fit(x, y)
 
 
 def test_float32_stays_float32_and_close_to_sklearn(digits):
