@@ -76,6 +76,30 @@ def test_grid_estimator_matches_scikit_learn(digits):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
+def test_early_stopping_grid_equals_individual_fits(digits):
+    X, y = digits
+    # validation split, scores, best-params restore and stopping per run, as the estimator
+    kwargs = dict(hidden_layer_sizes=(8,), batch_size=64, max_iter=30, early_stopping=True, n_iter_no_change=2,
+                  validation_fraction=0.2, learning_rate_init=1e-2)
+    result = _grid_quietly(MLPClassifier(**kwargs), X, y, alpha=[1e-4, 1.0], random_state=[0, 5], epochs_per_call=8)
+    n_iters = set()
+    for point, fitted in zip(result.params, result.estimators):
+        single = _fit_quietly(MLPClassifier(**{**kwargs, **point}), X, y)
+        assert fitted.best_loss_ is None and single.best_loss_ is None
+        assert fitted.validation_scores_ == pytest.approx(single.validation_scores_, rel=1e-12)
+        assert fitted.best_validation_score_ == pytest.approx(single.best_validation_score_, rel=1e-12)
+        _assert_same_fit_early_stopping(fitted, single)
+        n_iters.add(single.n_iter_)
+    assert len(n_iters) > 1
+
+
+def _assert_same_fit_early_stopping(fitted, single):
+    assert fitted.n_iter_ == single.n_iter_ and fitted.t_ == single.t_
+    np.testing.assert_allclose(fitted.loss_curve_, single.loss_curve_, rtol=1e-9)
+    for a, b in zip(fitted.coefs_ + fitted.intercepts_, single.coefs_ + single.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def regression():
     X, y = make_regression(n_samples=90, n_features=5, noise=5.0, random_state=0)
@@ -162,7 +186,7 @@ def test_diverged_model_is_flagged_or_raises(regression):
     ("estimator", "kwargs", "error", "match"),
     [
         (MLPClassifier(solver="lbfgs"), {}, ValueError, "lbfgs"),
-        (MLPClassifier(early_stopping=True), {}, ValueError, "early_stopping"),
+        (MLPClassifier(early_stopping=True, validation_fraction=0.005), {}, ValueError, "validation set is too small"),
         (MLPClassifier(warm_start=True), {}, ValueError, "warm_start"),
         (MLPClassifier(), {"alpha": []}, ValueError, "non-empty"),
         (MLPClassifier(), {"alpha": [0.1, -1.0]}, ValueError, "alpha values must be >= 0"),

@@ -26,8 +26,11 @@ With ``data_parallel=True`` the minibatch axis is split over a
 ``jax.sharding.Mesh`` of all local devices (data replicated once per device,
 gradients summed by XLA), see :mod:`jaxrl.mlp.parallel`.
 
-Not supported (clear ``ValueError``): ``solver="lbfgs"``, ``early_stopping=True``,
-``warm_start=True``.
+``early_stopping=True`` works per run as in the estimator: the validation split is
+drawn from the run's ``RandomState``, the validation score (accuracy or R^2) is
+computed inside the loop every epoch, and the best-scoring parameters are kept.
+
+Not supported (clear ``ValueError``): ``solver="lbfgs"``, ``warm_start=True``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from jax import lax
 from scipy.stats import rankdata
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import check_cv
+from sklearn.model_selection import check_cv, train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils import shuffle as sklearn_shuffle
 from sklearn.utils.validation import _check_sample_weight
@@ -71,6 +74,8 @@ class GridState(NamedTuple):
     n_iter: jax.Array  # [R] int32, epochs run (sklearn's n_iter_)
     active: jax.Array  # [R] bool, False once the run has stopped
     diverged: jax.Array  # [R] bool, a non-finite loss or weight stopped the run
+    best_score: jax.Array  # [R] float, sklearn's best_validation_score_ (-inf; early_stopping only)
+    best_params: Any  # like params: the best-validation parameters (early_stopping), else None
 
 
 class _RunConfig(NamedTuple):
@@ -80,6 +85,8 @@ class _RunConfig(NamedTuple):
     learning_rate_init: jax.Array  # [R] float
     n_train: jax.Array  # [R] float, training rows (sklearn's t_ increment per epoch)
     batch_mask: jax.Array  # [R, n_batches, batch_width] bool
+    val_rows: jax.Array  # [R, n_val] int32 validation rows of x (early_stopping; padding rows weigh 0)
+    val_weight: jax.Array  # [R, n_val] float, validation sample weights, 0 on padding
 
 
 class _SharedConfig(NamedTuple):
@@ -179,8 +186,6 @@ def _check_estimator(estimator):
             f"fit_grid trains the stochastic solvers 'sgd' and 'adam' only, got solver={estimator.solver!r} "
             "(lbfgs is a full-batch line search: fit those models one by one)."
         )
-    if estimator.early_stopping:
-        raise ValueError("fit_grid does not support early_stopping=True yet; use tol/n_iter_no_change on the loss.")
     if estimator.warm_start:
         raise ValueError("fit_grid starts every model from scratch: set warm_start=False.")
 
@@ -211,11 +216,46 @@ def _batch_mask(n_train: int, batch_size: int, n_batches_to: int, batch_width: i
     return mask
 
 
-def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _RunConfig, shared: _SharedConfig):
-    """sklearn's end-of-epoch bookkeeping (``_fit_stochastic``), vectorized over runs.
+def validation_score(params, x, y, rows, weight, spec: core.MLPSpec) -> jax.Array:
+    """sklearn's early-stopping score of one run: ``accuracy_score`` (classifiers) or ``r2_score``.
+
+    Args:
+      params: one run's parameters.
+      x: ``[n, d]``; y: ``[n, k]`` (one-hot / indicator for classifiers).
+      rows: ``[n_val]`` int32 validation rows; weight: ``[n_val]`` (0 on padding rows).
+      spec: softmax output -> argmax accuracy; logistic -> 0.5-threshold exact-match
+        accuracy (binary, multi-label, as ``LabelBinarizer.inverse_transform``);
+        identity / exp -> ``r2_score`` averaged over outputs (``force_finite``).
 
     Returns:
-      ``(state, epoch_loss [R])`` with the loss ``nan`` for runs that did not train.
+      ``()`` the score, ``nan`` when the output is not finite (as the estimator).
+    """
+    output = core.forward(params, x[rows], spec.activation, spec.out_activation)
+    target = y[rows]
+    weight_sum = jnp.sum(weight)
+    if spec.out_activation == "softmax":
+        score = jnp.sum(weight * (jnp.argmax(output, -1) == jnp.argmax(target, -1))) / weight_sum
+    elif spec.out_activation == "logistic":
+        score = jnp.sum(weight * jnp.all((output > 0.5) == (target > 0.5), axis=-1)) / weight_sum
+    else:
+        mean = jnp.sum(weight[:, None] * target, 0) / weight_sum
+        numerator = jnp.sum(weight[:, None] * (target - output) ** 2, 0)
+        denominator = jnp.sum(weight[:, None] * (target - mean) ** 2, 0)
+        safe = jnp.where(denominator != 0, denominator, 1)
+        r2 = jnp.where(denominator != 0, 1 - numerator / safe, jnp.where(numerator == 0, 1.0, 0.0))
+        score = jnp.mean(r2)
+    return jnp.where(jnp.all(jnp.isfinite(output)), score, jnp.nan).astype(x.dtype)
+
+
+def _epoch_end(state: GridState, new_params, new_opt_state, metrics, val_score, config: _RunConfig,
+               shared: _SharedConfig):
+    """sklearn's end-of-epoch bookkeeping (``_fit_stochastic``), vectorized over runs.
+
+    Args:
+      val_score: ``[R]`` validation scores of ``new_params`` (early_stopping), or None.
+
+    Returns:
+      ``(state, epoch_loss [R], val_score [R])``, ``nan`` for runs that did not train.
     """
     epoch_loss = metrics["loss"]
     dtype = epoch_loss.dtype
@@ -231,10 +271,20 @@ def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _Ru
     opt_state = jax.tree.map(select, new_opt_state, state.opt_state)
     n_iter = state.n_iter + state.active.astype(jnp.int32)
 
-    # _update_no_improvement_count (early_stopping=False)
-    worse = epoch_loss > state.best_loss - shared.tol
+    # _update_no_improvement_count
+    best_loss, best_score, best_params = state.best_loss, state.best_score, state.best_params
+    if val_score is None:  # on the training loss
+        worse = epoch_loss > state.best_loss - shared.tol
+        best_loss = jnp.where(stepped, jnp.minimum(state.best_loss, epoch_loss), state.best_loss)
+    else:  # on the validation score (nan compares False, as in Python)
+        worse = val_score < state.best_score + shared.tol
+        improved = stepped & (val_score > state.best_score)
+        best_score = jnp.where(improved, val_score, state.best_score)
+        best_params = jax.tree.map(
+            lambda new, old: jnp.where(improved.reshape(improved.shape + (1,) * (new.ndim - 1)), new, old),
+            params, state.best_params,
+        )
     no_improvement = jnp.where(stepped, jnp.where(worse, state.no_improvement + 1, 0), state.no_improvement)
-    best_loss = jnp.where(stepped, jnp.minimum(state.best_loss, epoch_loss), state.best_loss)
 
     # sgd learning-rate schedules (schedule is 0 for adam): invscaling after every epoch ...
     hyper = dict(opt_state.hyperparams)
@@ -254,12 +304,13 @@ def _epoch_end(state: GridState, new_params, new_opt_state, metrics, config: _Ru
     no_improvement = jnp.where(lower, 0, no_improvement)
     opt_state = opt_state._replace(hyperparams=hyper)
     active = stepped & ~stop & (n_iter < shared.max_iter)
-    state = GridState(params, opt_state, best_loss, no_improvement, n_iter, active, diverged)
-    return state, jnp.where(stepped, epoch_loss, jnp.nan)
+    state = GridState(params, opt_state, best_loss, no_improvement, n_iter, active, diverged, best_score, best_params)
+    val_out = jnp.full_like(epoch_loss, jnp.nan) if val_score is None else jnp.where(stepped, val_score, jnp.nan)
+    return state, jnp.where(stepped, epoch_loss, jnp.nan), val_out
 
 
 def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig, shared: _SharedConfig, *,
-                 optimizer, spec, mesh):
+                 optimizer, spec, mesh, early_stopping):
     """Up to ``E`` epochs of all ``R`` runs: ``while_loop`` over epochs of a vmapped ``core.train_epoch``.
 
     Args:
@@ -269,13 +320,14 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
       config: per-run constants; shared: settings common to all runs.
 
     Returns:
-      ``(state, loss_curve [E, R])``; the loop exits early once every run stopped.
+      ``(state, (loss_curve [E, R], validation_curve [E, R]))``; the loop exits early once every run stopped.
     """
     n_epochs = batch_rows.shape[1]
     assert batch_rows.shape[0] == config.alpha.shape[0] == config.batch_mask.shape[0], batch_rows.shape
     epoch = functools.partial(core.train_epoch, optimizer=optimizer, spec=spec)
     epoch_all = jax.vmap(epoch, in_axes=(0, 0, None, None, None, 0, 0, 0))
-    curve = jnp.full((n_epochs, batch_rows.shape[0]), jnp.nan, x.dtype)
+    score_all = jax.vmap(functools.partial(validation_score, spec=spec), in_axes=(0, None, None, 0, 0))
+    curve = jnp.full((2, n_epochs, batch_rows.shape[0]), jnp.nan, x.dtype)
 
     def cond(carry):
         e, state, _ = carry
@@ -291,14 +343,16 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
         new_params, new_opt_state, metrics = epoch_all(
             state.params, state.opt_state, x, y, weight, rows, mask, config.alpha
         )
-        state, epoch_loss = _epoch_end(state, new_params, new_opt_state, metrics, config, shared)
-        return e + 1, state, curve.at[e].set(epoch_loss)
+        val_score = score_all(new_params, x, y, config.val_rows, config.val_weight) if early_stopping else None
+        state, epoch_loss, val_score = _epoch_end(state, new_params, new_opt_state, metrics, val_score, config,
+                                                  shared)
+        return e + 1, state, curve.at[:, e].set(jnp.stack([epoch_loss, val_score]))
 
     _, state, curve = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, curve))
     return state, curve
 
 
-_STATIC = ("optimizer", "spec", "mesh")
+_STATIC = ("optimizer", "spec", "mesh", "early_stopping")
 _train_chunk_jit = jax.jit(_train_chunk, static_argnames=_STATIC, donate_argnums=(0,))
 _compiled: dict = {}
 
@@ -337,6 +391,7 @@ class _Run(NamedTuple):
     estimator: Any  # clone with the run's params, initialized (coefs_ = initial weights)
     random_state: np.random.RandomState  # continues after the init draws: the shuffles
     batch_size: int
+    val: np.ndarray  # [n_val] early-stopping validation rows into X (empty without early_stopping)
 
 
 def fit_grid(
@@ -388,7 +443,7 @@ def fit_grid(
 
     Raises:
       ValueError / TypeError: bad grid values, unsupported estimator settings
-        (lbfgs, early_stopping, warm_start), a cv fold missing a class.
+        (lbfgs, warm_start), a cv fold missing a class, a validation set under 2 rows.
     """
     start_total = time.perf_counter()
     _check_estimator(estimator)
@@ -431,12 +486,21 @@ def fit_grid(
 
         place = (lambda a: jax.device_put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
         data = tuple(place(a) for a in (X_valid, np.asarray(y_valid, dtype), weight))  # on the device once
-        state = _initial_state(run_params, opt_states, dtype, place)
+        early_stopping = bool(estimator.early_stopping)
+        state = _initial_state(run_params, opt_states, dtype, place, early_stopping)
+        n_val = max(1, max(len(r.val) for r in runs))
+        val_rows = np.zeros((len(runs), n_val), np.int32)
+        val_weight = np.zeros((len(runs), n_val), dtype)
+        for i, run in enumerate(runs):
+            val_rows[i, : len(run.val)] = run.val
+            val_weight[i, : len(run.val)] = weight[run.val]
         config = _RunConfig(
             alpha=place(np.array([r.estimator.alpha for r in runs], dtype)),
             learning_rate_init=place(np.array([r.estimator.learning_rate_init for r in runs], dtype)),
             n_train=place(np.array([len(r.train) for r in runs], dtype)),
             batch_mask=place(np.stack([_batch_mask(len(r.train), r.batch_size, *layout) for r in runs])),
+            val_rows=place(val_rows),
+            val_weight=place(val_weight),
         )
         shared = _SharedConfig(
             tol=place(np.asarray(estimator.tol, dtype)),
@@ -446,14 +510,14 @@ def fit_grid(
             schedule=place(np.asarray(_SCHEDULES[estimator.learning_rate] if estimator.solver == "sgd" else 0,
                                       np.int32)),
         )
-        static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh)
+        static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh, early_stopping=early_stopping)
         prepare_seconds = time.perf_counter() - start_total
 
         start_train = time.perf_counter()
         host, curve, compile_seconds = _train(state, data, config, shared, static, runs, layout, epochs_per_call,
                                               max_iter, place)
         train_seconds = time.perf_counter() - start_train - compile_seconds
-        _set_fitted(runs, host, curve)
+        _set_fitted(runs, host, curve, early_stopping)
 
     _report_stopping(runs, host, max_iter, error_score)
     final = runs[n_folds * len(grid):]  # the full-data fits ([] when refit=False)
@@ -530,16 +594,29 @@ def _make_runs(estimator, template, grid, splits, X, y, X_valid):
             est._initialize(y_train, [X_valid.shape[1], *hidden, y_train.shape[1]], dtype, rng)  # draws the init
             params = tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
             optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False)
-            runs.append(_Run(point, train, test, fold if test is not None else -1, est, rng,
-                             _batch_size(est, len(train))))
+            fit_rows, val_rows = train, np.zeros(0, int)
+            if est.early_stopping:  # the estimator's split, drawn next from the same RandomState
+                stratify = y_train if is_classifier(est) and y_train.shape[1] == 1 else None
+                fit_index, val_index = train_test_split(
+                    np.arange(len(train)), random_state=rng, test_size=est.validation_fraction, stratify=stratify
+                )
+                if len(val_index) < 2:
+                    raise ValueError(
+                        "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                    )
+                fit_rows, val_rows = train[fit_index], train[val_index]
+            runs.append(_Run(point, fit_rows, test, fold if test is not None else -1, est, rng,
+                             _batch_size(est, len(fit_rows)), val_rows))
             run_params.append(params)
             opt_states.append(opt_state)
     return runs, run_params, opt_states, optimizer
 
 
-def _initial_state(run_params, opt_states, dtype, place) -> GridState:
+def _initial_state(run_params, opt_states, dtype, place, early_stopping: bool) -> GridState:
     n_runs = len(run_params)
     return GridState(
+        best_score=place(np.full(n_runs, -np.inf, dtype)),
+        best_params=jax.tree.map(place, _stack(run_params)) if early_stopping else None,
         params=jax.tree.map(place, _stack(run_params)),
         opt_state=jax.tree.map(place, _stack(opt_states)),
         best_loss=place(np.full(n_runs, np.inf, dtype)),
@@ -574,7 +651,7 @@ def _train(state, data, config, shared, static, runs, layout, epochs_per_call, m
     """Chunks of ``epochs_per_call`` epochs until every run stopped; the host shuffles ahead of the device.
 
     Returns:
-      ``(host_state, loss_curve [epochs, R], compile_seconds)``.
+      ``(host_state, curves [2, epochs, R] (loss, validation score), compile_seconds)``.
     """
     orders = [np.arange(len(r.train), dtype=int) for r in runs]
     curves, epochs_done, compile_seconds = [], 0, 0.0
@@ -592,19 +669,25 @@ def _train(state, data, config, shared, static, runs, layout, epochs_per_call, m
             break
         pad = epochs_per_call - next_rows.shape[1]  # keep one compiled shape: pad the last chunk (never run)
         rows = place(np.pad(next_rows, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else next_rows)
-    return jax.tree.map(np.asarray, state), np.concatenate(curves, axis=0), compile_seconds
+    return jax.tree.map(np.asarray, state), np.concatenate(curves, axis=1), compile_seconds
 
 
-def _set_fitted(runs, host: GridState, curve: np.ndarray):
+def _set_fitted(runs, host: GridState, curves: np.ndarray, early_stopping: bool):
     """Write sklearn's fitted attributes of every run's estimator from the stacked host state."""
     for i, run in enumerate(runs):
         est = run.estimator
-        est.coefs_, est.intercepts_ = core.params_to_numpy(_take(host.params, i))
+        final_params = _take(host.best_params if early_stopping else host.params, i)
+        est.coefs_, est.intercepts_ = core.params_to_numpy(final_params)
         est.n_iter_ = int(host.n_iter[i])
-        losses = curve[:, i]
-        est.loss_curve_ = [float(v) for v in losses[np.isfinite(losses)]]
+        losses, scores = curves[0, :, i], curves[1, :, i]
+        trained = np.isfinite(losses)  # the epochs this run trained
+        est.loss_curve_ = [float(v) for v in losses[trained]]
         est.loss_ = est.loss_curve_[-1] if est.loss_curve_ else np.nan
-        est.best_loss_ = float(host.best_loss[i])
+        if early_stopping:
+            est.validation_scores_ = [float(v) for v in scores[trained]]
+            est.best_validation_score_ = float(host.best_score[i])
+        else:
+            est.best_loss_ = float(host.best_loss[i])
         est.t_ = len(run.train) * len(est.loss_curve_)
         est._no_improvement_count = int(host.no_improvement[i])
         est._opt_state = _take(host.opt_state, i)
