@@ -106,7 +106,7 @@ class GridResult:
     Attributes:
       estimators: one fitted estimator per grid point (on all of ``X`` when
         ``cv`` is None, refitted on all of ``X`` after cross-validation
-        otherwise), in the order of ``params``.
+        otherwise; empty with ``refit=False``), in the order of ``params``.
       params: the grid points, ``[{"alpha": ..., "learning_rate_init": ...,
         "random_state": ...}, ...]``, in ``sklearn.model_selection.ParameterGrid``
         order (keys sorted, last key fastest).
@@ -116,7 +116,8 @@ class GridResult:
         ``cv``), ``train_score`` (of the full-data fits), ``n_iter``, ``final_loss``
         (fold means when ``refit=False``), ``diverged``.
       best_index, best_params, best_estimator, best_score: by
-        ``mean_test_score`` with ``cv``, else by the training score.
+        ``mean_test_score`` with ``cv``, else by the training score
+        (``best_estimator`` is None with ``refit=False``).
       timings: seconds spent in ``prepare`` (host: validation, init, shuffles),
         ``compile`` (XLA compilation, 0 when cached), ``train`` (the compiled
         loop, device time plus overlapped host shuffles) and ``total``.
