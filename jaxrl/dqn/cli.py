@@ -20,6 +20,41 @@ DEFAULT_RUN_ROOT = "checkpoints"
 _EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
 
 
+FIELD_HELP = {
+    "env_id": "envpool task id (gymnasium adds ALE/)",
+    "backend": "envpool when installed (auto), or gymnasium + ale-py",
+    "num_envs": "envs stepped together",
+    "frame_skip": "emulator frames per agent step",
+    "repeat_action_probability": "sticky actions, per frame",
+    "noop_max": "uniform [1, N] no-op frames after each reset",
+    "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
+    "hidden_sizes": "Q-network hidden widths",
+    "buffer_size": "replay capacity (transitions)",
+    "batch_size": "transitions per update",
+    "gamma": "discount",
+    "learning_rate": "Adam step size",
+    "huber_delta": "Huber loss threshold",
+    "max_grad_norm": "global gradient-norm clip (none: off)",
+    "double_dqn": "double-DQN targets",
+    "target_update_period": "updates between hard target syncs",
+    "tau": "1: hard sync; < 1: Polyak averaging every update",
+    "reward_scale": "reward multiplier before storing",
+    "epsilon_start": "initial exploration rate",
+    "epsilon_end": "final exploration rate",
+    "epsilon_decay_steps": "env steps of linear epsilon decay",
+    "learning_starts": "env steps before the first update",
+    "update_every": "learner calls (one per vectorised env step) between update phases",
+    "updates_per_call": "DQN updates per update phase",
+    "seed": "run seed (network init, exploration, env seeds)",
+    "total_steps": "env steps to train (all envs)",
+    "checkpoint_every": "env steps between checkpoints (segment boundaries)",
+    "keep_checkpoints": "latest checkpoints kept (plus the best)",
+    "eval_episodes": "eval episodes at each checkpoint (0: off)",
+    "eval_epsilon": "epsilon of those evals",
+    "log_every": "env steps between metrics.csv rows",
+}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -40,7 +75,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config (defaults: the chosen --preset; shown: the seed preset)")
     for field in dataclasses.fields(DQNConfig):
         hint, default = hints[field.name], getattr(defaults, field.name)
-        kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS, help=f"default {default!r}")
+        kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS,
+                            help=f"{FIELD_HELP.get(field.name, field.name)} (seed: {default!r})")
         if field.name == "backend":
             group.add_argument(_flag(field.name), choices=("auto", "envpool", "gymnasium"), **kwargs)
         elif hint is bool:
