@@ -107,9 +107,19 @@ _TWO_DEVICE_SCRIPT = textwrap.dedent(
     out["grid_max_abs_diff"] = max(float(np.max(np.abs(a - b))) for e1, e2 in zip(one.estimators, two.estimators)
                                    for a, b in zip(e1.coefs_ + e1.intercepts_, e2.coefs_ + e2.intercepts_))
     out["grid_n_iter"] = [[e.n_iter_ for e in one.estimators], [e.n_iter_ for e in two.estimators]]
+
+    # 3. fit_grid with shard_runs=True (3 runs -> padded to 4, 2 per device) == one device
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        three = fit_grid(template, X, y[:130], alpha=[1e-4, 1.0, 3.0], epochs_per_call=3)
+        split = fit_grid(template, X, y[:130], alpha=[1e-4, 1.0, 3.0], epochs_per_call=3, shard_runs=True)
+    out["runs_max_abs_diff"] = max(float(np.max(np.abs(a - b))) for e1, e2 in zip(three.estimators, split.estimators)
+                                   for a, b in zip(e1.coefs_ + e1.intercepts_, e2.coefs_ + e2.intercepts_))
+    out["runs_n_estimators"] = len(split.estimators)
+    out["runs_scores_equal"] = bool(np.allclose(three.cv_results["train_score"], split.cv_results["train_score"]))
     from jaxrl.mlp import grid as grid_module
-    hlo = [c.as_text() for c in grid_module._compiled.values()]
-    out["grid_programs"] = len(hlo)
+    hlo = [c.as_text() for c in list(grid_module._compiled.values())[:2]]  # single device, then data parallel
+    out["grid_programs"] = len(grid_module._compiled)
     out["grid_has_all_reduce"] = ["all-reduce" in text for text in hlo]
     print("RESULT" + json.dumps(out))
     """
@@ -145,8 +155,14 @@ def test_data_parallel_fit_grid_equals_single_device(two_device_run):
     assert two_device_run["grid_max_abs_diff"] < 1e-5
     assert two_device_run["grid_n_iter"][0] == two_device_run["grid_n_iter"][1]
     # one single-device program and one SPMD program, and only the latter all-reduces gradients
-    assert two_device_run["grid_programs"] == 2
-    assert sorted(two_device_run["grid_has_all_reduce"]) == [False, True]
+    assert two_device_run["grid_programs"] == 4  # + the 3-run and the run-sharded 4-run programs
+    assert two_device_run["grid_has_all_reduce"] == [False, True]
+
+
+def test_run_sharded_fit_grid_equals_single_device(two_device_run):
+    assert two_device_run["runs_max_abs_diff"] < 1e-6
+    assert two_device_run["runs_n_estimators"] == 3  # the padding run is dropped
+    assert two_device_run["runs_scores_equal"]
 
 
 def test_flag_does_not_leak_into_this_process():

@@ -24,7 +24,9 @@ prepares the next chunk's shuffles while the device trains on the current one.
 
 With ``data_parallel=True`` the minibatch axis is split over a
 ``jax.sharding.Mesh`` of all local devices (data replicated once per device,
-gradients summed by XLA), see :mod:`jaxrl.mlp.parallel`.
+gradients summed by XLA); with ``shard_runs=True`` the *runs* are split over the
+devices instead (each device trains its share of the models, no communication
+but the "all stopped?" test). See :mod:`jaxrl.mlp.parallel`.
 
 ``early_stopping=True`` works per run as in the estimator: the validation split is
 drawn from the run's ``RandomState``, the validation score (accuracy or R^2) is
@@ -406,6 +408,7 @@ def fit_grid(
     cv=None,
     sample_weight=None,
     data_parallel: bool = False,
+    shard_runs: bool = False,
     epochs_per_call: int | None = None,
     error_score="nan",
     refit: bool = True,
@@ -431,6 +434,8 @@ def fit_grid(
         iterable of ``(train, test)`` index pairs. The folds are vmapped too.
       sample_weight: ``[n_samples]`` or None, used for training (not scoring).
       data_parallel: split each minibatch over all local devices (a 1-D ``Mesh``).
+      shard_runs: split the runs over all local devices (padded with inactive
+        copies to a multiple of the device count); exclusive with ``data_parallel``.
       epochs_per_call: epochs per compiled call (default: as many as fit in a
         256 MiB index budget, up to ``max_iter``).
       error_score: ``"nan"`` (a diverged model scores nan and keeps its last
@@ -454,6 +459,8 @@ def fit_grid(
         raise ValueError(f"epochs_per_call must be a positive int, got {epochs_per_call!r}.")
     if not isinstance(refit, bool):
         raise TypeError(f"refit must be True or False, got {refit!r}.")
+    if data_parallel and shard_runs:
+        raise ValueError("choose one of data_parallel=True (split minibatches) and shard_runs=True (split models).")
     if not refit and cv is None:
         raise ValueError("refit=False only makes sense with cv: without cv the full-data fits are the grid.")
     grid = param_grid(estimator, alpha, learning_rate_init, random_state)
@@ -478,17 +485,23 @@ def fit_grid(
 
     with jax.enable_x64(bool(dtype == np.float64)):
         runs, run_params, opt_states, optimizer = _make_runs(estimator, template, grid, splits, X, y, X_valid)
-        mesh = mlp_parallel.batch_mesh() if data_parallel else None
-        layout = _Layout.of(runs, 1 if mesh is None else mesh.size)
+        mesh = mlp_parallel.batch_mesh() if data_parallel else mlp_parallel.runs_mesh() if shard_runs else None
+        layout = _Layout.of(runs, mesh.size if data_parallel else 1)
+        n_runs, n_pad = len(runs), (-len(runs)) % mesh.size if shard_runs else 0
         if epochs_per_call is None:
             per_epoch = len(runs) * layout.n_batches * layout.batch_width * 4
             epochs_per_call = max(1, _INDEX_BUDGET_BYTES // per_epoch)
         epochs_per_call = min(int(epochs_per_call), max_iter)
 
         place = (lambda a: jax.device_put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
+        per_run = place_active = place  # arrays with a leading run axis
+        if shard_runs:  # padding runs are copies of the last run that never train
+            sharding = mlp_parallel.leading_axis_sharding(mesh)
+            per_run = functools.partial(_place_runs, n_pad=n_pad, sharding=sharding)
+            place_active = functools.partial(_place_runs, n_pad=n_pad, sharding=sharding, fill=False)
         data = tuple(place(a) for a in (X_valid, np.asarray(y_valid, dtype), weight))  # on the device once
         early_stopping = bool(estimator.early_stopping)
-        state = _initial_state(run_params, opt_states, dtype, place, early_stopping)
+        state = _initial_state(run_params, opt_states, dtype, per_run, place_active, early_stopping)
         n_val = max(1, max(len(r.val) for r in runs))
         val_rows = np.zeros((len(runs), n_val), np.int32)
         val_weight = np.zeros((len(runs), n_val), dtype)
@@ -496,12 +509,12 @@ def fit_grid(
             val_rows[i, : len(run.val)] = run.val
             val_weight[i, : len(run.val)] = weight[run.val]
         config = _RunConfig(
-            alpha=place(np.array([r.estimator.alpha for r in runs], dtype)),
-            learning_rate_init=place(np.array([r.estimator.learning_rate_init for r in runs], dtype)),
-            n_train=place(np.array([len(r.train) for r in runs], dtype)),
-            batch_mask=place(np.stack([_batch_mask(len(r.train), r.batch_size, *layout) for r in runs])),
-            val_rows=place(val_rows),
-            val_weight=place(val_weight),
+            alpha=per_run(np.array([r.estimator.alpha for r in runs], dtype)),
+            learning_rate_init=per_run(np.array([r.estimator.learning_rate_init for r in runs], dtype)),
+            n_train=per_run(np.array([len(r.train) for r in runs], dtype)),
+            batch_mask=per_run(np.stack([_batch_mask(len(r.train), r.batch_size, *layout) for r in runs])),
+            val_rows=per_run(val_rows),
+            val_weight=per_run(val_weight),
         )
         shared = _SharedConfig(
             tol=place(np.asarray(estimator.tol, dtype)),
@@ -511,12 +524,14 @@ def fit_grid(
             schedule=place(np.asarray(_SCHEDULES[estimator.learning_rate] if estimator.solver == "sgd" else 0,
                                       np.int32)),
         )
-        static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh, early_stopping=early_stopping)
+        static = dict(optimizer=optimizer, spec=runs[-1].estimator._spec(), mesh=mesh if data_parallel else None,
+                      early_stopping=early_stopping)
         prepare_seconds = time.perf_counter() - start_total
 
         start_train = time.perf_counter()
         host, curve, compile_seconds = _train(state, data, config, shared, static, runs, layout, epochs_per_call,
-                                              max_iter, place)
+                                              max_iter, per_run)
+        host, curve = jax.tree.map(lambda a: a[:n_runs], host), curve[:, :, :n_runs]  # drop shard padding
         train_seconds = time.perf_counter() - start_train - compile_seconds
         _set_fitted(runs, host, curve, early_stopping)
 
@@ -613,7 +628,18 @@ def _make_runs(estimator, template, grid, splits, X, y, X_valid):
     return runs, run_params, opt_states, optimizer
 
 
-def _initial_state(run_params, opt_states, dtype, place, early_stopping: bool) -> GridState:
+def _place_runs(array, *, n_pad: int, sharding, fill=None):
+    """Pad the leading (run) axis with ``n_pad`` copies of the last run (or ``fill``) and shard it."""
+    array = np.asarray(array)
+    if n_pad:
+        extra = np.repeat(array[-1:], n_pad, axis=0)
+        if fill is not None:
+            extra = np.full_like(extra, fill)
+        array = np.concatenate([array, extra])
+    return jax.device_put(array, sharding)
+
+
+def _initial_state(run_params, opt_states, dtype, place, place_active, early_stopping: bool) -> GridState:
     n_runs = len(run_params)
     return GridState(
         best_score=place(np.full(n_runs, -np.inf, dtype)),
@@ -623,7 +649,7 @@ def _initial_state(run_params, opt_states, dtype, place, early_stopping: bool) -
         best_loss=place(np.full(n_runs, np.inf, dtype)),
         no_improvement=place(np.zeros(n_runs, np.int32)),
         n_iter=place(np.zeros(n_runs, np.int32)),
-        active=place(np.ones(n_runs, bool)),
+        active=place_active(np.ones(n_runs, bool)),
         diverged=place(np.zeros(n_runs, bool)),
     )
 

@@ -29,8 +29,11 @@ from jaxrl.mlp import core
 
 __all__ = [
     "BATCH_AXIS",
+    "RUNS_AXIS",
     "batch_mesh",
+    "runs_mesh",
     "replicated",
+    "leading_axis_sharding",
     "batch_sharding",
     "constrain_batch_axis",
     "padded_batch_width",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 BATCH_AXIS = "batch"
+RUNS_AXIS = "runs"
 
 
 def batch_mesh(devices=None) -> Mesh:
@@ -46,6 +50,19 @@ def batch_mesh(devices=None) -> Mesh:
     if not devices:
         raise ValueError("batch_mesh needs at least one device.")
     return Mesh(np.array(devices), (BATCH_AXIS,))
+
+
+def runs_mesh(devices=None) -> Mesh:
+    """A 1-D mesh named ``"runs"``: independent models (a vmapped sweep) split over devices, no communication."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("runs_mesh needs at least one device.")
+    return Mesh(np.array(devices), (RUNS_AXIS,))
+
+
+def leading_axis_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits an array's leading axis over the (1-D) mesh."""
+    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
