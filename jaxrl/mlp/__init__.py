@@ -14,6 +14,7 @@ from jaxrl.mlp.core import (
     train_step,
 )
 from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
+from jaxrl.mlp.grid import GridResult, fit_grid
 from jaxrl.mlp.lbfgs import LBFGSResult, lbfgs_fit
 from jaxrl.mlp.optim import (
     get_learning_rate,
@@ -46,4 +47,6 @@ __all__ = [
     "sklearn_adam",
     "MLPClassifier",
     "MLPRegressor",
+    "fit_grid",
+    "GridResult",
 ]
