@@ -5,6 +5,9 @@ Every ``DQNConfig`` field is a ``train`` flag (``--num-envs``, ``--learning-rate
 ``seed``). With ``--resume`` the run directory's saved config is the base, and a flag that changes anything
 but the resumable fields (total steps, logging, eval) is refused. Errors are one line on stderr, exit code 2
 (bad input) or 1 (divergence); an interrupted run (Ctrl-C / SIGTERM) saves a checkpoint and exits with 130.
+
+``--loop xla`` trains with the compiled loop (envpool's XLA interface; ``--backend gymnasium`` with it is
+refused, exit 2; ``--backend auto`` without envpool falls back to the Python loop with a warning).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import sys
 import time
 import typing
 
-from jaxrl.dqn.config import PRESETS, DQNConfig
+from jaxrl.dqn.config import BACKENDS, LOOPS, PRESETS, DQNConfig
 
 DEFAULT_RUN_ROOT = "checkpoints"
 _EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
@@ -52,6 +55,9 @@ FIELD_HELP = {
     "eval_episodes": "eval episodes at each checkpoint (0: off)",
     "eval_epsilon": "epsilon of those evals",
     "log_every": "env steps between metrics.csv rows",
+    "loop": "python: host env loop, one jitted learner call per env step; xla: envpool's XLA step and the "
+            "learner compiled together (envpool only)",
+    "xla_chunk_calls": "--loop xla: most learner calls per compiled call (the host checks Ctrl-C between them)",
 }
 
 
@@ -78,7 +84,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS,
                             help=f"{FIELD_HELP.get(field.name, field.name)} (seed: {default!r})")
         if field.name == "backend":
-            group.add_argument(_flag(field.name), choices=("auto", "envpool", "gymnasium"), **kwargs)
+            group.add_argument(_flag(field.name), choices=BACKENDS, **kwargs)
+        elif field.name == "loop":
+            group.add_argument(_flag(field.name), choices=LOOPS, **kwargs)
         elif hint is bool:
             group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
         elif field.name == "hidden_sizes":
@@ -205,8 +213,8 @@ def _agent(args: argparse.Namespace):
         which = args.checkpoint if args.checkpoint in ("latest", "best") else _step(args.checkpoint)
         params, config, step = load_params(args.run_dir, which)
         what = f"{args.run_dir} checkpoint {step}"
-    if args.backend is not None:
-        config = config.replace(backend=args.backend)
+    if args.backend is not None:  # eval and play step the envs from Python, whatever loop trained the agent
+        config = config.replace(backend=args.backend, loop="python")
     return params, config, what
 
 

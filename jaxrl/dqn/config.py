@@ -18,10 +18,15 @@ import numbers
 from typing import Any, Mapping
 
 BACKENDS = ("auto", "envpool", "gymnasium")
+LOOPS = ("python", "xla")
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
-# shapes nor what the agent learns from a given stream of transitions.
-RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "keep_checkpoints", "eval_episodes", "eval_epsilon"})
+# shapes nor what the agent learns from a given stream of transitions. ``loop`` and ``xla_chunk_calls`` are
+# among them: both loops run the same jitted ``learner.step`` on the same env stream (same envpool envs,
+# seeded per segment, cut at the same calls), so a run may be resumed with the other loop (on CPU the two
+# loops give bit-identical states; tests/test_dqn_train_xla.py).
+RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "keep_checkpoints", "eval_episodes", "eval_epsilon",
+                              "loop", "xla_chunk_calls"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +50,11 @@ class DQNConfig:
     Run:
         seed, total_steps, checkpoint_every (steps), keep_checkpoints (last N kept, plus the best by eval
         return), eval_episodes (run at each checkpoint with ``eval_epsilon``; 0: best by training return),
-        log_every (steps between ``metrics.csv`` rows).
+        log_every (steps between ``metrics.csv`` rows), loop (``"python"``: the host steps the envs and calls
+        the jitted learner step once per vectorised step; ``"xla"``: envpool's XLA interface and the learner
+        step compiled together in one ``lax.while_loop``, needs the envpool backend), xla_chunk_calls (most
+        learner calls per compiled call of the XLA loop; a compiled call also ends at each ``metrics.csv``
+        row and segment boundary; the host checks Ctrl-C and updates the progress bar between them).
     """
 
     # environment
@@ -82,6 +91,8 @@ class DQNConfig:
     eval_episodes: int = 8
     eval_epsilon: float = 0.05
     log_every: int = 10_000
+    loop: str = "python"
+    xla_chunk_calls: int = 256
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, (list, tuple)):
@@ -258,3 +269,9 @@ def _validate(config: DQNConfig) -> None:
     need_int("eval_episodes", 0)
     need_real("eval_epsilon", 0.0, 1.0)
     need_int("log_every", 1)
+    if config.loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {config.loop!r}")
+    if config.loop == "xla" and config.backend == "gymnasium":
+        raise ValueError("loop='xla' needs the envpool backend (gymnasium has no XLA interface); use --backend "
+                         "envpool (or auto) or --loop python")
+    need_int("xla_chunk_calls", 1, 100_000)

@@ -1,10 +1,22 @@
-"""The Python env loop of DQN training: one jitted ``learner.step`` per vectorised env step.
+"""DQN training runs: the shell around ``learner.step`` (envs, progress bar, ``metrics.csv`` and TensorBoard,
+checkpoints, resume, SIGINT and the divergence guard), with two interchangeable segment runners.
 
     result = train(preset("seed", total_steps=1_000_000), "checkpoints/my-run")
+    result = train(preset("seed", loop="xla"), "checkpoints/my-xla-run")     # envpool only
 
-Everything the agent does happens inside ``learner.step`` (the pure core, ``jaxrl.dqn.learner``); this module
-is the shell around it: envs, progress bar, ``metrics.csv`` and TensorBoard, checkpoints, resume, SIGINT and
-the divergence guard.
+Everything the agent does happens inside ``learner.step`` (the pure core, ``jaxrl.dqn.learner``). The only
+part that depends on ``config.loop`` is the *segment runner*, which steps the envs and calls the learner:
+
+- ``PythonSegmentRunner`` (``loop="python"``, both backends): the host steps the vectorised env and calls the
+  jitted ``learner.step`` once per env step;
+- ``XlaSegmentRunner`` (``loop="xla"``, envpool): ``jaxrl.dqn.xla_loop.make_xla_loop``'s ``run_until``, one
+  compiled ``lax.while_loop`` of (envpool XLA step -> ``learner.step``) for up to ``xla_chunk_calls`` calls.
+
+Both return the metrics of every learner call (plus the segment-boundary flags), and one host loop in
+``train`` does all the rest from them, call by call, so both loops write the same ``metrics.csv`` rows (up to
+the timing columns) and the same checkpoints. The host logs, checks for Ctrl-C and saves only between runner
+calls; the XLA runner ends a compiled call early after the call that is due a ``metrics.csv`` row and at a
+segment boundary, so rows and checkpoints fall on the same env steps as with the Python loop.
 
 **Segments and exact resume.** The emulator state of envpool envs cannot be saved, so a checkpoint is taken
 at a *segment boundary*: at that call every env's episode is cut as a time-limit truncation (bootstrapped,
@@ -26,7 +38,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -171,24 +183,168 @@ def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
         host["window_returns"].append(float(value))
 
 
-def make_train_step(learner):
-    """``learner.step`` jitted with the state donated, plus a ``params_finite`` metric for the NaN guard."""
+def guard_step(step):
+    """``learner.step`` plus a ``params_finite`` metric (all parameters finite) for the divergence guard."""
     import jax
     import jax.numpy as jnp
 
-    def train_step(state, obs_t, reward_t, terminated_t, truncated_t):
-        state, actions_t, metrics = learner.step(state, obs_t, reward_t, terminated_t, truncated_t)
+    def guarded_step(state, obs_t, reward_t, terminated_t, truncated_t):
+        state, actions_t, metrics = step(state, obs_t, reward_t, terminated_t, truncated_t)
         finite = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.dqn.params)]
-        metrics = dict(metrics, params_finite=jnp.all(jnp.stack(finite)))
-        return state, actions_t, metrics
+        return state, actions_t, dict(metrics, params_finite=jnp.all(jnp.stack(finite)))
 
-    return jax.jit(train_step, donate_argnums=0)
+    return guarded_step
+
+
+def make_train_step(learner):
+    """``learner.step`` with the divergence metric (``guard_step``), jitted with the state donated."""
+    import jax
+
+    return jax.jit(guard_step(learner.step), donate_argnums=0)
 
 
 def build_learner(config: DQNConfig, num_actions: int):
     from jaxrl.dqn.learner import make_learner
 
     return make_learner(config.num_envs, num_actions, **config.learner_kwargs())
+
+
+def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
+    """The loop to run with the (resolved) ``backend``, and a warning when ``--loop xla`` falls back.
+
+    ``loop="xla"`` needs envpool's XLA interface. An explicit ``backend="gymnasium"`` with it is refused by
+    ``DQNConfig``; here ``backend`` is already resolved, so ``"gymnasium"`` means ``--backend auto`` found no
+    envpool: the run falls back to the Python loop (same agent, same results on the same envs, slower) with a
+    warning, and the saved config says ``loop="python"``.
+    """
+    if loop == "xla" and backend != "envpool":
+        return "python", ("warning: --loop xla needs envpool's XLA interface and envpool is not installed "
+                          "(--backend auto chose gymnasium): falling back to --loop python")
+    return loop, None
+
+
+# -- segment runners: the only part that differs between --loop python and --loop xla ----------------------
+class Chunk(NamedTuple):
+    """What one ``advance`` of a segment runner did: host metrics of each learner call, in order."""
+
+    calls: list  # [n] dicts of NumPy values (``learner.step`` metrics + params_finite, cut, forced [N])
+    cut: bool  # the last call was a segment boundary
+
+
+def _begin_segment(train_step, state, obs_0):
+    """First learner call on freshly made envs (a new segment, or a resume): ``obs_0`` [N, 128] is not the
+    result of the previous actions, so ``done_tm1`` is set for every env and nothing enters the buffer."""
+    import jax.numpy as jnp
+
+    num_envs = obs_0.shape[0]
+    state = state._replace(done_tm1=jnp.ones_like(state.done_tm1))
+    state, actions, _ = train_step(state, obs_0, np.zeros(num_envs, np.float32), np.zeros(num_envs, bool),
+                                   np.zeros(num_envs, bool))
+    return state, actions
+
+
+class PythonSegmentRunner:
+    """``--loop python``: the host steps the envs (``make_vec_env``, either backend) and calls the jitted
+    learner step once per vectorised env step; each ``advance`` is one call."""
+
+    def __init__(self, config: DQNConfig, learner):
+        self.config = config
+        self.learner = learner
+        self.train_step = make_train_step(learner)
+        self.env = None
+
+    def start(self, segment: int, state=None) -> None:
+        """(Re)make the envs of ``segment``; a fresh agent when ``state`` is None, else continue ``state``."""
+        import jax
+
+        from jaxrl.dqn.envs import make_env_from_config
+
+        self.close()
+        self.env = make_env_from_config(self.config, seed=segment_seed(self.config.seed, segment,
+                                                                        self.config.num_envs))
+        obs_0 = self.env.reset()
+        if state is None:
+            self.state, self.actions = jax.jit(self.learner.init)(jax.random.PRNGKey(self.config.seed), obs_0)
+        else:
+            self.state, self.actions = _begin_segment(self.train_step, state, obs_0)
+        self._env_steps = int(jax.device_get(self.state.env_steps))
+        self._done_tm1 = np.asarray(jax.device_get(self.state.done_tm1))
+
+    def advance(self, pause_at: int, stop_at: int) -> Chunk:
+        """One env step and learner call; it is a segment boundary when ``stop_at`` env steps are due."""
+        import jax
+
+        obs, reward, terminated, truncated = self.env.step(self.actions)
+        cut = self._env_steps + int(np.sum(~self._done_tm1)) >= stop_at
+        forced = ~self._done_tm1 & ~(terminated | truncated) & cut
+        if cut:  # every episode ends here as a time-limit truncation
+            truncated = np.ones_like(truncated)
+        self.state, self.actions, metrics = self.train_step(self.state, obs, reward, terminated, truncated)
+        metrics = dict(jax.device_get(metrics), cut=cut, forced=forced)
+        self._env_steps = int(metrics["env_steps"])
+        self._done_tm1 = np.asarray(metrics["episode_done"])
+        return Chunk([metrics], cut)
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+class XlaSegmentRunner:
+    """``--loop xla``: envpool's XLA step and the learner step compiled together (``make_xla_loop``'s
+    ``run_until``); each ``advance`` is one compiled call of up to ``config.xla_chunk_calls`` learner calls
+    that ends early after a ``metrics.csv`` row is due (``pause_at``) or at a segment boundary (``stop_at``).
+
+    The envpool handle is baked into the compiled call, so each segment's new envs mean one new compile.
+    """
+
+    def __init__(self, config: DQNConfig, learner):
+        self.config = config
+        self.learner = learner
+        self.train_step = make_train_step(learner)  # the first call of each segment (see _begin_segment)
+        self.guarded = learner._replace(step=guard_step(learner.step))
+        self.env = None
+
+    def start(self, segment: int, state=None) -> None:
+        import jax
+
+        from jaxrl.dqn.xla_env import make_envpool_xla_env
+        from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
+
+        self.close()
+        settings = {k: v for k, v in self.config.env_kwargs().items() if k != "backend"}
+        self.env = make_envpool_xla_env(self.config.num_envs, segment_seed(self.config.seed, segment,
+                                                                           self.config.num_envs), **settings)
+        self.loop = make_xla_loop(self.guarded, self.env, steps_per_call=self.config.xla_chunk_calls)
+        handle, obs_0 = self.env.reset()
+        if state is None:
+            state, actions = jax.jit(self.learner.init)(jax.random.PRNGKey(self.config.seed), obs_0)
+        else:
+            state, actions = _begin_segment(self.train_step, state, obs_0)
+        self.loop_state = LoopState(learner=state, env_state=handle, actions=actions)
+
+    @property
+    def state(self):
+        return self.loop_state.learner
+
+    def advance(self, pause_at: int, stop_at: int) -> Chunk:
+        import jax
+
+        limit = np.iinfo(np.int32).max
+        self.loop_state, metrics, num_calls = self.loop.run_until(
+            self.loop_state, np.int32(min(pause_at, limit)), np.int32(min(stop_at, limit)))
+        metrics, num_calls = jax.device_get((metrics, num_calls))
+        calls = [{name: value[i] for name, value in metrics.items()} for i in range(int(num_calls))]
+        return Chunk(calls, bool(calls[-1]["cut"]))
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+SEGMENT_RUNNERS = {"python": PythonSegmentRunner, "xla": XlaSegmentRunner}
 
 
 # -- the loop -------------------------------------------------------------------------------------------
@@ -216,11 +372,14 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     from jaxrl.dqn.evaluate import evaluate_returns  # imported up front: a long run never imports mid-way
 
     backend = resolve_backend(config.backend)
-    config = config.replace(backend=backend)  # the resolved backend is what gets saved
+    loop, warning = resolve_loop(config.loop, backend)
+    config = config.replace(backend=backend, loop=loop)  # the resolved backend and loop are what gets saved
     # Everything that can fail on bad input fails before the run directory is touched.
     if resume:
         saved = load_run_config(prepare_run_dir(run_dir, resume=True, overwrite=False))
         ckpt.check_config(saved, config, where=f"the run in {run_dir}")
+    if warning:
+        log(warning)
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
@@ -229,31 +388,24 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
 
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints)
-    train_step = make_train_step(learner)
-    num_envs = config.num_envs
-    zeros_f = np.zeros(num_envs, np.float32)
-    falses = np.zeros(num_envs, bool)
-
+    runner = SEGMENT_RUNNERS[config.loop](config, learner)
     host: dict[str, Any] = dict(segment=0, episodes=0, recent_returns=[], window_returns=[], loss_sum=0.0,
                                 q_sum=0.0, loss_count=0, next_log_at=config.log_every, wall_s=0.0,
                                 checkpoints=0)
     start_step = 0
     metrics_path = run_dir / METRICS_FILE
     if resume and manager.latest_step() is not None:
-        obs_example = np.zeros((num_envs, 128), np.uint8)
+        obs_example = np.zeros((config.num_envs, 128), np.uint8)
         abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
         state, host, _, start_step = ckpt.restore_checkpoint(manager, abstract, config)
-        state = jax.tree.map(jax.numpy.asarray, state)
         _truncate_metrics(metrics_path, start_step)
         log(f"resumed {run_dir} from checkpoint {start_step} (segment {host['segment']})")
-        env = make_env_from_config(config, seed=segment_seed(config.seed, host["segment"], num_envs))
-        state, actions, _ = train_step(state, env.reset(), zeros_f, falses, falses)  # masked: done_tm1 all set
+        runner.start(host["segment"], jax.tree.map(jax.numpy.asarray, state))
     else:
         if resume:
             log(f"no checkpoint in {run_dir} yet: starting it from scratch")
         metrics_path.unlink(missing_ok=True)
-        env = make_env_from_config(config, seed=segment_seed(config.seed, 0, num_envs))
-        state, actions = jax.jit(learner.init)(jax.random.PRNGKey(config.seed), env.reset())
+        runner.start(0)
     if not metrics_path.is_file():
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
@@ -266,8 +418,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     except ImportError:  # pragma: no cover - tensorboardX is a dependency, but keep training without it
         log("tensorboardX not installed: no TensorBoard event files")
 
-    env_steps = int(jax.device_get(state.env_steps))
-    done_tm1 = np.asarray(jax.device_get(state.done_tm1))
+    env_steps = int(jax.device_get(runner.state.env_steps))
     last_checkpoint = manager.latest_step()
     next_checkpoint_at = (env_steps // config.checkpoint_every + 1) * config.checkpoint_every
     wall_start = time.perf_counter() - float(host["wall_s"])
@@ -307,36 +458,35 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         host.update(window_returns=[], loss_sum=0.0, q_sum=0.0, loss_count=0)
         window_start_time, window_start_step = now, step
 
+    def account(metrics) -> None:
+        """Host bookkeeping of one learner call: divergence guard, episode and loss stats, bar, log rows."""
+        nonlocal env_steps
+        new_env_steps = int(metrics["env_steps"])
+        problem = _non_finite(metrics)
+        if problem:
+            where = (f"checkpoint {last_checkpoint} in {manager.directory} is intact"
+                     if last_checkpoint is not None else "no checkpoint had been written yet")
+            raise DivergenceError(
+                f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
+                f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
+                f"--max-grad-norm")
+        _record(host, metrics, np.asarray(metrics["episode_done"]) & ~np.asarray(metrics["forced"]))
+        bar.update(max(0, min(new_env_steps, config.total_steps) - min(env_steps, config.total_steps)))
+        env_steps = new_env_steps
+        while env_steps >= host["next_log_at"]:
+            write_row(env_steps, metrics)
+            host["next_log_at"] += config.log_every
+
     try:
         with _StopFlag() as stop:
             while env_steps < config.total_steps:
-                obs, reward, terminated, truncated = env.step(actions)
-                expected = env_steps + int(np.sum(~done_tm1))
-                cut = stop.signal_name is not None or expected >= min(next_checkpoint_at, config.total_steps)
-                if cut:  # segment boundary: every episode ends here as a time-limit truncation
-                    forced = ~done_tm1 & ~(terminated | truncated)
-                    truncated = np.ones(num_envs, bool)
-                state, actions, metrics = train_step(state, obs, reward, terminated, truncated)
-                metrics = jax.device_get(metrics)
-                new_env_steps = int(metrics["env_steps"])
-                problem = _non_finite(metrics)
-                if problem:
-                    where = (f"checkpoint {last_checkpoint} in {manager.directory} is intact"
-                             if last_checkpoint is not None else "no checkpoint had been written yet")
-                    raise DivergenceError(
-                        f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
-                        f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
-                        f"--max-grad-norm")
-                ended = np.asarray(metrics["episode_done"])
-                _record(host, metrics, ended & ~forced if cut else ended)
-                done_tm1 = np.asarray(metrics["episode_done"])
-                bar.update(max(0, min(new_env_steps, config.total_steps) - min(env_steps, config.total_steps)))
-                env_steps = new_env_steps
-                while env_steps >= host["next_log_at"]:
-                    write_row(env_steps, metrics)
-                    host["next_log_at"] += config.log_every
-                if cut:
+                stop_at = 0 if stop.signal_name is not None else min(next_checkpoint_at, config.total_steps)
+                chunk = runner.advance(pause_at=host["next_log_at"], stop_at=stop_at)
+                for metrics in chunk.calls:
+                    account(metrics)
+                if chunk.cut:  # segment boundary: checkpoint, then new envs for the next segment
                     interrupted = stop.signal_name is not None
+                    state = runner.state
                     score = None if interrupted else eval_score(state.dqn.params, env_steps)
                     if score is not None and config.eval_episodes > 0:
                         host.setdefault("evals", []).append([env_steps, score])
@@ -358,13 +508,10 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
                         break
                     if env_steps >= config.total_steps:
                         break
-                    env.close()
-                    env = make_env_from_config(config, seed=segment_seed(config.seed, host["segment"], num_envs))
-                    state, actions, _ = train_step(state, env.reset(), zeros_f, falses, falses)
-                    done_tm1 = np.zeros(num_envs, bool)
+                    runner.start(host["segment"], state)
     finally:
         bar.close()
-        env.close()
+        runner.close()
         if writer is not None:
             writer.close()
         manager.close()

@@ -22,6 +22,7 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxrl.dqn.learner import Learner, LearnerState
@@ -37,10 +38,12 @@ class LoopState(NamedTuple):
 
 
 class XlaLoop(NamedTuple):
-    """`init(key) -> LoopState` (resets the envs on the host) and jitted `run(LoopState) -> (LoopState, metrics)`."""
+    """`init(key) -> LoopState` (resets the envs on the host), jitted `run(LoopState) -> (LoopState, metrics)`
+    and jitted `run_until(LoopState, pause_at, stop_at) -> (LoopState, metrics, num_calls)` (one agent only)."""
 
     init: Callable[[jax.Array], LoopState]
     run: Callable[[LoopState], tuple[LoopState, dict]]
+    run_until: Callable[[LoopState, jax.Array, jax.Array], tuple[LoopState, dict, jax.Array]]
     steps_per_call: int  # K
     num_seeds: int | None  # S, or None for one unbatched agent
 
@@ -65,6 +68,54 @@ def _run(loop_state: LoopState, *, body, steps_per_call: int) -> tuple[LoopState
     return jax.lax.scan(body, loop_state, None, length=steps_per_call)
 
 
+def _boundary_body(loop_state: LoopState, stop_at: jax.Array, *, learner: Learner, env: XlaEnv):
+    """`_scan_body` for one agent, whose call becomes a segment boundary once `stop_at` env steps are due.
+
+    The boundary rule is the Python loop's (`jaxrl.dqn.train`): the call that would bring `env_steps` to
+    `stop_at` or beyond reports every env as truncated (bootstrapped, never terminal); `forced` [N] marks the
+    episodes that only ended because of this cut.
+    """
+    state = loop_state.learner
+    expected = state.env_steps + jnp.sum(~state.done_tm1, dtype=jnp.int32)
+    env_state, (obs, reward, terminated, truncated) = env.step(loop_state.env_state, loop_state.actions)
+    cut = expected >= stop_at
+    forced = cut & ~state.done_tm1 & ~(terminated | truncated)
+    learner_state, actions, metrics = learner.step(state, obs, reward, terminated, truncated | cut)
+    return LoopState(learner_state, env_state, actions), dict(metrics, cut=cut, forced=forced)
+
+
+def _run_until(loop_state: LoopState, pause_at: jax.Array, stop_at: jax.Array, *, body, max_calls: int):
+    """At most `max_calls` calls of `body` in a `lax.while_loop`, ending early after the call that reaches
+    `pause_at` env steps (a host logging point) or that is a segment boundary (`stop_at`, see `_boundary_body`).
+
+    Returns:
+      (loop_state, metrics with leaves [max_calls, ...] of which rows [0, num_calls) are filled, num_calls ()).
+    """
+    pause_at = jnp.asarray(pause_at, jnp.int32)
+    stop_at = jnp.asarray(stop_at, jnp.int32)
+    example = jax.eval_shape(body, loop_state, stop_at)[1]
+    buffers = jax.tree.map(lambda m: jnp.zeros((max_calls,) + m.shape, m.dtype), example)
+
+    def go_on(carry):
+        calls, state, _, was_cut = carry
+        paused = (calls > 0) & (state.learner.env_steps >= pause_at)
+        return (calls < max_calls) & ~was_cut & ~paused
+
+    def one_call(carry):
+        calls, state, buffers, _ = carry
+        state, metrics = body(state, stop_at)
+        buffers = jax.tree.map(lambda buffer, value: buffer.at[calls].set(value), buffers, metrics)
+        return calls + 1, state, buffers, metrics["cut"]
+
+    carry = (jnp.zeros((), jnp.int32), loop_state, buffers, jnp.zeros((), bool))
+    num_calls, loop_state, buffers, _ = jax.lax.while_loop(go_on, one_call, carry)
+    return loop_state, buffers, num_calls
+
+
+def _seeds_not_supported(*_):
+    raise ValueError("run_until runs one agent: build the loop with num_seeds=None.")
+
+
 def make_xla_loop(
     learner: Learner, env: XlaEnv, steps_per_call: int, num_seeds: int | None = None, donate: bool = True
 ) -> XlaLoop:
@@ -78,7 +129,10 @@ def make_xla_loop(
       donate: donate the LoopState to `run` (the replay buffers are updated in place).
 
     Returns:
-      XlaLoop(init, run, steps_per_call, num_seeds).
+      XlaLoop(init, run, run_until, steps_per_call, num_seeds). `run_until(loop_state, pause_at, stop_at)`
+      (one agent) makes at most K calls and also ends after the call that reaches `pause_at` env steps or that
+      is a segment boundary (the call due to reach `stop_at` env steps: every env reported truncated);
+      `jaxrl dqn train --loop xla` runs on it.
 
     Raises:
       ValueError if the sizes of learner and env disagree.
@@ -107,6 +161,15 @@ def make_xla_loop(
         donate_argnums=0 if donate else (),
     )
 
+    if num_seeds is None:
+        boundary_body = functools.partial(_boundary_body, learner=learner, env=env)
+        run_until = jax.jit(
+            functools.partial(_run_until, body=boundary_body, max_calls=int(steps_per_call)),
+            donate_argnums=0 if donate else (),
+        )
+    else:
+        run_until = _seeds_not_supported
+
     def init(key: jax.Array) -> LoopState:
         """Reset the envs (host) and build the learner state(s); one key per seed, split from `key`."""
         env_state, obs_0 = env.reset()
@@ -117,7 +180,7 @@ def make_xla_loop(
             learner_state, actions = jax.jit(jax.vmap(learner.init))(jax.random.split(key, seeds), obs_0)
         return LoopState(learner=learner_state, env_state=env_state, actions=actions)
 
-    return XlaLoop(init=init, run=run, steps_per_call=int(steps_per_call), num_seeds=num_seeds)
+    return XlaLoop(init=init, run=run, run_until=run_until, steps_per_call=int(steps_per_call), num_seeds=num_seeds)
 
 
 def summarize(metrics: dict) -> dict[str, float]:

@@ -1,0 +1,145 @@
+"""``jaxrl dqn train --loop xla``: the compiled segment runner behind the same run-directory shell as the
+Python loop (metrics.csv, config.json, TensorBoard, checkpoints, exact resume, SIGINT, NaN guard)."""
+import importlib.util
+import json
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl.cli import main
+from jaxrl.dqn.config import DQNConfig, config_differences, preset
+from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
+from test_dqn_train import _finished_checkpoints, _start, _wait_for, assert_same_tree, final_state, read_rows
+
+HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+needs_envpool = pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed (the XLA loop needs its "
+                                                           "XLA interface); the same shell is tested with "
+                                                           "--loop python in test_dqn_train.py")
+TIMING = {"steps_per_s", "wall_s"}
+
+
+def tiny_xla(**overrides):
+    # small compiled calls (16 learner calls of 4 envs), so chunks end by size, at log rows and at boundaries
+    return preset("tiny", **{"backend": "envpool", "loop": "xla", "xla_chunk_calls": 16, **overrides})
+
+
+def quiet(*_):
+    pass
+
+
+def strip_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def straight_xla(tmp_path_factory):
+    """An uninterrupted tiny --loop xla run (1,200 steps, checkpoints every 400: three segments)."""
+    run = tmp_path_factory.mktemp("xla") / "straight"
+    result = train(tiny_xla(), run, progress=False, log=quiet)
+    return run, result
+
+
+@needs_envpool
+def test_xla_run_writes_the_run_directory_and_equals_the_python_loop(straight_xla, tmp_path):
+    run, result = straight_xla
+    config = tiny_xla()
+    assert result.env_steps >= config.total_steps and not result.interrupted and result.episodes > 0
+    rows = read_rows(run)
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == list(range(200, 1201, 200))  # one row per log_every, as python
+    assert all(np.isfinite(float(r["loss"])) and float(r["steps_per_s"]) > 0 for r in rows)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["loop"] == "xla" and saved["backend"] == "envpool"
+    assert any((run / "tb").iterdir())
+    kept = _finished_checkpoints(run)  # keep_checkpoints=2, taken at the segment boundaries
+    assert len(kept) == 2 and kept[-1] == result.env_steps and 800 <= kept[0] < 804
+    state, host, step = final_state(run, config)
+    assert step == result.env_steps == int(state.env_steps) and host["episodes"] == result.episodes
+    assert int(state.replay.size) == min(result.env_steps, config.buffer_size)
+    # The same config with the Python loop sees the same envs, cuts the same calls and runs the same jitted
+    # learner step: on CPU the whole LearnerState and every metrics row (but timing) are identical.
+    python_run = tmp_path / "python"
+    train(config.replace(loop="python"), python_run, progress=False, log=quiet)
+    python_state, python_host, python_step = final_state(python_run, config)
+    assert python_step == step
+    assert_same_tree(state, python_state)
+    assert python_host["recent_returns"] == host["recent_returns"]
+    assert strip_timing(read_rows(python_run)) == strip_timing(rows)
+
+
+@needs_envpool
+def test_xla_resume_is_bit_for_bit(straight_xla, tmp_path):
+    straight_run, _ = straight_xla
+    config = tiny_xla()
+    resumed_run = tmp_path / "resumed"
+    train(config.replace(total_steps=800), resumed_run, progress=False, log=quiet)
+    train(config.replace(xla_chunk_calls=7), resumed_run, resume=True, progress=False, log=quiet)  # resumable
+    straight, straight_host, step_a = final_state(straight_run, config)
+    resumed, resumed_host, step_b = final_state(resumed_run, config)
+    assert step_a == step_b >= 1_200
+    assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer, key, counters
+    assert straight_host["recent_returns"] == resumed_host["recent_returns"]
+    assert strip_timing(read_rows(straight_run)) == strip_timing(read_rows(resumed_run))
+
+
+@needs_envpool
+def test_xla_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_xla(learning_rate=1e30, checkpoint_every=100)
+    with pytest.raises(DivergenceError, match=r"diverged at step \d+") as info:
+        train(config, tmp_path / "run", progress=False, log=quiet)
+    assert "intact" in str(info.value)
+    saved = _finished_checkpoints(tmp_path / "run")
+    assert saved and saved[-1] < 128  # learning starts at 128 steps; nothing saved after the NaN
+    state, _, step = final_state(tmp_path / "run", config)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
+    assert int(str(info.value).split("diverged at step ")[1].split()[0]) > step
+
+
+@needs_envpool
+def test_xla_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    run = tmp_path / "interrupted"
+    proc = _start(["--loop", "xla", "--xla-chunk-calls", "16", "--total-steps", "1000000"], run)
+    _wait_for(lambda: len(_finished_checkpoints(run)) >= 1 and (run / "metrics.csv").stat().st_size > 200, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "SIGINT at step" in out and "checkpoint saved" in out
+    state, _, step = final_state(run, tiny_xla())
+    assert step == _finished_checkpoints(run)[-1] == int(state.env_steps) > 400
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
+
+
+def test_xla_loop_with_gymnasium_is_refused_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["dqn", "train", "--preset", "tiny", "--loop", "xla", "--backend", "gymnasium", "--run-dir",
+                 str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "loop='xla' needs the envpool backend" in err and "Traceback" not in err
+    assert not run.exists()
+    with pytest.raises(ValueError, match="gymnasium has no XLA interface"):
+        DQNConfig(loop="xla", backend="gymnasium")
+    with pytest.raises(ValueError, match="loop must be one of python, xla"):
+        DQNConfig(loop="jit")
+    with pytest.raises(ValueError, match="xla_chunk_calls must be"):
+        DQNConfig(xla_chunk_calls=0)
+
+
+def test_loop_is_resumable_and_auto_without_envpool_falls_back_to_python(tmp_path, monkeypatch):
+    # loop and the chunk size change neither state shapes nor results (the equality test above)
+    assert config_differences(DQNConfig(), DQNConfig(loop="xla", xla_chunk_calls=9)) == {}
+    assert resolve_loop("xla", "envpool") == ("xla", None)
+    assert resolve_loop("python", "gymnasium") == ("python", None)
+    # --backend auto on a machine without envpool: a warning, then the Python loop on gymnasium
+    import jaxrl.dqn.envs
+
+    monkeypatch.setattr(jaxrl.dqn.envs, "envpool_available", lambda: False)
+    lines = []
+    config = preset("tiny", backend="auto", loop="xla", total_steps=40, checkpoint_every=40, log_every=20)
+    result = train(config, tmp_path / "run", progress=False, log=lines.append)
+    assert result.env_steps == 40
+    assert any("falling back to --loop python" in line for line in lines), lines
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["loop"] == "python" and saved["backend"] == "gymnasium"
