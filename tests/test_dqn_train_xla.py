@@ -21,8 +21,10 @@ TIMING = {"steps_per_s", "wall_s"}
 
 
 def tiny_xla(**overrides):
-    # small compiled calls (16 learner calls of 4 envs), so chunks end by size, at log rows and at boundaries
-    return preset("tiny", **{"backend": "envpool", "loop": "xla", "xla_chunk_calls": 16, **overrides})
+    # 800 steps, checkpoints every 400 (two segments: each one compile); small compiled calls (16 learner calls
+    # of 4 envs), so chunks end by size, at metrics rows (every 200 steps) and at segment boundaries
+    return preset("tiny", **{"backend": "envpool", "loop": "xla", "xla_chunk_calls": 16, "total_steps": 800,
+                             **overrides})
 
 
 def quiet(*_):
@@ -35,7 +37,7 @@ def strip_timing(rows):
 
 @pytest.fixture(scope="module")
 def straight_xla(tmp_path_factory):
-    """An uninterrupted tiny --loop xla run (1,200 steps, checkpoints every 400: three segments)."""
+    """An uninterrupted tiny --loop xla run (800 steps, checkpoints every 400: two segments)."""
     run = tmp_path_factory.mktemp("xla") / "straight"
     result = train(tiny_xla(), run, progress=False, log=quiet)
     return run, result
@@ -48,13 +50,13 @@ def test_xla_run_writes_the_run_directory_and_equals_the_python_loop(straight_xl
     assert result.env_steps >= config.total_steps and not result.interrupted and result.episodes > 0
     rows = read_rows(run)
     assert tuple(rows[0]) == METRIC_COLUMNS
-    assert [int(r["step"]) for r in rows] == list(range(200, 1201, 200))  # one row per log_every, as python
+    assert [int(r["step"]) for r in rows] == list(range(200, 801, 200))  # one row per log_every, as python
     assert all(np.isfinite(float(r["loss"])) and float(r["steps_per_s"]) > 0 for r in rows)
     saved = json.loads((run / "config.json").read_text())
     assert saved["loop"] == "xla" and saved["backend"] == "envpool"
     assert any((run / "tb").iterdir())
     kept = _finished_checkpoints(run)  # keep_checkpoints=2, taken at the segment boundaries
-    assert len(kept) == 2 and kept[-1] == result.env_steps and 800 <= kept[0] < 804
+    assert len(kept) == 2 and kept[-1] == result.env_steps and 400 <= kept[0] < 404
     state, host, step = final_state(run, config)
     assert step == result.env_steps == int(state.env_steps) and host["episodes"] == result.episodes
     assert int(state.replay.size) == min(result.env_steps, config.buffer_size)
@@ -74,11 +76,11 @@ def test_xla_resume_is_bit_for_bit(straight_xla, tmp_path):
     straight_run, _ = straight_xla
     config = tiny_xla()
     resumed_run = tmp_path / "resumed"
-    train(config.replace(total_steps=800), resumed_run, progress=False, log=quiet)
+    train(config.replace(total_steps=400), resumed_run, progress=False, log=quiet)
     train(config.replace(xla_chunk_calls=7), resumed_run, resume=True, progress=False, log=quiet)  # resumable
     straight, straight_host, step_a = final_state(straight_run, config)
     resumed, resumed_host, step_b = final_state(resumed_run, config)
-    assert step_a == step_b >= 1_200
+    assert step_a == step_b >= 800
     assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer, key, counters
     assert straight_host["recent_returns"] == resumed_host["recent_returns"]
     assert strip_timing(read_rows(straight_run)) == strip_timing(read_rows(resumed_run))
@@ -100,14 +102,16 @@ def test_xla_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
 @needs_envpool
 def test_xla_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
     run = tmp_path / "interrupted"
-    proc = _start(["--loop", "xla", "--xla-chunk-calls", "16", "--total-steps", "1000000"], run)
-    _wait_for(lambda: len(_finished_checkpoints(run)) >= 1 and (run / "metrics.csv").stat().st_size > 200, proc)
+    # Ctrl-C after the first metrics row, during the first segment: the next compiled call is cut at once
+    proc = _start(["--loop", "xla", "--xla-chunk-calls", "16", "--log-every", "40", "--total-steps", "1000000"],
+                  run)
+    _wait_for(lambda: (run / "metrics.csv").is_file() and (run / "metrics.csv").read_text().count("\n") >= 2, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "SIGINT at step" in out and "checkpoint saved" in out
     state, _, step = final_state(run, tiny_xla())
-    assert step == _finished_checkpoints(run)[-1] == int(state.env_steps) > 400
+    assert [step] == _finished_checkpoints(run) and int(state.env_steps) == step >= 40
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
 
 
