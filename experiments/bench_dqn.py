@@ -1,18 +1,21 @@
-"""Raw env speed vs Python-loop DQN training speed, same num_envs, same run.
+"""Raw env speed vs DQN training speed with the Python loop and with the XLA loop, same num_envs, same run.
 
     python experiments/bench_dqn.py                       # envpool, 8 envs, seed preset
     python experiments/bench_dqn.py --num-envs 4 8 16 --steps 40000 --backend gymnasium
 
 Raw: ``make_vec_env`` stepped with uniformly random actions over all actions (numpy), no learning.
-Training: ``jaxrl.dqn.train.train`` itself (the loop of ``jaxrl dqn train``: env step, one jitted
-``learner.step`` with replay add + update + act, NaN guard, logging), with no checkpoint or eval inside the
-measured window; steps/s is read from its ``metrics.csv`` over the rows after learning has started (the
-first row, which holds the compile time and the no-update warm-up, is dropped).
+Training: ``jaxrl.dqn.train.train`` itself, i.e. ``jaxrl dqn train`` with ``--loop python`` (env step from
+Python, one jitted ``learner.step`` with replay add + update + act, NaN guard, logging) and with ``--loop xla``
+(envpool's XLA step and ``learner.step`` compiled together, up to ``xla_chunk_calls`` calls per compiled call;
+envpool only), with no checkpoint or eval inside the measured window; steps/s is read from its
+``metrics.csv`` over the rows after learning has started (the first row, which holds the compile time and the
+no-update warm-up, is dropped).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import platform
 import tempfile
 import time
@@ -38,6 +41,7 @@ def raw_env_speed(config, num_envs: int, steps: int) -> float:
 
 
 def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
+    """Steps/s of ``train`` with ``config`` (its ``loop``) after warm-up, and the number of updates done."""
     from jaxrl.dqn.train import train
 
     log_every = max(steps // 5, num_envs)
@@ -63,6 +67,9 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", choices=("auto", "envpool", "gymnasium"), default="auto")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="seed")
     parser.add_argument("--updates-per-call", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the three rows; medians are reported")
+    parser.add_argument("--xla-chunk-calls", type=int, default=256,
+                        help="learner calls per compiled call of the XLA loop")
     args = parser.parse_args(argv)
     overrides = dict(backend=args.backend)
     if args.updates_per_call is not None:
@@ -71,16 +78,32 @@ def main(argv=None) -> None:
     from jaxrl.dqn.envs import resolve_backend
 
     backend = resolve_backend(config.backend)
-    print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs; backend {backend}; "
-          f"preset {args.preset}; {args.steps} measured steps per row")
-    print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | training / raw "
-          "| updates per step |")
-    print("|---:|---:|---:|---:|---:|")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; backend {backend}; "
+          f"preset {args.preset}; {args.steps} measured steps per row; median of {args.rounds} round(s)")
+    print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | Python / raw "
+          "| training steps/s (XLA loop) | XLA / raw | updates per step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for num_envs in args.num_envs:
-        raw = raw_env_speed(config, num_envs, args.steps)
-        trained, _ = training_speed(config, num_envs, args.steps)
+        rounds = []  # rows measured round by round (raw, python, xla), so load changes hit all of them
+        for _ in range(args.rounds):
+            raw = raw_env_speed(config, num_envs, args.steps)
+            python_loop, _ = training_speed(config.replace(loop="python"), num_envs, args.steps)
+            xla_loop = float("nan")
+            if backend == "envpool":
+                xla_loop, _ = training_speed(config.replace(loop="xla", backend="envpool",
+                                                            xla_chunk_calls=args.xla_chunk_calls),
+                                             num_envs, args.steps)
+            rounds.append((raw, python_loop, xla_loop))
+        raw, python_loop, xla_loop = np.median(np.asarray(rounds), axis=0)
+        if backend == "envpool":
+            xla_cells = f"{xla_loop:,.0f} | {xla_loop / raw:.0%}"
+        else:
+            xla_cells = "n/a (no XLA interface on gymnasium) | n/a"
         per_step = config.updates_per_call / (config.update_every * num_envs)
-        print(f"| {num_envs} | {raw:,.0f} | {trained:,.0f} | {trained / raw:.0%} | {per_step:.3g} |", flush=True)
+        print(f"| {num_envs} | {raw:,.0f} | {python_loop:,.0f} | {python_loop / raw:.0%} | {xla_cells} "
+              f"| {per_step:.3g} |", flush=True)
+    print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
