@@ -147,3 +147,50 @@ def test_loop_is_resumable_and_auto_without_envpool_falls_back_to_python(tmp_pat
     assert any("falling back to --loop python" in line for line in lines), lines
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["loop"] == "python" and saved["backend"] == "gymnasium"
+
+
+def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
+    """The compiled runner's control flow on CPU without envpool: pure-JAX toy env (next-step auto-reset)."""
+    from jaxrl.dqn import make_learner
+    from jaxrl.dqn.toy_env import make_toy_env
+    from jaxrl.dqn.xla_loop import make_xla_loop
+
+    lengths = [3, 4, 5]  # env 0 terminates, env 1 truncates, env 2 terminates
+    env = make_toy_env(3, num_actions=4, lengths=lengths)
+    learner = make_learner(3, 4, buffer_size=256, batch_size=8, hidden_sizes=(8,), learning_starts=16)
+    loop = make_xla_loop(learner, env, steps_per_call=10, donate=False)
+    loop_state = loop.init(jax.random.key(0))
+    big = 10**6
+    loop_state, metrics, calls = loop.run_until(loop_state, big, big)  # neither pause nor cut: K calls
+    assert int(calls) == 10 and not metrics["cut"].any()
+    loop_state, metrics, calls = loop.run_until(loop_state, 40, big)  # pause after the call reaching 40 steps
+    steps = np.asarray(metrics["env_steps"])[: int(calls)]
+    assert steps[-1] >= 40 and (int(calls) == 1 or steps[-2] < 40)
+    cut_at = int(steps[-1]) + 7
+    loop_state, metrics, calls = loop.run_until(loop_state, big, cut_at)  # cut on the call due to reach cut_at
+    cut = np.asarray(metrics["cut"])[: int(calls)]
+    assert cut[-1] and not cut[:-1].any()
+    assert int(np.asarray(metrics["env_steps"])[int(calls) - 2]) < cut_at <= int(metrics["env_steps"][int(calls) - 1])
+    # `forced` marks episodes that ended only because of the cut: a subset of those that ended there
+    last = int(calls) - 1
+    assert np.array_equal(np.asarray(metrics["forced"][last]) | np.asarray(metrics["episode_done"][last]),
+                          np.asarray(metrics["episode_done"][last]))
+
+    # the same steps from the host, with the host loop's boundary rule, give the same state
+    env_state, obs = env.reset()
+    state, actions = jax.jit(learner.init)(jax.random.key(0), obs)
+    step, env_step = jax.jit(learner.step), jax.jit(env.step)
+    while True:
+        expected = int(state.env_steps) + int(np.sum(~np.asarray(state.done_tm1)))
+        env_state, (obs, reward, terminated, truncated) = env_step(env_state, actions)
+        is_cut = expected >= cut_at
+        state, actions, _ = step(state, obs, reward, terminated, truncated | is_cut)
+        if is_cut:
+            break
+    assert int(state.env_steps) == int(loop_state.learner.env_steps)
+    np.testing.assert_array_equal(state.replay.data.obs, loop_state.learner.replay.data.obs)
+    np.testing.assert_array_equal(state.replay.data.terminated, loop_state.learner.replay.data.terminated)
+    np.testing.assert_array_equal(state.done_tm1, loop_state.learner.done_tm1)
+    with pytest.raises(ValueError, match="one agent"):
+        make_xla_loop(make_learner(3, 4, hidden_sizes=(8,), buffer_size=256, axis_name="seed"),
+                      make_toy_env(6, num_actions=4), steps_per_call=5, num_seeds=2).run_until(None, 0, 0)
