@@ -20,18 +20,6 @@ def parse(argv):
     return parser.parse_args(["mlp", *argv])
 
 
-def jaxrl_estimator_available() -> bool:
-    try:
-        from jaxrl.mlp.estimators import MLPClassifier  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_jaxrl = pytest.mark.skipif(not jaxrl_estimator_available(),
-                                 reason="jaxrl.mlp.estimators not importable yet; the sklearn test covers the path")
-
-
 def test_flags_map_onto_constructor():
     args = parse(["--hidden-layer-sizes", "256", "128", "--solver", "sgd", "--alpha", "0.001",
                   "--learning-rate", "adaptive", "--batch-size", "auto", "--no-nesterovs-momentum",
@@ -60,7 +48,6 @@ def test_bad_flags_are_refused_by_argparse(argv, capsys):
     assert info.value.code == 2 and "error" in capsys.readouterr().err
 
 
-@needs_jaxrl
 def test_cli_digits_compare_sklearn_end_to_end(tmp_path, capsys):
     out = tmp_path / "digits"
     args = parse([*TINY, "--compare-sklearn", "--out", str(out)])
