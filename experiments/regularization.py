@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from sklearn.datasets import make_circles, make_classification, make_moons
@@ -29,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from jaxrl.mlp.experiment import classifier_class
+from jaxrl.mlp.figures import save_figure
 
 ALPHAS = np.logspace(-1, 1, 5)
 GRID_STEP = 0.02  # the example's mesh step
@@ -92,9 +92,7 @@ def run(implementation: str, path: Path) -> list[dict]:
                 ax.set_title(title)
     figure.suptitle(f"{implementation} MLPClassifier (lbfgs, 10x10): decision boundary vs alpha")
     figure.subplots_adjust(left=0.02, right=0.98, top=0.92, bottom=0.02)
-    FigureCanvasAgg(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    save_figure(figure, path)
     return records
 
 

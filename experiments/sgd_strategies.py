@@ -18,13 +18,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn import datasets
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import MinMaxScaler
 
 from jaxrl.mlp.experiment import classifier_class
+from jaxrl.mlp.figures import save_figure
 
 # scikit-learn's example, parameter for parameter.
 STRATEGIES = (
@@ -90,9 +90,7 @@ def plot_strategies(results: dict[str, list[dict]], title: str, path: Path) -> P
     figure.legend(handles, labels, ncol=4, loc="lower center")
     figure.suptitle(title)
     figure.subplots_adjust(top=0.92, bottom=0.14, hspace=0.3)
-    FigureCanvasAgg(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    save_figure(figure, path)
     return path
 
 

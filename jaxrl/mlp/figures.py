@@ -24,7 +24,8 @@ __all__ = [
 ]
 
 
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    """Write `figure` as a PNG at `path` atomically (temporary file, then `os.replace`); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
@@ -76,7 +77,7 @@ def plot_first_layer_weights(
     figure.suptitle(f"{title} ({n_units} of {coef.shape[1]} units)")
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / figure.get_figheight(),
                            wspace=0.08, hspace=0.08)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_training_curves(
@@ -116,7 +117,7 @@ def plot_training_curves(
     loss_ax.legend(handles, labels, loc="center right", fontsize="small", framealpha=0.9)
     loss_ax.set_title(title)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_confusion_matrix(
@@ -144,7 +145,7 @@ def plot_confusion_matrix(
     accuracy = np.trace(matrix) / max(1, matrix.sum())
     ax.set_title(f"{title}: accuracy {accuracy:.4f}")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_misclassified(
@@ -190,4 +191,4 @@ def plot_misclassified(
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     figure.suptitle(f"{title}: {len(wrong)} of {total_wrong} shown (true→predicted)")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
