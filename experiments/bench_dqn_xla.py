@@ -80,7 +80,7 @@ class RawXla:
                 handle, key = carry
                 key, action_key = jax.random.split(key)
                 actions = jax.random.randint(action_key, (num_envs,), 0, num_actions, jnp.int32)
-                handle, (obs, reward, _, _) = self.env.step(handle, actions)
+                handle, (obs, reward, _, _, _) = self.env.step(handle, actions)
                 return (handle, key), reward.sum()
 
             return jax.lax.scan(body, carry, None, length=steps)
@@ -145,7 +145,8 @@ class TrainPython:
     def _steps(self, calls):
         for _ in range(calls):
             obs, reward, terminated, truncated = self.env.step(np.asarray(self.actions))
-            self.state, self.actions, metrics = self.step(self.state, obs, reward, terminated, truncated)
+            self.state, self.actions, metrics = self.step(self.state, obs, reward, terminated, truncated,
+                                                          self.env.life_lost)
         return metrics
 
     def measure(self):

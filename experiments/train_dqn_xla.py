@@ -6,6 +6,10 @@ row per call and seed. No checkpoints (use `jaxrl dqn train` for resumable runs)
 
     python experiments/train_dqn_xla.py --preset seed --seeds 4 --total-steps 2500000 --out runs_xla.csv
     python experiments/train_dqn_xla.py --preset tiny --seeds 2 --total-steps 4000      # a quick check
+    python experiments/train_dqn_xla.py --seeds 2 --life-loss-terminal --gamma 0.99     # any `jaxrl dqn train` flag
+
+Every config flag of `jaxrl dqn train` (``--learning-rate``, ``--life-loss-terminal`` ...) is accepted; like
+there, they override ``--preset``. ``--total-steps`` counts env steps PER AGENT.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 import jax
 import numpy as np
 
+from jaxrl.dqn.cli import add_config_flags, config_overrides
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.learner import make_learner
 from jaxrl.dqn.xla_env import make_envpool_xla_env
@@ -26,17 +31,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--seeds", type=int, default=2, help="S independent agents, each with --num-envs envs")
-    parser.add_argument("--num-envs", type=int, default=None, help="N envs per agent (default: the preset's)")
-    parser.add_argument("--update-every", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--total-steps", type=int, default=None, help="env steps PER AGENT (default: preset's)")
     parser.add_argument("--steps-per-call", type=int, default=1_000, help="K env steps per compiled call")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="train_dqn_xla.csv")
+    parser.add_argument("--final-eval-episodes", type=int, default=0,
+                        help="after training, evaluate each agent for this many episodes (at --eval-epsilon)")
+    add_config_flags(parser)
     args = parser.parse_args()
 
-    overrides = {k: v for k, v in dict(num_envs=args.num_envs, update_every=args.update_every,
-                                       total_steps=args.total_steps).items() if v is not None}
-    config = preset(args.preset, backend="envpool", seed=args.seed, **overrides)
+    config = preset(args.preset, **{**config_overrides(args), "backend": "envpool"})
     if args.seeds < 1 or args.steps_per_call < 1:
         raise SystemExit("--seeds and --steps-per-call must be >= 1")
     n, s = config.num_envs, args.seeds
@@ -73,6 +75,15 @@ def main() -> None:
             print(f"call {call + 1}/{calls}: {int(metrics['env_steps'][-1].sum()):,} steps (all seeds), "
                   f"{speed:,.0f} steps/s, mean return of last 100 per seed: {returns}", flush=True)
     env.close()
+    if args.final_eval_episodes > 0:
+        from jaxrl.dqn.evaluate import evaluate_returns
+
+        params = jax.device_get(state.learner.dqn.params)
+        for seed in range(s):
+            returns = evaluate_returns(config, jax.tree.map(lambda p: p[seed], params), args.final_eval_episodes,
+                                       epsilon=config.eval_epsilon, seed=10_000 + seed)
+            print(f"seed {seed}: eval over {len(returns)} episodes at epsilon {config.eval_epsilon}: "
+                  f"{returns.mean():.1f} +- {returns.std():.1f}", flush=True)
 
 
 if __name__ == "__main__":

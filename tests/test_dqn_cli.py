@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrl.cli import build_parser, main
-from jaxrl.dqn.cli import _overrides
+from jaxrl.dqn.cli import config_overrides
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
 
 
@@ -71,11 +71,11 @@ def test_every_config_field_is_a_flag():
             argv += [flag, *map(str, value)]
         else:
             argv += [flag, str(value)]
-    overrides = _overrides(parser.parse_args(argv))
+    overrides = config_overrides(parser.parse_args(argv))
     assert set(overrides) == {f.name for f in dataclasses.fields(DQNConfig)}
     assert DQNConfig().replace(**overrides) == DQNConfig(**values)
-    assert _overrides(parser.parse_args(["dqn", "train", "--max-grad-norm", "none"])) == {"max_grad_norm": None}
-    assert _overrides(parser.parse_args(["dqn", "train"])) == {}  # absent flags leave the preset alone
+    assert config_overrides(parser.parse_args(["dqn", "train", "--max-grad-norm", "none"])) == {"max_grad_norm": None}
+    assert config_overrides(parser.parse_args(["dqn", "train"])) == {}  # absent flags leave the preset alone
 
 
 @pytest.mark.parametrize("argv, message", [

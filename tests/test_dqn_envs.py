@@ -97,3 +97,25 @@ def test_backend_choice_and_bad_input():
         resolve_backend("torch")
     with pytest.raises(ValueError, match="num_envs"):
         make_vec_env(0, seed=0, backend="gymnasium")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_life_lost_marks_each_lost_life(backend):
+    """`life_lost` is True exactly on the steps where `lives` went down: 3 per finished game (the last one with
+    the game over), never on the auto-reset row after it."""
+    env = make_vec_env(2, 0, backend=backend, repeat_action_probability=0.0)
+    env.reset()
+    assert not env.life_lost.any()
+    rng = np.random.default_rng(0)
+    losses, games, after_end = np.zeros(2, int), np.zeros(2, int), np.zeros(2, bool)
+    for _ in range(3000):
+        _, _, terminated, truncated = env.step(rng.integers(0, env.num_actions, 2))
+        assert not (env.life_lost & after_end).any()
+        games += terminated
+        losses += env.life_lost
+        after_end = terminated | truncated
+        if (games >= 1).all():
+            break
+    env.close()
+    assert (games >= 1).all(), "no game over within 3000 random steps"
+    assert (losses >= 3 * games).all() and (losses <= 3 * games + 2).all(), (losses, games)

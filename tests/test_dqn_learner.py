@@ -138,3 +138,23 @@ def test_bad_arguments():
         make_learner(4, 6, update_every=0)
     with pytest.raises(ValueError, match="reward_scale"):
         make_learner(4, 6, reward_scale=0.0)
+
+
+@pytest.mark.parametrize("life_loss_terminal", [False, True])
+def test_life_loss_terminal_and_clipped_rewards_in_the_buffer(life_loss_terminal):
+    """A lost life is stored terminal only with life_loss_terminal (the episode goes on: no reset, the next
+    transition is stored); clip_rewards stores sign(reward) * reward_scale, episode returns stay raw."""
+    learner = make_learner(2, 3, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,),
+                           reward_scale=0.5, clip_rewards=True, life_loss_terminal=life_loss_terminal)
+    obs = lambda t: jnp.full((2, 128), t, jnp.uint8)  # noqa: E731
+    state, _ = learner.init(jax.random.key(0), obs(0))
+    step = jax.jit(learner.step)
+    no = jnp.zeros(2, bool)
+    state, _, _ = step(state, obs(1), jnp.array([30.0, -2.0]), no, no, jnp.array([True, False]))
+    state, _, metrics = step(state, obs(2), jnp.array([0.0, 5.0]), no, no, no)
+    data = jax.device_get(state.replay.data)
+    assert int(state.replay.size) == 4  # the life loss did not mask the following transition
+    np.testing.assert_allclose(data.reward[:4], [0.5, -0.5, 0.0, 0.5])
+    assert data.terminated[:4].tolist() == [life_loss_terminal, False, False, False]
+    np.testing.assert_allclose(state.episode_return, [30.0, 3.0])
+    assert not np.asarray(metrics["episode_done"]).any()

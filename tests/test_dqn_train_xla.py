@@ -182,9 +182,9 @@ def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
     step, env_step = jax.jit(learner.step), jax.jit(env.step)
     while True:
         expected = int(state.env_steps) + int(np.sum(~np.asarray(state.done_tm1)))
-        env_state, (obs, reward, terminated, truncated) = env_step(env_state, actions)
+        env_state, (obs, reward, terminated, truncated, life_lost) = env_step(env_state, actions)
         is_cut = expected >= cut_at
-        state, actions, _ = step(state, obs, reward, terminated, truncated | is_cut)
+        state, actions, _ = step(state, obs, reward, terminated, truncated | is_cut, life_lost)
         if is_cut:
             break
     assert int(state.env_steps) == int(loop_state.learner.env_steps)

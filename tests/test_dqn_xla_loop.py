@@ -43,8 +43,8 @@ def test_scan_loop_equals_python_loop_on_toy_env():
     state, actions = jax.jit(learner.init)(jax.random.key(0), obs)
     step, env_step = jax.jit(learner.step), jax.jit(env.step)
     for _ in range(40):
-        env_state, (obs, reward, terminated, truncated) = env_step(env_state, actions)
-        state, actions, _ = step(state, obs, reward, terminated, truncated)
+        env_state, (obs, reward, terminated, truncated, life_lost) = env_step(env_state, actions)
+        state, actions, _ = step(state, obs, reward, terminated, truncated, life_lost)
     assert int(state.dqn.num_updates) == int(loop_state.learner.dqn.num_updates) > 0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  state.dqn.params, loop_state.learner.dqn.params)

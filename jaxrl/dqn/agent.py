@@ -89,7 +89,10 @@ def _loss(params, target_params, batch: Transition, *, network, gamma, huber_del
     q_tm1 = network.apply(params, batch.obs)  # [B, A]
     q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
     q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
-    discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
+    if batch.discount is None:  # one-step rows
+        discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
+    else:  # n-step rows carry their own gamma^k (0 after a terminal)
+        discount_t = batch.discount.astype(jnp.float32)  # [B]
     per_example = jax.vmap(
         functools.partial(td_loss, huber_delta=huber_delta),
         in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0),

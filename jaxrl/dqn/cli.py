@@ -42,6 +42,9 @@ FIELD_HELP = {
     "target_update_period": "updates between hard target syncs",
     "tau": "1: hard sync; < 1: Polyak averaging every update",
     "reward_scale": "reward multiplier before storing",
+    "clip_rewards": "store sign(reward) * reward_scale (Nature DQN clipping)",
+    "life_loss_terminal": "store a life-losing step as terminal (the game goes on)",
+    "n_step": "n-step returns (1: one-step DQN targets)",
     "epsilon_start": "initial exploration rate",
     "epsilon_end": "final exploration rate",
     "epsilon_decay_steps": "env steps of linear epsilon decay",
@@ -74,7 +77,7 @@ def _optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per DQNConfig field; absent flags stay absent (argparse.SUPPRESS) so presets apply."""
     hints = typing.get_type_hints(DQNConfig)
     defaults = DQNConfig()
@@ -101,7 +104,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(_flag(field.name), type=str, **kwargs)
 
 
-def _overrides(args: argparse.Namespace) -> dict:
+def config_overrides(args: argparse.Namespace) -> dict:
     names = {f.name for f in dataclasses.fields(DQNConfig)}
     return {name: value for name, value in vars(args).items() if name in names}
 
@@ -135,7 +138,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir first")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_config_flags(train)
+    add_config_flags(train)
     train.set_defaults(func=_train)
 
     def add_agent_source(sub, *, episodes_default):
@@ -179,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
             base = preset(args.preset) if args.preset else load_run_config(args.run_dir)
         else:
             base = preset(args.preset or "seed")
-        config = base.replace(**_overrides(args))
+        config = base.replace(**config_overrides(args))
         run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"run directory: {run_dir}")
         result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,

@@ -45,6 +45,9 @@ class DQNConfig:
         hidden_sizes, buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
         clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
+        clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
+        step that loses a life is stored as terminal, the game goes on: CleanRL's EpisodicLifeEnv without
+        its resets), n_step (1: one-step targets; n: n-step returns, ``jaxrl.dqn.nstep``),
         epsilon_start, epsilon_end, epsilon_decay_steps (linear, in steps), learning_starts (steps before
         the first update), update_every (calls between update phases), updates_per_call.
     Run:
@@ -77,6 +80,9 @@ class DQNConfig:
     target_update_period: int = 250
     tau: float = 1.0
     reward_scale: float = 0.01
+    clip_rewards: bool = False
+    life_loss_terminal: bool = False
+    n_step: int = 1
     epsilon_start: float = 0.08
     epsilon_end: float = 0.01
     epsilon_decay_steps: int = 1_000_000
@@ -123,6 +129,9 @@ class DQNConfig:
             tau=self.tau,
             double_dqn=self.double_dqn,
             reward_scale=self.reward_scale,
+            clip_rewards=self.clip_rewards,
+            life_loss_terminal=self.life_loss_terminal,
+            n_step=self.n_step,
             epsilon_start=self.epsilon_start,
             epsilon_end=self.epsilon_end,
             epsilon_decay_steps=self.epsilon_decay_steps,
@@ -251,8 +260,9 @@ def _validate(config: DQNConfig) -> None:
     need_real("huber_delta", 0.0, float("inf"), low_open=True)
     if config.max_grad_norm is not None:
         need_real("max_grad_norm", 0.0, float("inf"), low_open=True)
-    if not isinstance(config.double_dqn, bool):
-        raise ValueError(f"double_dqn must be a bool, got {config.double_dqn!r}")
+    for name in ("double_dqn", "clip_rewards", "life_loss_terminal"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
     need_int("target_update_period", 1)
     need_real("tau", 0.0, 1.0, low_open=True)
     need_real("reward_scale", 0.0, float("inf"), low_open=True)
@@ -262,6 +272,7 @@ def _validate(config: DQNConfig) -> None:
     need_int("learning_starts", 0)
     need_int("update_every", 1)
     need_int("updates_per_call", 1)
+    need_int("n_step", 1, 100)
     need_int("seed", 0, 2**31 - 1)
     need_int("total_steps", 1)
     need_int("checkpoint_every", 1)

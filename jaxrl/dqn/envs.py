@@ -69,11 +69,22 @@ class RamVecEnv:
             truncated [N] bool), with next-step auto-reset (module docstring).
         render() -> frames [N, 210, 160, 3] uint8 of the last reset/step (only with ``render=True``).
         close().
+        life_lost: [N] bool after each ``step``: the env lost a life at that step (Atari ``lives`` went down;
+            never on an auto-reset row); all False after ``reset``.
     """
 
     num_envs: int
     num_actions: int
     backend: str
+    life_lost: np.ndarray
+    _lives: np.ndarray
+
+    def _track_lives(self, lives) -> None:
+        """Update ``life_lost`` from the ``lives`` [N] of the latest result (a reset sets them back up)."""
+        lives = np.asarray(lives, np.int64).reshape(self.num_envs)
+        previous = getattr(self, "_lives", None)
+        self.life_lost = np.zeros(self.num_envs, bool) if previous is None else lives < previous
+        self._lives = lives
 
     def reset(self) -> np.ndarray:
         raise NotImplementedError
@@ -125,11 +136,14 @@ class EnvpoolRamVecEnv(RamVecEnv):
 
     def reset(self):
         obs, info = self._env.reset()
+        self._lives = None
+        self._track_lives(info["lives"])
         return self._unpack_obs(obs, info)
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.int32).reshape(self.num_envs)
         obs, reward, terminated, truncated, info = self._env.step(actions)
+        self._track_lives(info["lives"])
         ram = self._unpack_obs(obs, info)
         return (ram, np.asarray(reward, np.float32), np.asarray(terminated, bool), np.asarray(truncated, bool))
 
@@ -212,12 +226,15 @@ class GymnasiumRamVecEnv(RamVecEnv):
     def reset(self):
         seed = None if self._seeded else self._seed
         self._seeded = True
-        obs, _ = self._env.reset(seed=seed)
+        obs, info = self._env.reset(seed=seed)
+        self._lives = None
+        self._track_lives(info["lives"])
         return np.asarray(obs, dtype=np.uint8)
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        obs, reward, terminated, truncated, _ = self._env.step(actions)
+        obs, reward, terminated, truncated, info = self._env.step(actions)
+        self._track_lives(info["lives"])
         return (np.asarray(obs, np.uint8), np.asarray(reward, np.float32), np.asarray(terminated, bool),
                 np.asarray(truncated, bool))
 

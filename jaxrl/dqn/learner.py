@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
+from jaxrl.dqn.nstep import NStep, NStepState, make_nstep
 from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
 
 NUM_RAM_BYTES = 128
@@ -47,6 +48,7 @@ class LearnerState(NamedTuple):
     key: jax.Array  # PRNG key
     env_steps: jax.Array  # () int32, transitions seen (valid rows, all envs)
     calls: jax.Array  # () int32, calls of `step`
+    nstep: NStepState | None = None  # pending n-step windows (n_step > 1), else None
 
 
 class Learner(NamedTuple):
@@ -79,6 +81,9 @@ class _Config(NamedTuple):
     update_every: int
     updates_per_call: int
     reward_scale: float
+    clip_rewards: bool
+    life_loss_terminal: bool
+    nstep: NStep | None
     axis_name: str | None
 
 
@@ -101,6 +106,7 @@ def init(key: jax.Array, obs_0: jax.Array, *, config: _Config) -> tuple[LearnerS
         reward=jnp.zeros((), jnp.float32),
         next_obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
         terminated=jnp.zeros((), bool),
+        discount=None if config.nstep is None else jnp.zeros((), jnp.float32),
     )
     env_steps = jnp.zeros((), jnp.int32)
     actions_0 = config.dqn.act(dqn_state.params, obs_0, act_key, config.epsilon(env_steps))
@@ -115,6 +121,7 @@ def init(key: jax.Array, obs_0: jax.Array, *, config: _Config) -> tuple[LearnerS
         key=key,
         env_steps=env_steps,
         calls=jnp.zeros((), jnp.int32),
+        nstep=None if config.nstep is None else config.nstep.init(example.obs),
     )
     return state, actions_0
 
@@ -164,6 +171,7 @@ def step(
     reward_t: jax.Array,
     terminated_t: jax.Array,
     truncated_t: jax.Array,
+    life_lost_t: jax.Array | None = None,
     *,
     config: _Config,
 ) -> tuple[LearnerState, jax.Array, dict]:
@@ -175,6 +183,10 @@ def step(
       reward_t: [N] float rewards (unscaled).
       terminated_t: [N] bool, true terminal (game over).
       truncated_t: [N] bool, time limit.
+      life_lost_t: optional [N] bool, the step lost a life (Atari ``lives`` went down). With
+        ``life_loss_terminal`` the stored transition is terminal (no bootstrap: the value of a life ends
+        there, as with the Nature DQN's / CleanRL's EpisodicLifeEnv) while the game goes on without a reset,
+        so episodes, returns and auto-reset masking still follow full games.
 
     Returns:
       (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
@@ -189,14 +201,27 @@ def step(
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
     reward_t = reward_t.astype(jnp.float32)
     terminated_t = terminated_t.astype(bool)
-    transitions = Transition(
-        obs=state.obs_tm1,
-        action=state.action_tm1,
-        reward=config.reward_scale * reward_t,
-        next_obs=obs_t.astype(jnp.uint8),
-        terminated=terminated_t,
-    )
-    replay_state = config.replay.add(state.replay, transitions, valid)
+    stored_terminal = terminated_t
+    if config.life_loss_terminal and life_lost_t is not None:
+        stored_terminal = terminated_t | life_lost_t.astype(bool)
+    stored_reward = config.reward_scale * (jnp.sign(reward_t) if config.clip_rewards else reward_t)
+    nstep_state = state.nstep
+    if config.nstep is None:
+        transitions = Transition(
+            obs=state.obs_tm1,
+            action=state.action_tm1,
+            reward=stored_reward,
+            next_obs=obs_t.astype(jnp.uint8),
+            terminated=stored_terminal,
+        )
+        replay_state = config.replay.add(state.replay, transitions, valid)
+    else:
+        window_end = stored_terminal | truncated_t.astype(bool)
+        nstep_state, rows, row_mask = config.nstep.update(
+            state.nstep, state.obs_tm1, state.action_tm1, stored_reward, obs_t.astype(jnp.uint8), stored_terminal,
+            window_end, valid,
+        )
+        replay_state = config.replay.add(state.replay, rows, row_mask)
     env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
 
     # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).
@@ -235,6 +260,7 @@ def step(
         key=key,
         env_steps=env_steps,
         calls=state.calls + 1,
+        nstep=nstep_state,
     )
     return new_state, actions_t, metrics
 
@@ -254,6 +280,9 @@ def make_learner(
     tau: float = 1.0,
     double_dqn: bool = False,
     reward_scale: float = 0.01,
+    clip_rewards: bool = False,
+    life_loss_terminal: bool = False,
+    n_step: int = 1,
     epsilon_start: float = 0.08,
     epsilon_end: float = 0.01,
     epsilon_decay_steps: int = 1_000_000,
@@ -279,6 +308,10 @@ def make_learner(
       tau: < 1 for Polyak averaging after every update instead.
       double_dqn: double-DQN targets.
       reward_scale: rewards are multiplied by this before entering the buffer (episode returns stay unscaled).
+      clip_rewards: store sign(reward) * reward_scale (the Nature DQN's reward clipping) instead.
+      life_loss_terminal: store a life-losing step as terminal (see `step`'s life_lost_t).
+      n_step: 1 stores one-step transitions; n > 1 stores n-step returns (`jaxrl.dqn.nstep`: rows enter the
+        buffer n - 1 calls later, or when the episode / life ends).
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
       hidden_sizes: Q-network hidden widths.
       huber_delta: Huber threshold.
@@ -293,9 +326,10 @@ def make_learner(
     learning_starts = _positive_int("learning_starts", learning_starts, 0)
     update_every = _positive_int("update_every", update_every)
     updates_per_call = _positive_int("updates_per_call", updates_per_call)
+    n_step = _positive_int("n_step", n_step)
     buffer_size = _positive_int("buffer_size", buffer_size)
-    if num_envs > buffer_size:
-        raise ValueError(f"num_envs ({num_envs}) must be <= buffer_size ({buffer_size}).")
+    if num_envs * n_step > buffer_size:
+        raise ValueError(f"num_envs * n_step ({num_envs} * {n_step}) must be <= buffer_size ({buffer_size}).")
     if not float(reward_scale) > 0:
         raise ValueError(f"reward_scale must be > 0, got {reward_scale!r}.")
     reward_scale = float(reward_scale)
@@ -322,6 +356,9 @@ def make_learner(
         update_every=update_every,
         updates_per_call=updates_per_call,
         reward_scale=reward_scale,
+        clip_rewards=bool(clip_rewards),
+        life_loss_terminal=bool(life_loss_terminal),
+        nstep=None if n_step == 1 else make_nstep(num_envs, n_step, gamma),
         axis_name=axis_name,
     )
     return Learner(

@@ -27,7 +27,8 @@ def make_toy_env(num_envs: int, num_actions: int = 6, lengths=None) -> XlaEnv:
 
     RAM byte 0 = env id, byte 1 = step in episode (mod 256), byte 2 = episode count (mod 256).
     Reward = 1 when the action equals t % num_actions, else 0. The step after an episode ends returns the reset
-    observation with reward 0 and ignores the action (envpool's next-step auto-reset).
+    observation with reward 0 and ignores the action (envpool's next-step auto-reset). No lives: life_lost is
+    always False.
 
     Args:
       num_envs: M.
@@ -67,6 +68,6 @@ def make_toy_env(num_envs: int, num_actions: int = 6, lengths=None) -> XlaEnv:
         terminated = ended & (env_ids % 2 == 0)
         truncated = ended & (env_ids % 2 == 1)
         new_state = ToyEnvState(t=t, episode=episode, needs_reset=ended)
-        return new_state, (observe(new_state), reward, terminated, truncated)
+        return new_state, (observe(new_state), reward, terminated, truncated, jnp.zeros((num_envs,), bool))
 
     return XlaEnv(reset=reset, step=step, num_envs=num_envs, num_actions=num_actions, close=lambda: None)

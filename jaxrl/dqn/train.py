@@ -190,8 +190,8 @@ def guard_step(step):
     import jax
     import jax.numpy as jnp
 
-    def guarded_step(state, obs_t, reward_t, terminated_t, truncated_t):
-        state, actions_t, metrics = step(state, obs_t, reward_t, terminated_t, truncated_t)
+    def guarded_step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t=None):
+        state, actions_t, metrics = step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t)
         finite = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.dqn.params)]
         return state, actions_t, dict(metrics, params_finite=jnp.all(jnp.stack(finite)))
 
@@ -240,8 +240,8 @@ def _begin_segment(train_step, state, obs_0):
 
     num_envs = obs_0.shape[0]
     state = state._replace(done_tm1=jnp.ones_like(state.done_tm1))
-    state, actions, _ = train_step(state, obs_0, np.zeros(num_envs, np.float32), np.zeros(num_envs, bool),
-                                   np.zeros(num_envs, bool))
+    no = np.zeros(num_envs, bool)
+    state, actions, _ = train_step(state, obs_0, np.zeros(num_envs, np.float32), no, no, no)
     return state, actions
 
 
@@ -281,7 +281,8 @@ class PythonSegmentRunner:
         forced = ~self._done_tm1 & ~(terminated | truncated) & cut
         if cut:  # every episode ends here as a time-limit truncation
             truncated = np.ones_like(truncated)
-        self.state, self.actions, metrics = self.train_step(self.state, obs, reward, terminated, truncated)
+        self.state, self.actions, metrics = self.train_step(self.state, obs, reward, terminated, truncated,
+                                                            self.env.life_lost)
         metrics = dict(jax.device_get(metrics), cut=cut, forced=forced)
         self._env_steps = int(metrics["env_steps"])
         self._done_tm1 = np.asarray(metrics["episode_done"])
@@ -319,12 +320,12 @@ class XlaSegmentRunner:
         self.env = make_envpool_xla_env(self.config.num_envs, segment_seed(self.config.seed, segment,
                                                                            self.config.num_envs), **settings)
         self.loop = make_xla_loop(self.guarded, self.env, steps_per_call=self.config.xla_chunk_calls)
-        handle, obs_0 = self.env.reset()
+        env_state, obs_0 = self.env.reset()
         if state is None:
             state, actions = jax.jit(self.learner.init)(jax.random.PRNGKey(self.config.seed), obs_0)
         else:
             state, actions = _begin_segment(self.train_step, state, obs_0)
-        self.loop_state = LoopState(learner=state, env_state=handle, actions=actions)
+        self.loop_state = LoopState(learner=state, env_state=env_state, actions=actions)
 
     @property
     def state(self):

@@ -22,7 +22,8 @@ class XlaEnv(NamedTuple):
     """M envs with a jit-able step (next-step auto-reset).
 
     reset() runs on the host and returns (env_state, obs_0 [M, 128] uint8); step(env_state, actions [M] int32)
-    -> (env_state, (obs [M, 128] uint8, reward [M] float32, terminated [M] bool, truncated [M] bool)).
+    -> (env_state, (obs [M, 128] uint8, reward [M] float32, terminated [M] bool, truncated [M] bool,
+    life_lost [M] bool)); life_lost: the step lost a life (never on an auto-reset row).
     """
 
     reset: Callable[[], tuple[Any, jax.Array]]
@@ -55,7 +56,8 @@ def make_envpool_xla_env(
       num_threads: envpool worker threads (0: envpool's default).
 
     Returns:
-      XlaEnv whose state is envpool's handle ([8] uint8, a token threaded through `step`).
+      XlaEnv whose state is (envpool's handle [8] uint8, a token threaded through `step`; lives [M] int32 of
+      the last result, to tell when a life was lost).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
@@ -86,15 +88,19 @@ def make_envpool_xla_env(
 
     def reset():
         _, info = pool.reset()
-        return jnp.asarray(handle), jnp.asarray(np.asarray(info["ram"], np.uint8))
+        lives = jnp.asarray(np.asarray(info["lives"], np.int32))
+        return (jnp.asarray(handle), lives), jnp.asarray(np.asarray(info["ram"], np.uint8))
 
-    def step(env_handle, actions):
+    def step(env_state, actions):
+        env_handle, lives_tm1 = env_state
         env_handle, (_, reward, terminated, truncated, info) = xla_step(env_handle, actions.astype(jnp.int32))
-        return env_handle, (
+        lives = info["lives"].astype(jnp.int32)
+        return (env_handle, lives), (
             info["ram"].astype(jnp.uint8),
             reward.astype(jnp.float32),
             terminated.astype(bool),
             truncated.astype(bool),
+            lives < lives_tm1,  # a reset row has lives back at the start value: never a loss
         )
 
     return XlaEnv(

@@ -33,7 +33,7 @@ class LoopState(NamedTuple):
     """Carry of the compiled loop."""
 
     learner: LearnerState  # leaves [S, ...] when vmapped over S seeds
-    env_state: Any  # the XlaEnv's state (envpool: handle [8] uint8)
+    env_state: Any  # the XlaEnv's state (envpool: (handle [8] uint8, lives [M] int32))
     actions: jax.Array  # [N] or [S, N] int32, actions to send at the next env step
 
 
@@ -50,15 +50,18 @@ class XlaLoop(NamedTuple):
 
 def _scan_body(loop_state: LoopState, _, *, learner: Learner, env: XlaEnv, num_seeds: int | None):
     """One env step of all envs and one `learner.step` (per seed)."""
-    env_state, (obs, reward, terminated, truncated) = env.step(
+    env_state, (obs, reward, terminated, truncated, life_lost) = env.step(
         loop_state.env_state, loop_state.actions.reshape(env.num_envs)
     )
     if num_seeds is None:
-        learner_state, actions, metrics = learner.step(loop_state.learner, obs, reward, terminated, truncated)
+        learner_state, actions, metrics = learner.step(
+            loop_state.learner, obs, reward, terminated, truncated, life_lost
+        )
     else:
         per_seed = lambda x: x.reshape((num_seeds, learner.num_envs) + x.shape[1:])  # noqa: E731
         learner_state, actions, metrics = jax.vmap(learner.step, axis_name=learner.axis_name)(
-            loop_state.learner, per_seed(obs), per_seed(reward), per_seed(terminated), per_seed(truncated)
+            loop_state.learner, per_seed(obs), per_seed(reward), per_seed(terminated), per_seed(truncated),
+            per_seed(life_lost),
         )
     return LoopState(learner_state, env_state, actions), metrics
 
@@ -77,10 +80,10 @@ def _boundary_body(loop_state: LoopState, stop_at: jax.Array, *, learner: Learne
     """
     state = loop_state.learner
     expected = state.env_steps + jnp.sum(~state.done_tm1, dtype=jnp.int32)
-    env_state, (obs, reward, terminated, truncated) = env.step(loop_state.env_state, loop_state.actions)
+    env_state, (obs, reward, terminated, truncated, life_lost) = env.step(loop_state.env_state, loop_state.actions)
     cut = expected >= stop_at
     forced = cut & ~state.done_tm1 & ~(terminated | truncated)
-    learner_state, actions, metrics = learner.step(state, obs, reward, terminated, truncated | cut)
+    learner_state, actions, metrics = learner.step(state, obs, reward, terminated, truncated | cut, life_lost)
     return LoopState(learner_state, env_state, actions), dict(metrics, cut=cut, forced=forced)
 
 
