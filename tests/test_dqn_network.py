@@ -37,3 +37,27 @@ def test_vmap_over_two_parameter_sets():
     q = jax.vmap(net.apply, in_axes=(0, None))(params, obs)
     assert q.shape == (2, 3, 4)
     assert not np.allclose(q[0], q[1])
+
+
+def test_bits_encoding_unpacks_each_byte_msb_first():
+    from jaxrl.dqn.network import unpack_bits
+
+    obs = jnp.array([[0b10000001, 0b00000110] + [0] * 126], jnp.uint8)
+    bits = unpack_bits(obs)
+    assert bits.shape == (1, 1024) and bits.dtype == jnp.float32
+    assert bits[0, :16].tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0]
+    assert float(bits[0, 16:].sum()) == 0.0
+    raw = jax.random.randint(jax.random.key(2), (3, 128), 0, 256).astype(jnp.uint8)
+    np.testing.assert_array_equal(np.packbits(np.asarray(unpack_bits(raw), np.uint8), axis=-1), np.asarray(raw))
+
+
+def test_bits_network_has_a_1024_wide_input_and_rejects_bad_encodings():
+    net = QNetwork(num_actions=6, hidden_sizes=(256, 256), obs_encoding="bits")
+    params = net.init(jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
+    assert params["params"]["Dense_0"]["kernel"].shape == (1024, 256)
+    with np.testing.assert_raises_regex(ValueError, "obs_encoding must be one of"):
+        QNetwork(num_actions=6, obs_encoding="onehot").init(jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
+    from jaxrl.dqn.config import DQNConfig
+
+    with np.testing.assert_raises_regex(ValueError, "obs_encoding must be one of"):
+        DQNConfig(obs_encoding="onehot")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl.dqn.network import QNetwork
+from jaxrl.dqn.network import OBS_ENCODINGS, QNetwork
 from jaxrl.dqn.replay import Transition
 
 Params = Any
@@ -185,12 +185,14 @@ def make_dqn(
     target_update_period: int = 2_000,
     tau: float = 1.0,
     max_grad_norm: float | None = None,
+    obs_encoding: str = "scale",
 ) -> DQN:
     """Build the DQN agent's pure functions.
 
     Args:
       num_actions: A, size of the discrete action set.
       hidden_sizes: Q-network hidden widths.
+      obs_encoding: how the Q-network reads RAM bytes, ``"scale"`` (/ 255) or ``"bits"`` (`jaxrl.dqn.network`).
       learning_rate: Adam step size.
       gamma: discount in [0, 1].
       huber_delta: Huber loss threshold (> 0).
@@ -220,7 +222,9 @@ def make_dqn(
     _check("tau (in (0, 1])", 0.0 < tau <= 1.0, tau)
     _check("max_grad_norm (None or > 0)", max_grad_norm is None or max_grad_norm > 0, max_grad_norm)
 
-    network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes))
+    _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
+    network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
+                       obs_encoding=obs_encoding)
     optimizer = optax.adam(learning_rate)
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)

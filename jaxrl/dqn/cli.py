@@ -17,7 +17,7 @@ import sys
 import time
 import typing
 
-from jaxrl.dqn.config import BACKENDS, LOOPS, PRESETS, DQNConfig
+from jaxrl.dqn.config import BACKENDS, LOOPS, OBS_ENCODINGS, PRESETS, DQNConfig
 
 DEFAULT_RUN_ROOT = "checkpoints"
 _EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
@@ -32,6 +32,7 @@ FIELD_HELP = {
     "noop_max": "uniform [1, N] no-op frames after each reset",
     "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
     "hidden_sizes": "Q-network hidden widths",
+    "obs_encoding": "Q-network input: scale (RAM / 255) or bits (8 binary inputs per byte)",
     "buffer_size": "replay capacity (transitions)",
     "batch_size": "transitions per update",
     "gamma": "discount",
@@ -90,6 +91,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(_flag(field.name), choices=BACKENDS, **kwargs)
         elif field.name == "loop":
             group.add_argument(_flag(field.name), choices=LOOPS, **kwargs)
+        elif field.name == "obs_encoding":
+            group.add_argument(_flag(field.name), choices=OBS_ENCODINGS, **kwargs)
         elif hint is bool:
             group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
         elif field.name == "hidden_sizes":

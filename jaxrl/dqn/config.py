@@ -18,6 +18,7 @@ import numbers
 from typing import Any, Mapping
 
 BACKENDS = ("auto", "envpool", "gymnasium")
+OBS_ENCODINGS = ("scale", "bits")  # as jaxrl.dqn.network.OBS_ENCODINGS (not imported: config stays jax-free)
 LOOPS = ("python", "xla")
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
@@ -42,7 +43,7 @@ class DQNConfig:
         noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
         max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
     Agent (``jaxrl.dqn.learner.make_learner``):
-        hidden_sizes, buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
+        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
         clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
         clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
@@ -70,6 +71,7 @@ class DQNConfig:
     max_episode_frames: int = 108_000
     # network and agent
     hidden_sizes: tuple[int, ...] = (256, 256)
+    obs_encoding: str = "scale"
     buffer_size: int = 100_000
     batch_size: int = 128
     gamma: float = 0.98
@@ -136,6 +138,7 @@ class DQNConfig:
             epsilon_end=self.epsilon_end,
             epsilon_decay_steps=self.epsilon_decay_steps,
             hidden_sizes=self.hidden_sizes,
+            obs_encoding=self.obs_encoding,
             huber_delta=self.huber_delta,
             max_grad_norm=self.max_grad_norm,
         )
@@ -249,6 +252,8 @@ def _validate(config: DQNConfig) -> None:
     need_int("max_episode_frames", config.frame_skip)
     if not config.hidden_sizes or not all(_is_int(h) and h >= 1 for h in config.hidden_sizes):
         raise ValueError(f"hidden_sizes must be a non-empty sequence of positive integers, got {config.hidden_sizes!r}")
+    if config.obs_encoding not in OBS_ENCODINGS:
+        raise ValueError(f"obs_encoding must be one of {', '.join(OBS_ENCODINGS)}, got {config.obs_encoding!r}")
     need_int("buffer_size", 1)
     need_int("batch_size", 1)
     if config.batch_size > config.buffer_size:

@@ -287,6 +287,7 @@ def make_learner(
     epsilon_end: float = 0.01,
     epsilon_decay_steps: int = 1_000_000,
     hidden_sizes: Sequence[int] = (256, 256),
+    obs_encoding: str = "scale",
     huber_delta: float = 1.0,
     max_grad_norm: float | None = None,
     axis_name: str | None = None,
@@ -314,6 +315,7 @@ def make_learner(
         buffer n - 1 calls later, or when the episode / life ends).
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
       hidden_sizes: Q-network hidden widths.
+      obs_encoding: ``"scale"`` (RAM / 255) or ``"bits"`` (8 binary inputs per byte).
       huber_delta: Huber threshold.
       max_grad_norm: optional global-norm gradient clipping.
       axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
@@ -336,6 +338,7 @@ def make_learner(
     dqn = make_dqn(
         num_actions,
         hidden_sizes=hidden_sizes,
+        obs_encoding=obs_encoding,
         learning_rate=learning_rate,
         gamma=gamma,
         huber_delta=huber_delta,

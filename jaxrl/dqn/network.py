@@ -1,7 +1,10 @@
 """Q-network: an MLP from Atari RAM bytes to one Q-value per action.
 
-The RAM is stored as uint8 everywhere (replay buffer, env loop) and scaled to [0, 1] here, at the first layer, so
-the buffer stays 4x smaller than a float buffer and the scaling is written once.
+The RAM is stored as uint8 everywhere (replay buffer, env loop) and encoded here, at the first layer, so the
+buffer stays 4x smaller than a float buffer and the encoding is written once: ``"scale"`` maps each byte to
+[0, 1] (the seed's reference); ``"bits"`` unpacks each byte into its 8 bits (128 -> 1,024 inputs in {0, 1}).
+Atari RAM holds many bit fields (which invaders are alive, flags) and small counters, which a byte / 255
+squeezes into values an MLP can barely tell apart; their bits are directly usable features.
 """
 from __future__ import annotations
 
@@ -10,6 +13,18 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+OBS_ENCODINGS = ("scale", "bits")
+
+
+def unpack_bits(obs: jax.Array) -> jax.Array:
+    """uint8 [..., D] -> float32 [..., 8 * D] of the bits of each byte (most significant first)."""
+    if not jnp.issubdtype(obs.dtype, jnp.integer):
+        raise TypeError(f"obs_encoding='bits' needs integer RAM bytes, got {obs.dtype}")
+    shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
+    bits = (obs.astype(jnp.uint8)[..., None] >> shifts) & jnp.uint8(1)  # [..., D, 8]
+    return bits.reshape(obs.shape[:-1] + (obs.shape[-1] * 8,)).astype(jnp.float32)
 
 
 def scale_obs(obs: jax.Array) -> jax.Array:
@@ -32,10 +47,12 @@ class QNetwork(nn.Module):
     Attributes:
       num_actions: A, the number of discrete actions (size of the output).
       hidden_sizes: widths of the hidden ReLU layers; the seed preset is (256, 256).
+      obs_encoding: ``"scale"`` (bytes / 255) or ``"bits"`` (8 binary inputs per byte), see the module doc.
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
+    obs_encoding: str = "scale"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -47,7 +64,9 @@ class QNetwork(nn.Module):
         Returns:
           q: [..., A] float32.
         """
-        x = scale_obs(obs)
+        if self.obs_encoding not in OBS_ENCODINGS:
+            raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {self.obs_encoding!r}")
+        x = unpack_bits(obs) if self.obs_encoding == "bits" else scale_obs(obs)
         for width in self.hidden_sizes:
             x = nn.relu(nn.Dense(width)(x))
         return nn.Dense(self.num_actions)(x)

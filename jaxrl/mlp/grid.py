@@ -319,18 +319,24 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
     Args:
       state: :class:`GridState`, leaves ``[R, ...]``.
       x: ``[n, d]``, y: ``[n, k]``, weight: ``[n]`` (shared by all runs, on device once).
-      batch_rows: ``[R, E, n_batches, batch_width]`` int32 rows of ``x`` per run, epoch and batch.
+      batch_rows: ``[R, E, n_batches, batch_width]`` int32 rows of ``x`` per run, epoch and batch, or
+        ``[1, E, n_batches, batch_width]`` when every run draws the same minibatches (same training rows,
+        batch size and shuffle seed, e.g. an ``alpha`` sweep): each batch is then gathered once and the
+        first layer of all runs is one matrix product ``[B, d] @ [d, R * h]`` instead of R small ones.
       config: per-run constants; shared: settings common to all runs.
 
     Returns:
       ``(state, (loss_curve [E, R], validation_curve [E, R]))``; the loop exits early once every run stopped.
     """
     n_epochs = batch_rows.shape[1]
-    assert batch_rows.shape[0] == config.alpha.shape[0] == config.batch_mask.shape[0], batch_rows.shape
+    n_runs = config.alpha.shape[0]
+    assert config.batch_mask.shape[0] == n_runs and batch_rows.shape[0] in (1, n_runs), batch_rows.shape
+    shared_rows = batch_rows.shape[0] == 1
     epoch = functools.partial(core.train_epoch, optimizer=optimizer, spec=spec)
-    epoch_all = jax.vmap(epoch, in_axes=(0, 0, None, None, None, 0, 0, 0))
+    batch_axis = None if shared_rows else 0
+    epoch_all = jax.vmap(epoch, in_axes=(0, 0, None, None, None, batch_axis, batch_axis, 0))
     score_all = jax.vmap(functools.partial(validation_score, spec=spec), in_axes=(0, None, None, 0, 0))
-    curve = jnp.full((2, n_epochs, batch_rows.shape[0]), jnp.nan, x.dtype)
+    curve = jnp.full((2, n_epochs, n_runs), jnp.nan, x.dtype)
 
     def cond(carry):
         e, state, _ = carry
@@ -338,11 +344,13 @@ def _train_chunk(state: GridState, x, y, weight, batch_rows, config: _RunConfig,
 
     def body(carry):
         e, state, curve = carry
-        rows = lax.dynamic_index_in_dim(batch_rows, e, axis=1, keepdims=False)  # [R, n_batches, batch_width]
-        mask = config.batch_mask
+        rows = lax.dynamic_index_in_dim(batch_rows, e, axis=1, keepdims=False)  # [R or 1, n_batches, width]
+        mask = config.batch_mask[:1] if shared_rows else config.batch_mask
         if mesh is not None:
             rows = mlp_parallel.constrain_batch_axis(rows, mesh, axis=2)
             mask = mlp_parallel.constrain_batch_axis(mask, mesh, axis=2)
+        if shared_rows:
+            rows, mask = rows[0], mask[0]
         new_params, new_opt_state, metrics = epoch_all(
             state.params, state.opt_state, x, y, weight, rows, mask, config.alpha
         )
@@ -530,7 +538,7 @@ def fit_grid(
 
         start_train = time.perf_counter()
         host, curve, compile_seconds = _train(state, data, config, shared, static, runs, layout, epochs_per_call,
-                                              max_iter, per_run)
+                                              max_iter, per_run, place)
         host, curve = jax.tree.map(lambda a: a[:n_runs], host), curve[:, :, :n_runs]  # drop shard padding
         train_seconds = time.perf_counter() - start_train - compile_seconds
         _set_fitted(runs, host, curve, early_stopping)
@@ -674,15 +682,21 @@ def _shuffled_rows(runs, orders, n_epochs: int, layout: _Layout) -> np.ndarray:
     return rows
 
 
-def _train(state, data, config, shared, static, runs, layout, epochs_per_call, max_iter, place):
+def _train(state, data, config, shared, static, runs, layout, epochs_per_call, max_iter, place, place_shared):
     """Chunks of ``epochs_per_call`` epochs until every run stopped; the host shuffles ahead of the device.
+
+    When every run draws the same minibatches (checked on the first chunk: same training rows, batch size and
+    shuffle seed), only one run's shuffles are made and sent (``[1, E, ...]``, see ``_train_chunk``).
 
     Returns:
       ``(host_state, curves [2, epochs, R] (loss, validation score), compile_seconds)``.
     """
     orders = [np.arange(len(r.train), dtype=int) for r in runs]
     curves, epochs_done, compile_seconds = [], 0, 0.0
-    rows = place(_shuffled_rows(runs, orders, epochs_per_call, layout))
+    first = _shuffled_rows(runs, orders, epochs_per_call, layout)
+    if len(runs) > 1 and bool((first == first[:1]).all()):
+        runs, place, first = runs[:1], place_shared, first[:1]  # from here on, shuffle for run 0 only
+    rows = place(first)
     while True:
         args = (state, *data, rows, config, shared)
         compiled, seconds = _compile(args, static)
