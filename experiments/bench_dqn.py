@@ -2,6 +2,7 @@
 
     python experiments/bench_dqn.py                       # envpool, 8 envs, seed preset
     python experiments/bench_dqn.py --num-envs 4 8 16 --steps 40000 --backend gymnasium
+    python experiments/bench_dqn.py --obs-encoding bits --update-every 4     # any `jaxrl dqn train` config flag
 
 Raw: ``make_vec_env`` stepped with uniformly random actions over all actions (numpy), no learning.
 Training: ``jaxrl.dqn.train.train`` itself, i.e. ``jaxrl dqn train`` with ``--loop python`` (env step from
@@ -59,6 +60,7 @@ def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
 
 
 def main(argv=None) -> None:
+    from jaxrl.dqn.cli import add_config_flags, config_overrides
     from jaxrl.dqn.config import PRESETS, preset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,8 +72,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three rows; medians are reported")
     parser.add_argument("--xla-chunk-calls", type=int, default=256,
                         help="learner calls per compiled call of the XLA loop")
+    add_config_flags(parser, exclude=("num_envs", "backend", "loop", "xla_chunk_calls", "updates_per_call"))
     args = parser.parse_args(argv)
-    overrides = dict(backend=args.backend)
+    overrides = dict(config_overrides(args), backend=args.backend)
     if args.updates_per_call is not None:
         overrides["updates_per_call"] = args.updates_per_call
     config = preset(args.preset, **overrides)
@@ -80,6 +83,9 @@ def main(argv=None) -> None:
     backend = resolve_backend(config.backend)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; backend {backend}; "
           f"preset {args.preset}; {args.steps} measured steps per row; median of {args.rounds} round(s)")
+    changed = {k: v for k, v in config_overrides(args).items()}
+    if changed:
+        print(f"# config flags over the preset: {changed}")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | Python / raw "
           "| training steps/s (XLA loop) | XLA / raw | updates per step |")

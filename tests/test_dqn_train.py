@@ -86,8 +86,10 @@ def test_short_training_run_writes_everything(tmp_path, backend):
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
-def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path):
-    config = tiny()  # 1,200 steps, checkpoints every 400
+@pytest.mark.parametrize("extra", [{}, dict(n_step=3, life_loss_terminal=True, clip_rewards=True,
+                                           obs_encoding="bits")], ids=["one-step", "n-step-life-bits"])
+def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
+    config = tiny(**extra)  # 1,200 steps, checkpoints every 400 (n-step windows are part of the state)
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
     # same run, stopped at 800 steps (its final checkpoint) then resumed to 1,200
     train(config.replace(total_steps=800), tmp_path / "resumed", progress=False, log=lambda *_: None)

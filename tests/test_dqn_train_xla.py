@@ -72,6 +72,22 @@ def test_xla_run_writes_the_run_directory_and_equals_the_python_loop(straight_xl
 
 
 @needs_envpool
+def test_xla_equals_python_loop_with_n_step_life_loss_and_bits(tmp_path):
+    """The life-loss signal reaches the learner the same way from both loops (envpool XLA env state vs the host
+    env's ``life_lost``), and the n-step windows cross segment boundaries identically."""
+    config = tiny_xla(n_step=3, life_loss_terminal=True, clip_rewards=True, obs_encoding="bits",
+                      max_episode_frames=108_000, total_steps=1_600)
+    train(config, tmp_path / "xla", progress=False, log=quiet)
+    train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
+    xla_state, _, xla_step = final_state(tmp_path / "xla", config)
+    python_state, _, python_step = final_state(tmp_path / "python", config)
+    assert xla_step == python_step
+    assert_same_tree(xla_state, python_state)
+    terminal = np.asarray(xla_state.replay.data.terminated)[: int(xla_state.replay.size)]
+    assert terminal.any(), "no life lost in 1,600 steps: the life-loss path was not exercised"
+
+
+@needs_envpool
 def test_xla_resume_is_bit_for_bit(straight_xla, tmp_path):
     straight_run, _ = straight_xla
     config = tiny_xla()

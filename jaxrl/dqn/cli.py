@@ -78,12 +78,15 @@ def _optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per DQNConfig field; absent flags stay absent (argparse.SUPPRESS) so presets apply."""
+def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
+    """One flag per DQNConfig field (but those in ``exclude``); absent flags stay absent (argparse.SUPPRESS) so
+    presets apply. Read them back with ``config_overrides``."""
     hints = typing.get_type_hints(DQNConfig)
     defaults = DQNConfig()
     group = parser.add_argument_group("config (defaults: the chosen --preset; shown: the seed preset)")
     for field in dataclasses.fields(DQNConfig):
+        if field.name in exclude:
+            continue
         hint, default = hints[field.name], getattr(defaults, field.name)
         kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS,
                             help=f"{FIELD_HELP.get(field.name, field.name)} (seed: {default!r})")
