@@ -40,6 +40,28 @@ def test_round_trip_is_exact(tmp_path, learner_state):
     assert int(learner_state.replay.size) > 0  # the buffer that round-tripped was not empty
 
 
+def test_checkpoint_without_the_optional_fields_of_newer_versions_still_restores(tmp_path, learner_state):
+    """A checkpoint written before LearnerState.nstep / Transition.discount existed (its tree lacks those keys)
+    restores into today's structure (None there); a missing real leaf is refused naming it (orbax's message)."""
+    assert learner_state.nstep is None and learner_state.replay.data.discount is None
+    as_dict = lambda nt: {k: v for k, v in nt._asdict().items() if v is not None}  # noqa: E731
+    legacy = dict(as_dict(learner_state), replay=dict(as_dict(learner_state.replay),
+                                                       data=as_dict(learner_state.replay.data)))
+    legacy["dqn"] = as_dict(learner_state.dqn)
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    ckpt.save_checkpoint(manager, 5, legacy, {"segment": 0}, CONFIG)
+    abstract = jax.eval_shape(lambda: learner_state)
+    state, _, _, _ = ckpt.restore_checkpoint(manager, abstract, CONFIG)
+    assert jax.tree.structure(state) == jax.tree.structure(learner_state)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(learner_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    del legacy["episode_length"]
+    ckpt.save_checkpoint(manager, 6, legacy, {"segment": 0}, CONFIG)
+    with pytest.raises(ValueError, match="episode_length"):
+        ckpt.restore_checkpoint(manager, abstract, CONFIG, step=6)
+    manager.close()
+
+
 def test_keeps_last_n_plus_best(tmp_path, learner_state):
     manager = ckpt.open_manager(tmp_path, keep_last=2)
     for step, score in zip(range(1, 7), [5.0, 50.0, 1.0, 2.0, 3.0, 4.0]):

@@ -149,6 +149,43 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: Any, conf
     if config is not None:
         check_config(stored, config, where=f"checkpoint {step} in {manager.directory}")
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), abstract_state)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["host"]), stored, step
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
+        state = restored["state"]
+    except ValueError as error:
+        if "tree structures do not match" not in str(error):
+            raise
+        # A checkpoint written before optional (None) state fields existed (e.g. LearnerState.nstep): the
+        # stored tree lacks those keys. Read it as saved and fill the expected structure leaf by leaf.
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), host=ocp.args.JsonRestore()))
+        state = _fill_from_saved(abstract_state, restored["state"], where=f"checkpoint {step} in {manager.directory}")
+    return state, dict(restored["host"]), stored, step
+
+
+def _fill_from_saved(abstract_state: Any, saved: Any, where: str) -> Any:
+    """``abstract_state``'s structure with each leaf read from the nested dicts/lists ``saved`` by its path."""
+
+    def lookup(path, leaf):
+        node = saved
+        for entry in path:
+            name = getattr(entry, "name", getattr(entry, "key", getattr(entry, "idx", None)))
+            if isinstance(node, dict):
+                node = node.get(name, node.get(str(name)))
+            elif isinstance(node, (list, tuple)) and isinstance(name, int) and name < len(node):
+                node = node[name]
+            else:
+                node = None
+            if node is None:
+                break
+        label = jax.tree_util.keystr(path)
+        if node is None:
+            raise ValueError(f"{where} has no value for state{label}: it was written by an incompatible version")
+        value = np.asarray(node)
+        if value.shape != tuple(leaf.shape) or value.dtype != leaf.dtype:
+            raise ValueError(f"{where}: state{label} is {value.dtype}{list(value.shape)} on disk, "
+                             f"{leaf.dtype}{list(leaf.shape)} expected")
+        return value
+
+    return jax.tree_util.tree_map_with_path(lookup, abstract_state)
