@@ -61,3 +61,16 @@ def test_bits_network_has_a_1024_wide_input_and_rejects_bad_encodings():
 
     with np.testing.assert_raises_regex(ValueError, "obs_encoding must be one of"):
         DQNConfig(obs_encoding="onehot")
+
+
+def test_dueling_head_is_value_plus_centred_advantages():
+    net = QNetwork(num_actions=5, hidden_sizes=(16,), dueling=True)
+    obs = jax.random.randint(jax.random.key(4), (3, 128), 0, 256).astype(jnp.uint8)
+    params = net.init(jax.random.key(0), obs)
+    assert set(params["params"]) == {"Dense_0", "value", "advantage"}
+    p = params["params"]
+    hidden = jax.nn.relu(obs.astype(jnp.float32) / 255.0 @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    value = hidden @ p["value"]["kernel"] + p["value"]["bias"]
+    advantage = hidden @ p["advantage"]["kernel"] + p["advantage"]["bias"]
+    np.testing.assert_allclose(net.apply(params, obs), value + advantage - advantage.mean(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-5)

@@ -186,6 +186,7 @@ def make_dqn(
     tau: float = 1.0,
     max_grad_norm: float | None = None,
     obs_encoding: str = "scale",
+    dueling: bool = False,
 ) -> DQN:
     """Build the DQN agent's pure functions.
 
@@ -193,6 +194,7 @@ def make_dqn(
       num_actions: A, size of the discrete action set.
       hidden_sizes: Q-network hidden widths.
       obs_encoding: how the Q-network reads RAM bytes, ``"scale"`` (/ 255) or ``"bits"`` (`jaxrl.dqn.network`).
+      dueling: dueling head (value + advantages) instead of one linear layer.
       learning_rate: Adam step size.
       gamma: discount in [0, 1].
       huber_delta: Huber loss threshold (> 0).
@@ -224,7 +226,7 @@ def make_dqn(
 
     _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
-                       obs_encoding=obs_encoding)
+                       obs_encoding=obs_encoding, dueling=bool(dueling))
     optimizer = optax.adam(learning_rate)
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)

@@ -33,6 +33,7 @@ FIELD_HELP = {
     "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
     "hidden_sizes": "Q-network hidden widths",
     "obs_encoding": "Q-network input: scale (RAM / 255) or bits (8 binary inputs per byte)",
+    "dueling": "dueling Q-network head (value + advantages)",
     "buffer_size": "replay capacity (transitions)",
     "batch_size": "transitions per update",
     "gamma": "discount",

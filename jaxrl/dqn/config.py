@@ -43,7 +43,7 @@ class DQNConfig:
         noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
         max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
     Agent (``jaxrl.dqn.learner.make_learner``):
-        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
+        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling (value + advantage head), buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
         clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
         clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
@@ -72,6 +72,7 @@ class DQNConfig:
     # network and agent
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
+    dueling: bool = False
     buffer_size: int = 100_000
     batch_size: int = 128
     gamma: float = 0.98
@@ -139,6 +140,7 @@ class DQNConfig:
             epsilon_decay_steps=self.epsilon_decay_steps,
             hidden_sizes=self.hidden_sizes,
             obs_encoding=self.obs_encoding,
+            dueling=self.dueling,
             huber_delta=self.huber_delta,
             max_grad_norm=self.max_grad_norm,
         )
@@ -265,7 +267,7 @@ def _validate(config: DQNConfig) -> None:
     need_real("huber_delta", 0.0, float("inf"), low_open=True)
     if config.max_grad_norm is not None:
         need_real("max_grad_norm", 0.0, float("inf"), low_open=True)
-    for name in ("double_dqn", "clip_rewards", "life_loss_terminal"):
+    for name in ("double_dqn", "clip_rewards", "life_loss_terminal", "dueling"):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
     need_int("target_update_period", 1)

@@ -288,6 +288,7 @@ def make_learner(
     epsilon_decay_steps: int = 1_000_000,
     hidden_sizes: Sequence[int] = (256, 256),
     obs_encoding: str = "scale",
+    dueling: bool = False,
     huber_delta: float = 1.0,
     max_grad_norm: float | None = None,
     axis_name: str | None = None,
@@ -316,6 +317,7 @@ def make_learner(
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
       hidden_sizes: Q-network hidden widths.
       obs_encoding: ``"scale"`` (RAM / 255) or ``"bits"`` (8 binary inputs per byte).
+      dueling: dueling Q-network head.
       huber_delta: Huber threshold.
       max_grad_norm: optional global-norm gradient clipping.
       axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
@@ -339,6 +341,7 @@ def make_learner(
         num_actions,
         hidden_sizes=hidden_sizes,
         obs_encoding=obs_encoding,
+        dueling=dueling,
         learning_rate=learning_rate,
         gamma=gamma,
         huber_delta=huber_delta,

@@ -48,11 +48,15 @@ class QNetwork(nn.Module):
       num_actions: A, the number of discrete actions (size of the output).
       hidden_sizes: widths of the hidden ReLU layers; the seed preset is (256, 256).
       obs_encoding: ``"scale"`` (bytes / 255) or ``"bits"`` (8 binary inputs per byte), see the module doc.
+      dueling: split the head into a state value and action advantages, ``q = v + a - mean(a)`` (Wang et al.,
+        2016, "Dueling Network Architectures"): the value is learned from every action's target, which helps
+        when the actions' values differ by far less than the state's value.
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
     obs_encoding: str = "scale"
+    dueling: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -69,4 +73,8 @@ class QNetwork(nn.Module):
         x = unpack_bits(obs) if self.obs_encoding == "bits" else scale_obs(obs)
         for width in self.hidden_sizes:
             x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
+        if not self.dueling:
+            return nn.Dense(self.num_actions)(x)
+        value = nn.Dense(1, name="value")(x)  # [..., 1]
+        advantage = nn.Dense(self.num_actions, name="advantage")(x)  # [..., A]
+        return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
