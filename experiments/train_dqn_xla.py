@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="S independent agents, each with --num-envs envs")
     parser.add_argument("--steps-per-call", type=int, default=1_000, help="K env steps per compiled call")
     parser.add_argument("--out", default="train_dqn_xla.csv")
+    parser.add_argument("--save-params", default=None, metavar="FILE",
+                        help="write the final Q-network parameters of all agents (leaves [S, ...]) as flax msgpack")
     parser.add_argument("--final-eval-episodes", type=int, default=0,
                         help="after training, evaluate each agent for this many episodes (at --eval-epsilon)")
     add_config_flags(parser)
@@ -75,6 +77,12 @@ def main() -> None:
             print(f"call {call + 1}/{calls}: {int(metrics['env_steps'][-1].sum()):,} steps (all seeds), "
                   f"{speed:,.0f} steps/s, mean return of last 100 per seed: {returns}", flush=True)
     env.close()
+    if args.save_params:
+        from flax import serialization
+
+        with open(args.save_params, "wb") as f:
+            f.write(serialization.to_bytes(jax.device_get(state.learner.dqn.params)))
+        print(f"saved the {s} agents' parameters to {args.save_params}")
     if args.final_eval_episodes > 0:
         from jaxrl.dqn.evaluate import evaluate_returns
 

@@ -151,6 +151,11 @@ def test_presets_and_serialisation():
         ((256, 256), 100_000, 128, 0.98, 2e-3)
     assert (seed.epsilon_start, seed.epsilon_end, seed.reward_scale, seed.learning_starts) == (0.08, 0.01, 0.01, 2_000)
     assert seed.steps_per_update == 8.0 and preset("cleanrl-ratio").steps_per_update == 4.0
+    tuned = preset("tuned")
+    assert config_differences(seed, tuned) == {"n_step": (1, 3), "life_loss_terminal": (False, True),
+                                               "gamma": (0.98, 0.99)}
+    assert not (seed.n_step > 1 or seed.life_loss_terminal or seed.clip_rewards or seed.dueling)
+    assert seed.obs_encoding == "scale"
     assert DQNConfig.from_json(seed.to_json()) == seed
     assert config_differences(seed, seed.replace(total_steps=5, learning_rate=1e-4)) == {
         "learning_rate": (2e-3, 1e-4)}

@@ -199,6 +199,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Same agent at CleanRL's Atari replay ratio: with 8 envs, one update per 4 steps and a target sync every
     # 250 updates (= 1,000 steps, CleanRL's target_network_frequency).
     "cleanrl-ratio": dict(updates_per_call=2, target_update_period=250),
+    # The best configuration measured here on SpaceInvaders-RAM (docs/notes/dqn-learning.md): the seed agent
+    # with 3-step returns, a lost life stored as terminal and gamma 0.99.
+    "tuned": dict(n_step=3, life_loss_terminal=True, gamma=0.99),
     # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
     "tiny": dict(
         num_envs=4, hidden_sizes=(32,), buffer_size=1_024, batch_size=32, learning_starts=128,
@@ -209,7 +212,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> DQNConfig:
-    """The named preset (``seed``, ``cleanrl-ratio``, ``tiny``) with ``overrides`` applied."""
+    """The named preset (``seed``, ``cleanrl-ratio``, ``tuned``, ``tiny``) with ``overrides`` applied."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
     return DQNConfig(**{**PRESETS[name], **overrides})
