@@ -72,9 +72,11 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three rows; medians are reported")
     parser.add_argument("--xla-chunk-calls", type=int, default=256,
                         help="learner calls per compiled call of the XLA loop")
-    add_config_flags(parser, exclude=("num_envs", "backend", "loop", "xla_chunk_calls", "updates_per_call"))
+    own = ("num_envs", "backend", "loop", "xla_chunk_calls", "updates_per_call")  # this script's flags
+    add_config_flags(parser, exclude=own)
     args = parser.parse_args(argv)
-    overrides = dict(config_overrides(args), backend=args.backend)
+    flags = {k: v for k, v in config_overrides(args).items() if k not in own}
+    overrides = dict(flags, backend=args.backend)
     if args.updates_per_call is not None:
         overrides["updates_per_call"] = args.updates_per_call
     config = preset(args.preset, **overrides)
@@ -83,9 +85,8 @@ def main(argv=None) -> None:
     backend = resolve_backend(config.backend)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; backend {backend}; "
           f"preset {args.preset}; {args.steps} measured steps per row; median of {args.rounds} round(s)")
-    changed = {k: v for k, v in config_overrides(args).items()}
-    if changed:
-        print(f"# config flags over the preset: {changed}")
+    if flags:
+        print(f"# config flags over the preset: {flags}")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | Python / raw "
           "| training steps/s (XLA loop) | XLA / raw | updates per step |")
