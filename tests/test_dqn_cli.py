@@ -153,7 +153,8 @@ def test_presets_and_serialisation():
     assert seed.steps_per_update == 8.0 and preset("cleanrl-ratio").steps_per_update == 4.0
     tuned = preset("tuned")
     assert config_differences(seed, tuned) == {"n_step": (1, 3), "life_loss_terminal": (False, True),
-                                               "gamma": (0.98, 0.99), "update_every": (1, 2)}
+                                               "gamma": (0.98, 0.99), "update_every": (1, 2),
+                                               "learning_rate": (2e-3, 2.5e-4)}
     assert not (seed.n_step > 1 or seed.life_loss_terminal or seed.clip_rewards or seed.dueling)
     assert seed.obs_encoding == "scale"
     assert DQNConfig.from_json(seed.to_json()) == seed
