@@ -79,11 +79,11 @@ class RamVecEnv:
     life_lost: np.ndarray
     _lives: np.ndarray
 
-    def _track_lives(self, lives) -> None:
-        """Update ``life_lost`` from the ``lives`` [N] of the latest result (a reset sets them back up)."""
+    def _track_lives(self, lives, *, reset: bool = False) -> None:
+        """Update ``life_lost`` from the ``lives`` [N] of the latest result (``reset``: nothing was lost; an
+        auto-reset row has its lives back up, so it never counts as a loss either)."""
         lives = np.asarray(lives, np.int64).reshape(self.num_envs)
-        previous = getattr(self, "_lives", None)
-        self.life_lost = np.zeros(self.num_envs, bool) if previous is None else lives < previous
+        self.life_lost = np.zeros(self.num_envs, bool) if reset else lives < self._lives
         self._lives = lives
 
     def reset(self) -> np.ndarray:
@@ -136,8 +136,7 @@ class EnvpoolRamVecEnv(RamVecEnv):
 
     def reset(self):
         obs, info = self._env.reset()
-        self._lives = None
-        self._track_lives(info["lives"])
+        self._track_lives(info["lives"], reset=True)
         return self._unpack_obs(obs, info)
 
     def step(self, actions):
@@ -227,8 +226,7 @@ class GymnasiumRamVecEnv(RamVecEnv):
         seed = None if self._seeded else self._seed
         self._seeded = True
         obs, info = self._env.reset(seed=seed)
-        self._lives = None
-        self._track_lives(info["lives"])
+        self._track_lives(info["lives"], reset=True)
         return np.asarray(obs, dtype=np.uint8)
 
     def step(self, actions):
