@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_loss
+from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
 
 
 def _huber(x, delta=1.0):
@@ -67,6 +67,32 @@ def test_terminated_is_not_bootstrapped_truncated_is():
     # and the two rows differ only by the bootstrap term
     only_terminal, _ = dqn.loss(state.params, state.target_params, jax.tree.map(lambda x: x[:1], batch))
     np.testing.assert_allclose(only_terminal, expected[0], rtol=1e-5)
+
+
+def test_weighted_update_scales_each_row_and_returns_its_td_error():
+    """update_weighted (prioritized replay): loss = mean(w * huber(td)); td errors are the pre-step ones."""
+    gamma = 0.9
+    dqn = make_dqn(3, hidden_sizes=(8,), gamma=gamma, learning_rate=1e-2)
+    state = dqn.init(jax.random.key(1))
+    batch = _batch_from([10, 20, 30], [0, 1, 2], [1.0, -0.5, 0.25], [40, 50, 60], [True, False, False])
+    q_tm1 = dqn.q_values(state.params, batch.obs)
+    q_t = dqn.q_values(state.target_params, batch.next_obs)
+    expected_td = [float(td_error(q_tm1[i], batch.action[i], batch.reward[i], gamma * (1.0 - float(batch.terminated[i])),
+                                  q_t[i])) for i in range(3)]
+    np.testing.assert_allclose(expected_td[0], 1.0 - float(q_tm1[0, 0]), rtol=1e-5)  # terminal row by hand
+    weights = jnp.array([1.0, 0.5, 0.0])
+    new_state, metrics, td = jax.jit(dqn.update_weighted)(state, batch, weights)
+    np.testing.assert_allclose(td, expected_td, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["loss"], np.mean([w * _huber(e) for w, e in zip([1.0, 0.5, 0.0], expected_td)]),
+                               rtol=1e-5)
+    # unit weights are the plain update, bit for bit
+    plain_state, plain_metrics = dqn.update(state, batch)
+    ones_state, ones_metrics, _ = dqn.update_weighted(state, batch, jnp.ones(3))
+    jax.tree.map(np.testing.assert_array_equal, plain_state, ones_state)
+    # a zero-weight row contributes no gradient: changing its reward leaves the step unchanged
+    other = batch._replace(reward=batch.reward.at[2].set(100.0))
+    moved, _, _ = dqn.update_weighted(state, other, weights)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), moved.params, new_state.params)
 
 
 def test_epsilon_schedule_values():

@@ -102,9 +102,10 @@ def test_updates_start_after_learning_starts_and_respect_update_every():
     np.testing.assert_allclose(history[0]["epsilon"], 0.08 - 0.07 * 2 / 100, rtol=1e-5)
 
 
-def test_vmapped_seeds_match_separate_runs():
+@pytest.mark.parametrize("prioritized_replay", [False, True], ids=["uniform", "prioritized"])
+def test_vmapped_seeds_match_separate_runs(prioritized_replay):
     """axis_name path: seeds that become ready at different calls keep exact per-seed semantics."""
-    kwargs = dict(learning_starts=12, update_every=1, **SMALL)
+    kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL)
     learner = make_learner(2, 3, **kwargs)
     vlearner = make_learner(2, 3, axis_name="seed", **kwargs)
     envs = [FakeVecEnv([2, 3]), FakeVecEnv([5, 6])]  # different reset counts -> different env_steps
@@ -128,7 +129,7 @@ def test_vmapped_seeds_match_separate_runs():
             state, actions, _ = step(state, *env.step(np.asarray(actions)))
         assert int(state.dqn.num_updates) == int(vstate.dqn.num_updates[seed])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a[seed], b, rtol=1e-4, atol=1e-5),
-                     vstate.dqn.params, state.dqn.params)
+                     (vstate.dqn.params, vstate.replay), (state.dqn.params, state.replay))
 
 
 def test_bad_arguments():

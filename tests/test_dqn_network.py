@@ -74,3 +74,21 @@ def test_dueling_head_is_value_plus_centred_advantages():
     advantage = hidden @ p["advantage"]["kernel"] + p["advantage"]["bias"]
     np.testing.assert_allclose(net.apply(params, obs), value + advantage - advantage.mean(-1, keepdims=True),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_normalises_each_hidden_layer_before_the_relu():
+    net = QNetwork(num_actions=4, hidden_sizes=(16, 8), layer_norm=True)
+    obs = jax.random.randint(jax.random.key(5), (3, 128), 0, 256).astype(jnp.uint8)
+    params = net.init(jax.random.key(0), obs)
+    p = params["params"]
+    assert set(p) == {"Dense_0", "LayerNorm_0", "Dense_1", "LayerNorm_1", "Dense_2"}
+
+    def layer_norm(x, ln):
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+        return x * ln["scale"] + ln["bias"]
+
+    x = obs.astype(jnp.float32) / 255.0
+    for i in range(2):
+        x = jax.nn.relu(layer_norm(x @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"], p[f"LayerNorm_{i}"]))
+    np.testing.assert_allclose(net.apply(params, obs), x @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"],
+                               rtol=1e-4, atol=1e-5)

@@ -2,9 +2,15 @@
 
 Importing this package is light: envpool and gymnasium are imported only inside the functions that use them.
 """
-from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, td_loss
+from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, td_error, td_loss
 from jaxrl.dqn.learner import Learner, LearnerState, make_learner
 from jaxrl.dqn.network import QNetwork
+from jaxrl.dqn.prioritized import (
+    PrioritizedReplayBuffer,
+    PrioritizedReplayState,
+    PrioritizedSample,
+    make_prioritized_replay_buffer,
+)
 from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
 from jaxrl.dqn.toy_env import make_toy_env
 from jaxrl.dqn.xla_env import XlaEnv, make_envpool_xla_env
@@ -16,6 +22,9 @@ __all__ = [
     "Learner",
     "LearnerState",
     "LoopState",
+    "PrioritizedReplayBuffer",
+    "PrioritizedReplayState",
+    "PrioritizedSample",
     "QNetwork",
     "ReplayBuffer",
     "ReplayState",
@@ -26,9 +35,11 @@ __all__ = [
     "make_dqn",
     "make_envpool_xla_env",
     "make_learner",
+    "make_prioritized_replay_buffer",
     "make_replay_buffer",
     "make_toy_env",
     "make_xla_loop",
     "summarize",
+    "td_error",
     "td_loss",
 ]

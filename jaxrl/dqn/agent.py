@@ -41,8 +41,45 @@ class DQN(NamedTuple):
     init: Callable[[jax.Array], DQNState]
     loss: Callable[..., tuple[jax.Array, dict]]
     update: Callable[[DQNState, Transition], tuple[DQNState, dict]]
+    update_weighted: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B]) -> (+ td [B])
     act: Callable[..., jax.Array]
     q_values: Callable[[Params, jax.Array], jax.Array]
+
+
+def td_error(
+    q_tm1: jax.Array,
+    a_tm1: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    q_t_target: jax.Array,
+    q_t_online: jax.Array | None = None,
+) -> jax.Array:
+    """The one-step Q-learning TD error ``target - q_tm1[a_tm1]`` for ONE transition (batch with `jax.vmap`).
+
+    target = r_t + discount_t * max_a q_t_target[a]                          (DQN)
+    target = r_t + discount_t * q_t_target[argmax_a q_t_online[a]]           (double DQN, when q_t_online given)
+    with the gradient stopped through the target.
+
+    Args:
+      q_tm1: [A] online Q-values at o_tm1.
+      a_tm1: () int action taken at o_tm1.
+      r_t: () reward.
+      discount_t: () gamma * (1 - terminated_t): 0 at a true terminal, gamma otherwise (also on truncation).
+      q_t_target: [A] target-network Q-values at o_t.
+      q_t_online: [A] online Q-values at o_t for double DQN, or None.
+
+    Returns:
+      () TD error.
+    """
+    assert q_tm1.ndim == 1 and q_t_target.shape == q_tm1.shape, (q_tm1.shape, q_t_target.shape)
+    assert jnp.ndim(a_tm1) == 0 and jnp.ndim(r_t) == 0 and jnp.ndim(discount_t) == 0
+    if q_t_online is None:
+        v_t = jnp.max(q_t_target)
+    else:
+        assert q_t_online.shape == q_t_target.shape, (q_t_online.shape, q_t_target.shape)
+        v_t = q_t_target[jnp.argmax(q_t_online)]
+    target_tm1 = jax.lax.stop_gradient(r_t + discount_t * v_t)
+    return target_tm1 - q_tm1[a_tm1]
 
 
 def td_loss(
@@ -54,38 +91,27 @@ def td_loss(
     q_t_online: jax.Array | None = None,
     huber_delta: float = 1.0,
 ) -> jax.Array:
-    """Huber loss of the one-step Q-learning TD error, for ONE transition (batch it with `jax.vmap`).
+    """Huber loss of the one-step Q-learning TD error (`td_error`), for ONE transition (batch with `jax.vmap`).
 
-    target = r_t + discount_t * max_a q_t_target[a]                          (DQN)
-    target = r_t + discount_t * q_t_target[argmax_a q_t_online[a]]           (double DQN, when q_t_online given)
-    loss   = huber(target - q_tm1[a_tm1], delta)  with gradient stopped through the target.
-
-    Args:
-      q_tm1: [A] online Q-values at o_tm1.
-      a_tm1: () int action taken at o_tm1.
-      r_t: () reward.
-      discount_t: () gamma * (1 - terminated_t): 0 at a true terminal, gamma otherwise (also on truncation).
-      q_t_target: [A] target-network Q-values at o_t.
-      q_t_online: [A] online Q-values at o_t for double DQN, or None.
-      huber_delta: Huber threshold (1.0 = smooth L1).
+    loss = huber(target - q_tm1[a_tm1], delta), arguments as `td_error`; huber_delta 1.0 is smooth L1.
 
     Returns:
       () loss.
     """
-    assert q_tm1.ndim == 1 and q_t_target.shape == q_tm1.shape, (q_tm1.shape, q_t_target.shape)
-    assert jnp.ndim(a_tm1) == 0 and jnp.ndim(r_t) == 0 and jnp.ndim(discount_t) == 0
-    if q_t_online is None:
-        v_t = jnp.max(q_t_target)
-    else:
-        assert q_t_online.shape == q_t_target.shape, (q_t_online.shape, q_t_target.shape)
-        v_t = q_t_target[jnp.argmax(q_t_online)]
-    target_tm1 = jax.lax.stop_gradient(r_t + discount_t * v_t)
-    td_error = target_tm1 - q_tm1[a_tm1]
-    return optax.losses.huber_loss(td_error, delta=huber_delta)
+    return optax.losses.huber_loss(td_error(q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online),
+                                   delta=huber_delta)
 
 
-def _loss(params, target_params, batch: Transition, *, network, gamma, huber_delta, double_dqn):
-    """Mean TD loss over a batch. batch leaves [B, ...]. Returns (() loss, metrics dict of scalars)."""
+def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn):
+    """Mean (importance-weighted) TD loss over a batch.
+
+    Args:
+      batch: Transition, leaves [B, ...].
+      weights: optional [B] importance weights (prioritized replay); None weighs every row 1.
+
+    Returns:
+      (() loss, aux): aux has scalars loss and q_mean, and td_error [B].
+    """
     q_tm1 = network.apply(params, batch.obs)  # [B, A]
     q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
     q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
@@ -93,13 +119,13 @@ def _loss(params, target_params, batch: Transition, *, network, gamma, huber_del
         discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
     else:  # n-step rows carry their own gamma^k (0 after a terminal)
         discount_t = batch.discount.astype(jnp.float32)  # [B]
-    per_example = jax.vmap(
-        functools.partial(td_loss, huber_delta=huber_delta),
-        in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0),
-    )(q_tm1, batch.action, batch.reward.astype(jnp.float32), discount_t, q_t_target, q_t_online)
-    loss = jnp.mean(per_example)
+    errors = jax.vmap(td_error, in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0))(
+        q_tm1, batch.action, batch.reward.astype(jnp.float32), discount_t, q_t_target, q_t_online
+    )  # [B]
+    per_example = optax.losses.huber_loss(errors, delta=huber_delta)  # [B]
+    loss = jnp.mean(per_example if weights is None else weights * per_example)
     q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken)}
+    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "td_error": errors}
 
 
 def _init(key, *, network, optimizer) -> DQNState:
@@ -113,9 +139,14 @@ def _init(key, *, network, optimizer) -> DQNState:
     )
 
 
-def _update(state: DQNState, batch: Transition, *, loss_fn, optimizer, target_update_period, tau):
-    """One optimizer step on `batch` (leaves [B, ...]), then the target sync. Returns (state, metrics)."""
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+def _update_weighted(state: DQNState, batch: Transition, weights, *, loss_fn, optimizer, target_update_period,
+                     tau):
+    """One optimizer step on `batch` (leaves [B, ...]) with loss weights ([B] or None), then the target sync.
+
+    Returns:
+      (state, metrics of scalars loss / q_mean / grad_norm, td_error [B] of the batch before the step).
+    """
+    grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, weights)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     num_updates = state.num_updates + 1
@@ -125,8 +156,14 @@ def _update(state: DQNState, batch: Transition, *, loss_fn, optimizer, target_up
         target_params = optax.periodic_update(
             params, state.target_params, num_updates, target_update_period
         )
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    return DQNState(params, target_params, opt_state, num_updates), metrics
+    metrics = {"loss": aux["loss"], "q_mean": aux["q_mean"], "grad_norm": optax.tree.norm(grads)}
+    return DQNState(params, target_params, opt_state, num_updates), metrics, aux["td_error"]
+
+
+def _update(state: DQNState, batch: Transition, **kwargs):
+    """One optimizer step on `batch` (leaves [B, ...]), then the target sync. Returns (state, metrics)."""
+    state, metrics, _ = _update_weighted(state, batch, None, **kwargs)
+    return state, metrics
 
 
 def _q_values(params, obs, *, network):
@@ -187,6 +224,7 @@ def make_dqn(
     max_grad_norm: float | None = None,
     obs_encoding: str = "scale",
     dueling: bool = False,
+    layer_norm: bool = False,
 ) -> DQN:
     """Build the DQN agent's pure functions.
 
@@ -195,6 +233,7 @@ def make_dqn(
       hidden_sizes: Q-network hidden widths.
       obs_encoding: how the Q-network reads RAM bytes, ``"scale"`` (/ 255) or ``"bits"`` (`jaxrl.dqn.network`).
       dueling: dueling head (value + advantages) instead of one linear layer.
+      layer_norm: LayerNorm in each hidden layer (`jaxrl.dqn.network.QNetwork`).
       learning_rate: Adam step size.
       gamma: discount in [0, 1].
       huber_delta: Huber loss threshold (> 0).
@@ -205,7 +244,7 @@ def make_dqn(
       max_grad_norm: if set, clip gradients by this global norm before Adam.
 
     Returns:
-      DQN(init, loss, update, act, q_values).
+      DQN(init, loss, update, update_weighted, act, q_values).
     """
     _check("num_actions (int >= 1)", isinstance(num_actions, numbers.Integral) and num_actions >= 1, num_actions)
     _check(
@@ -226,23 +265,21 @@ def make_dqn(
 
     _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
-                       obs_encoding=obs_encoding, dueling=bool(dueling))
+                       obs_encoding=obs_encoding, dueling=bool(dueling),
+                       layer_norm=bool(layer_norm))
     optimizer = optax.adam(learning_rate)
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
     loss_fn = functools.partial(
         _loss, network=network, gamma=float(gamma), huber_delta=float(huber_delta), double_dqn=bool(double_dqn)
     )
+    update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=int(target_update_period),
+                         tau=float(tau))
     return DQN(
         init=functools.partial(_init, network=network, optimizer=optimizer),
         loss=loss_fn,
-        update=functools.partial(
-            _update,
-            loss_fn=loss_fn,
-            optimizer=optimizer,
-            target_update_period=int(target_update_period),
-            tau=float(tau),
-        ),
+        update=functools.partial(_update, **update_kwargs),
+        update_weighted=functools.partial(_update_weighted, **update_kwargs),
         act=functools.partial(_act, network=network, num_actions=int(num_actions)),
         q_values=functools.partial(_q_values, network=network),
     )

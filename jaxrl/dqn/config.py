@@ -43,12 +43,15 @@ class DQNConfig:
         noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
         max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
     Agent (``jaxrl.dqn.learner.make_learner``):
-        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling (value + advantage head), buffer_size, batch_size, gamma, learning_rate, huber_delta, max_grad_norm (None: no
-        clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
+        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling
+        (value + advantage head), layer_norm (LayerNorm in each hidden layer), buffer_size, batch_size, gamma,
+        learning_rate, huber_delta, max_grad_norm (None: no clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
         clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
         step that loses a life is stored as terminal, the game goes on: CleanRL's EpisodicLifeEnv without
-        its resets), n_step (1: one-step targets; n: n-step returns, ``jaxrl.dqn.nstep``),
+        its resets), n_step (1: one-step targets; n: n-step returns, ``jaxrl.dqn.nstep``), prioritized_replay
+        (proportional prioritized replay, ``jaxrl.dqn.prioritized``) with priority_exponent (alpha) and
+        importance_exponent (beta of the importance weights),
         epsilon_start, epsilon_end, epsilon_decay_steps (linear, in steps), learning_starts (steps before
         the first update), update_every (calls between update phases), updates_per_call.
     Run:
@@ -73,6 +76,7 @@ class DQNConfig:
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
     dueling: bool = False
+    layer_norm: bool = False
     buffer_size: int = 100_000
     batch_size: int = 128
     gamma: float = 0.98
@@ -86,6 +90,9 @@ class DQNConfig:
     clip_rewards: bool = False
     life_loss_terminal: bool = False
     n_step: int = 1
+    prioritized_replay: bool = False
+    priority_exponent: float = 0.5
+    importance_exponent: float = 0.5
     epsilon_start: float = 0.08
     epsilon_end: float = 0.01
     epsilon_decay_steps: int = 1_000_000
@@ -135,15 +142,21 @@ class DQNConfig:
             clip_rewards=self.clip_rewards,
             life_loss_terminal=self.life_loss_terminal,
             n_step=self.n_step,
+            prioritized_replay=self.prioritized_replay,
+            priority_exponent=self.priority_exponent,
+            importance_exponent=self.importance_exponent,
             epsilon_start=self.epsilon_start,
             epsilon_end=self.epsilon_end,
             epsilon_decay_steps=self.epsilon_decay_steps,
-            hidden_sizes=self.hidden_sizes,
-            obs_encoding=self.obs_encoding,
-            dueling=self.dueling,
+            **self.network_kwargs(),
             huber_delta=self.huber_delta,
             max_grad_norm=self.max_grad_norm,
         )
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """The Q-network's keyword arguments of ``make_dqn`` / ``make_learner`` (to rebuild it for evaluation)."""
+        return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding, dueling=self.dueling,
+                    layer_norm=self.layer_norm)
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``jaxrl.dqn.envs.make_vec_env`` (besides num_envs and seed)."""
@@ -272,7 +285,8 @@ def _validate(config: DQNConfig) -> None:
     need_real("huber_delta", 0.0, float("inf"), low_open=True)
     if config.max_grad_norm is not None:
         need_real("max_grad_norm", 0.0, float("inf"), low_open=True)
-    for name in ("double_dqn", "clip_rewards", "life_loss_terminal", "dueling"):
+    for name in ("double_dqn", "clip_rewards", "life_loss_terminal", "dueling", "layer_norm",
+                 "prioritized_replay"):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
     need_int("target_update_period", 1)
@@ -285,6 +299,8 @@ def _validate(config: DQNConfig) -> None:
     need_int("update_every", 1)
     need_int("updates_per_call", 1)
     need_int("n_step", 1, 100)
+    need_real("priority_exponent", 0.0, 1.0)
+    need_real("importance_exponent", 0.0, 1.0)
     need_int("seed", 0, 2**31 - 1)
     need_int("total_steps", 1)
     need_int("checkpoint_every", 1)

@@ -57,8 +57,7 @@ def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: i
 
     from jaxrl.dqn.agent import make_dqn
 
-    dqn = make_dqn(num_actions, hidden_sizes=config.hidden_sizes, obs_encoding=config.obs_encoding,
-                   dueling=config.dueling)
+    dqn = make_dqn(num_actions, **config.network_kwargs())
     act = jax.jit(dqn.act)
     key = jax.random.PRNGKey(seed)
 

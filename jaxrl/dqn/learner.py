@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
 from jaxrl.dqn.nstep import NStep, NStepState, make_nstep
+from jaxrl.dqn.prioritized import (
+    PrioritizedReplayBuffer,
+    PrioritizedReplayState,
+    make_prioritized_replay_buffer,
+)
 from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
 
 NUM_RAM_BYTES = 128
@@ -39,7 +44,7 @@ class LearnerState(NamedTuple):
     """Agent, buffer and per-env bookkeeping carried between calls of `step`."""
 
     dqn: DQNState
-    replay: ReplayState
+    replay: ReplayState | PrioritizedReplayState  # uniform, or prioritized (`prioritized_replay`)
     obs_tm1: jax.Array  # [N, 128] uint8, last observation actions were chosen for
     action_tm1: jax.Array  # [N] int32, actions chosen for obs_tm1
     done_tm1: jax.Array  # [N] bool, env ended at the previous call -> this call's result is a reset
@@ -57,7 +62,7 @@ class Learner(NamedTuple):
     init: Callable[..., tuple[LearnerState, jax.Array]]
     step: Callable[..., tuple[LearnerState, jax.Array, dict]]
     dqn: DQN  # the agent's pure functions (e.g. dqn.act / dqn.q_values for evaluation)
-    replay: ReplayBuffer  # the buffer's pure functions
+    replay: ReplayBuffer | PrioritizedReplayBuffer  # the buffer's pure functions
     epsilon: Callable[[jax.Array], jax.Array]  # env_steps -> ε
     num_envs: int  # N
     num_actions: int  # A
@@ -74,7 +79,8 @@ class _Config(NamedTuple):
     """Static settings bound into `init` / `step` by `make_learner` (never traced)."""
 
     dqn: DQN
-    replay: ReplayBuffer
+    replay: ReplayBuffer | PrioritizedReplayBuffer
+    prioritized: bool
     epsilon: Callable[[jax.Array], jax.Array]
     num_envs: int
     learning_starts: int
@@ -126,43 +132,87 @@ def init(key: jax.Array, obs_0: jax.Array, *, config: _Config) -> tuple[LearnerS
     return state, actions_0
 
 
-def _zero_update_metrics(dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config):
+def _zero_update_metrics(dqn_state: DQNState, replay_state, key: jax.Array, *, config: _Config):
     """Update metrics (same tree as `dqn.update`'s) filled with zeros, for calls without an update."""
-    shapes = jax.eval_shape(
-        lambda s: config.dqn.update(s, config.replay.sample(replay_state, key))[1], dqn_state
-    )
-    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+    def metrics(dqn_state):
+        drawn = config.replay.sample(replay_state, key)
+        return config.dqn.update(dqn_state, drawn.batch if config.prioritized else drawn)[1]
+
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(metrics, dqn_state))
 
 
-def learn(
-    dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config
-) -> tuple[DQNState, dict]:
-    """`updates_per_call` DQN updates, each on a fresh uniform sample; metrics of the last one."""
+def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, config: _Config) -> tuple[DQNState, Any, dict]:
+    """`updates_per_call` DQN updates, each on a fresh draw from the buffer.
 
-    def one_update(i, carry):
-        dqn_state, _ = carry
-        batch = config.replay.sample(replay_state, jax.random.fold_in(key, i))
-        return config.dqn.update(dqn_state, batch)
+    With prioritized replay each update's loss is importance-weighted and the drawn rows' priorities are then
+    set from their TD errors, so the buffer's priorities change too; the rows themselves never do, and they are
+    not carried through the loop (only the [capacity] priorities are).
 
+    Returns:
+      (dqn_state, replay_state, metrics of the last update).
+    """
     zeros = _zero_update_metrics(dqn_state, replay_state, key, config=config)
-    return jax.lax.fori_loop(0, config.updates_per_call, one_update, (dqn_state, zeros))
+    if not config.prioritized:
+        def one_update(i, carry):
+            dqn_state, _ = carry
+            return config.dqn.update(dqn_state, config.replay.sample(replay_state, jax.random.fold_in(key, i)))
+
+        dqn_state, metrics = jax.lax.fori_loop(0, config.updates_per_call, one_update, (dqn_state, zeros))
+        return dqn_state, replay_state, metrics
+
+    def one_prioritized_update(i, carry):
+        dqn_state, priorities, max_priority, _ = carry
+        buffer = replay_state._replace(priorities=priorities, max_priority=max_priority)
+        drawn = config.replay.sample(buffer, jax.random.fold_in(key, i))
+        dqn_state, metrics, td_errors = config.dqn.update_weighted(dqn_state, drawn.batch, drawn.weights)
+        buffer = config.replay.update(buffer, drawn.indices, td_errors)
+        return dqn_state, buffer.priorities, buffer.max_priority, metrics
+
+    dqn_state, priorities, max_priority, metrics = jax.lax.fori_loop(
+        0, config.updates_per_call, one_prioritized_update,
+        (dqn_state, replay_state.priorities, replay_state.max_priority, zeros),
+    )
+    return dqn_state, replay_state._replace(priorities=priorities, max_priority=max_priority), metrics
 
 
 def _maybe_learn(
-    ready: jax.Array, dqn_state: DQNState, replay_state: ReplayState, key: jax.Array, *, config: _Config
-) -> tuple[DQNState, dict]:
-    """`learn` under `lax.cond(ready)`; with an axis name, the condition is reduced over seeds (see module doc)."""
-    skip = lambda: (dqn_state, _zero_update_metrics(dqn_state, replay_state, key, config=config))  # noqa: E731
+    ready: jax.Array, dqn_state: DQNState, replay_state, key: jax.Array, *, config: _Config
+) -> tuple[DQNState, Any, dict]:
+    """`learn` under `lax.cond(ready)`; with an axis name, the condition is reduced over seeds (see module doc).
+
+    Only what an update changes passes through the cond (the agent, and the priorities of a prioritized
+    buffer), never the buffer's rows.
+    """
+
+    def changed(replay_state):  # the part of the buffer an update changes (None: nothing)
+        return (replay_state.priorities, replay_state.max_priority) if config.prioritized else None
+
+    def apply(dqn_state, part, metrics):
+        if config.prioritized:
+            replay = replay_state._replace(priorities=part[0], max_priority=part[1])
+        else:
+            replay = replay_state
+        return dqn_state, replay, metrics
+
+    def run_learn():
+        new_dqn, new_replay, metrics = learn(dqn_state, replay_state, key, config=config)
+        return new_dqn, changed(new_replay), metrics
+
+    def skip():
+        return dqn_state, changed(replay_state), _zero_update_metrics(dqn_state, replay_state, key, config=config)
+
     if config.axis_name is None:
-        return jax.lax.cond(ready, lambda: learn(dqn_state, replay_state, key, config=config), skip)
+        return apply(*jax.lax.cond(ready, run_learn, skip))
 
     def learn_where_ready():
-        new_state, metrics = learn(dqn_state, replay_state, key, config=config)
-        new_state = jax.tree.map(lambda new, old: jnp.where(ready, new, old), new_state, dqn_state)
-        return new_state, jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), metrics)
+        new = run_learn()
+        old = (dqn_state, changed(replay_state))
+        kept = jax.tree.map(lambda n, o: jnp.where(ready, n, o), new[:2], old)
+        return (*kept, jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), new[2]))
 
     any_ready = jax.lax.psum(ready.astype(jnp.int32), config.axis_name) > 0
-    return jax.lax.cond(any_ready, learn_where_ready, skip)
+    return apply(*jax.lax.cond(any_ready, learn_where_ready, skip))
 
 
 def step(
@@ -235,7 +285,8 @@ def step(
         & config.replay.can_sample(replay_state)
         & (env_steps >= config.learning_starts)
     )
-    dqn_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key, config=config)
+    dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key,
+                                                           config=config)
 
     epsilon = config.epsilon(env_steps)
     actions_t = config.dqn.act(dqn_state.params, obs_t, act_key, epsilon)
@@ -283,12 +334,16 @@ def make_learner(
     clip_rewards: bool = False,
     life_loss_terminal: bool = False,
     n_step: int = 1,
+    prioritized_replay: bool = False,
+    priority_exponent: float = 0.5,
+    importance_exponent: float = 0.5,
     epsilon_start: float = 0.08,
     epsilon_end: float = 0.01,
     epsilon_decay_steps: int = 1_000_000,
     hidden_sizes: Sequence[int] = (256, 256),
     obs_encoding: str = "scale",
     dueling: bool = False,
+    layer_norm: bool = False,
     huber_delta: float = 1.0,
     max_grad_norm: float | None = None,
     axis_name: str | None = None,
@@ -314,10 +369,14 @@ def make_learner(
       life_loss_terminal: store a life-losing step as terminal (see `step`'s life_lost_t).
       n_step: 1 stores one-step transitions; n > 1 stores n-step returns (`jaxrl.dqn.nstep`: rows enter the
         buffer n - 1 calls later, or when the episode / life ends).
+      prioritized_replay: proportional prioritized replay (`jaxrl.dqn.prioritized`): rows drawn in proportion
+        to |TD error| ** priority_exponent, the loss weighted by importance weights with importance_exponent.
+      priority_exponent, importance_exponent: alpha and beta of prioritized replay (unused when uniform).
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
       hidden_sizes: Q-network hidden widths.
       obs_encoding: ``"scale"`` (RAM / 255) or ``"bits"`` (8 binary inputs per byte).
       dueling: dueling Q-network head.
+      layer_norm: LayerNorm in each hidden layer of the Q-network.
       huber_delta: Huber threshold.
       max_grad_norm: optional global-norm gradient clipping.
       axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
@@ -342,6 +401,7 @@ def make_learner(
         hidden_sizes=hidden_sizes,
         obs_encoding=obs_encoding,
         dueling=dueling,
+        layer_norm=layer_norm,
         learning_rate=learning_rate,
         gamma=gamma,
         huber_delta=huber_delta,
@@ -350,12 +410,19 @@ def make_learner(
         tau=tau,
         max_grad_norm=max_grad_norm,
     )
-    replay = make_replay_buffer(buffer_size, batch_size, min_size=min(learning_starts, buffer_size))
+    min_size = min(learning_starts, buffer_size)
+    if prioritized_replay:
+        replay = make_prioritized_replay_buffer(buffer_size, batch_size, min_size,
+                                                priority_exponent=priority_exponent,
+                                                importance_exponent=importance_exponent)
+    else:
+        replay = make_replay_buffer(buffer_size, batch_size, min_size=min_size)
     epsilon = epsilon_schedule(epsilon_start, epsilon_end, epsilon_decay_steps)
 
     config = _Config(
         dqn=dqn,
         replay=replay,
+        prioritized=bool(prioritized_replay),
         epsilon=epsilon,
         num_envs=num_envs,
         learning_starts=learning_starts,

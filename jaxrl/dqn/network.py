@@ -51,12 +51,16 @@ class QNetwork(nn.Module):
       dueling: split the head into a state value and action advantages, ``q = v + a - mean(a)`` (Wang et al.,
         2016, "Dueling Network Architectures"): the value is learned from every action's target, which helps
         when the actions' values differ by far less than the state's value.
+      layer_norm: LayerNorm after each hidden Dense, before the ReLU (Dense -> LayerNorm -> ReLU), which keeps
+        the features' scale fixed while the TD targets move (Ba et al., 2016; Gallici et al., 2024, "Simplifying
+        Deep Temporal Difference Learning", who find it stabilises Q-learning).
     """
 
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
     obs_encoding: str = "scale"
     dueling: bool = False
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -72,7 +76,10 @@ class QNetwork(nn.Module):
             raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {self.obs_encoding!r}")
         x = unpack_bits(obs) if self.obs_encoding == "bits" else scale_obs(obs)
         for width in self.hidden_sizes:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = nn.relu(x)
         if not self.dueling:
             return nn.Dense(self.num_actions)(x)
         value = nn.Dense(1, name="value")(x)  # [..., 1]
