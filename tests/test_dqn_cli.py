@@ -1,4 +1,5 @@
 """``jaxrl dqn train|eval|play|plot`` and DQNConfig validation: flags, one-line errors, eval/play/plot outputs."""
+import csv
 import dataclasses
 import json
 import re
@@ -16,7 +17,7 @@ from jaxrl.dqn.config import DQNConfig, config_differences, preset
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
     code = main(["dqn", "train", "--preset", "tiny", "--backend", "gymnasium", "--total-steps", "400",
-                 "--run-dir", str(run), "--no-progress"])
+                 "--eval-episodes", "1", "--run-dir", str(run), "--no-progress"])
     assert code == 0
     return run
 
@@ -46,6 +47,12 @@ def test_play_writes_a_video_imageio_reads_back(run_dir, tmp_path, suffix, capsy
     assert frames[0].shape[:2] == ((210 + 12) * 2, 160 * 2)  # 2x upscale with a score bar on top
     assert np.asarray(frames[5]).std() > 0
     assert not list(tmp_path.glob("*.partial.*"))
+
+
+def test_checkpoint_evals_are_written_to_evals_csv(run_dir):
+    rows = list(csv.DictReader((run_dir / "evals.csv").open()))
+    assert [(int(r["step"]), int(r["frames"])) for r in rows] == [(400, 1600)]  # one checkpoint, frame skip 4
+    assert float(rows[0]["eval_return"]) >= 0
 
 
 def test_plot_writes_a_png(run_dir, tmp_path):

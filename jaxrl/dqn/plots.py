@@ -1,4 +1,4 @@
-"""Return curve of a DQN run from its ``metrics.csv`` (matplotlib, Agg backend: no display needed)."""
+"""Return curve of a DQN run from its ``metrics.csv`` and ``evals.csv`` (matplotlib, Agg: no display needed)."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +22,10 @@ def plot_returns(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *, 
                  ) -> Path:
     """Mean episode return (last 100 episodes, and per logging window) against env frames, plus the loss.
 
+    Where the run evaluated its checkpoints, ``evals.csv`` beside ``metrics_csv`` adds the frozen policy's eval
+    returns: the training return measures a policy that changes with every update, the evals the parameters a
+    checkpoint would play with.
+
     Args:
         metrics_csv: a run's ``metrics.csv``.
         out_png: where to write the PNG.
@@ -38,6 +42,13 @@ def plot_returns(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *, 
                                              gridspec_kw=dict(height_ratios=(3, 1)))
     ax_return.plot(frames, metrics["window_return"], ".", alpha=0.35, label="episodes in each log window")
     ax_return.plot(frames, metrics["mean_return"], "-", label="mean of the last 100 episodes")
+    evals_csv = Path(metrics_csv).with_name("evals.csv")
+    if evals_csv.is_file():
+        with evals_csv.open(newline="") as f:
+            evals = list(csv.DictReader(f))
+        if evals:
+            ax_return.plot([float(r["frames"]) / 1e6 for r in evals], [float(r["eval_return"]) for r in evals],
+                           "s--", color="tab:green", label="eval of each checkpoint (frozen policy)")
     if random_return is not None:
         ax_return.axhline(random_return, color="grey", ls="--", lw=1, label=f"random agent (≈{random_return:g})")
     ax_return.set_ylabel("episode return")

@@ -47,6 +47,7 @@ import numpy as np
 from jaxrl.dqn.config import DQNConfig
 
 METRICS_FILE = "metrics.csv"
+EVALS_FILE = "evals.csv"  # the frozen policy's eval return at each checkpoint (step, frames, eval_return)
 CONFIG_FILE = "config.json"
 TENSORBOARD_SUBDIR = "tb"
 METRIC_COLUMNS = ("step", "frames", "episodes", "mean_return", "window_return", "loss", "q_mean", "epsilon",
@@ -134,6 +135,16 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
+
+
+def _write_evals(path: Path, evals: list, frame_skip: int) -> None:
+    """(Re)write ``evals.csv`` from the run's ``[step, eval_return]`` pairs (atomically: a crash keeps the old)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["step", "frames", "eval_return"])
+        out.writerows([int(step), int(step) * frame_skip, _fmt(score)] for step, score in evals)
     os.replace(tmp, path)
 
 
@@ -402,12 +413,15 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
         state, host, _, start_step = ckpt.restore_checkpoint(manager, abstract, config)
         _truncate_metrics(metrics_path, start_step)
+        if host.get("evals"):  # drop an eval written after that checkpoint (a crash between the two)
+            _write_evals(run_dir / EVALS_FILE, host["evals"], config.frame_skip)
         log(f"resumed {run_dir} from checkpoint {start_step} (segment {host['segment']})")
         runner.start(host["segment"], jax.tree.map(jax.numpy.asarray, state))
     else:
         if resume:
             log(f"no checkpoint in {run_dir} yet: starting it from scratch")
         metrics_path.unlink(missing_ok=True)
+        (run_dir / EVALS_FILE).unlink(missing_ok=True)
         runner.start(0)
     if not metrics_path.is_file():
         with metrics_path.open("w", newline="") as f:
@@ -493,6 +507,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
                     score = None if interrupted else eval_score(state.dqn.params, env_steps)
                     if score is not None and config.eval_episodes > 0:
                         host.setdefault("evals", []).append([env_steps, score])
+                        _write_evals(run_dir / EVALS_FILE, host["evals"], config.frame_skip)
                         (bar.write if progress else log)(
                             f"step {env_steps}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
                             f"epsilon {config.eval_epsilon:g})")
