@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
+from jaxrl.dqn.agent import munchausen_target
 
 
 def _huber(x, delta=1.0):
@@ -93,6 +94,52 @@ def test_weighted_update_scales_each_row_and_returns_its_td_error():
     other = batch._replace(reward=batch.reward.at[2].set(100.0))
     moved, _, _ = dqn.update_weighted(state, other, weights)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), moved.params, new_state.params)
+
+
+def test_munchausen_target_hand_computed_and_its_limits():
+    q_tm1_t = np.array([1.0, 1.2, 0.4])
+    q_t = np.array([0.5, 2.0, 1.0])
+    tau, alpha, r, disc = 0.5, 0.9, 0.3, 0.9
+
+    def softmax(q):
+        z = np.exp(q / tau - np.max(q / tau))
+        return z / z.sum()
+
+    pi_tm1, pi_t = softmax(q_tm1_t), softmax(q_t)
+    soft_v = np.sum(pi_t * (q_t - tau * np.log(pi_t)))
+    for action in range(3):
+        bonus = alpha * tau * np.clip(np.log(pi_tm1[action]), -1.0, 0.0)
+        got = munchausen_target(jnp.asarray(q_tm1_t), action, r, disc, jnp.asarray(q_t), temperature=tau, alpha=alpha)
+        np.testing.assert_allclose(got, r + bonus + disc * soft_v, rtol=1e-5)
+    assert np.log(pi_tm1[2]) < -1.0  # action 2's bonus is the clipped one
+    # alpha 0 and a tiny temperature: the DQN target r + disc * max q
+    got = munchausen_target(jnp.asarray(q_tm1_t), 0, r, disc, jnp.asarray(q_t), temperature=1e-4, alpha=0.0)
+    np.testing.assert_allclose(got, r + disc * 2.0, rtol=1e-5)
+    # terminal: no bootstrap, the bonus stays
+    got = munchausen_target(jnp.asarray(q_tm1_t), 1, r, 0.0, jnp.asarray(q_t), temperature=tau, alpha=alpha)
+    np.testing.assert_allclose(got, r + alpha * tau * np.log(pi_tm1[1]), rtol=1e-5)
+
+
+def test_munchausen_loss_uses_the_target_network_and_updates():
+    dqn = make_dqn(3, hidden_sizes=(8,), gamma=0.9, munchausen_alpha=0.9, munchausen_temperature=0.1,
+                   learning_rate=1e-2)
+    state = dqn.init(jax.random.key(2))
+    state = state._replace(target_params=jax.tree.map(lambda x: 1.5 * x, state.params))  # target != online
+    batch = _batch_from([10, 20], [0, 2], [1.0, 0.5], [30, 40], [False, True])
+    q_tm1 = dqn.q_values(state.params, batch.obs)
+    q_tm1_t = dqn.q_values(state.target_params, batch.obs)
+    q_t = dqn.q_values(state.target_params, batch.next_obs)
+    targets = [float(munchausen_target(q_tm1_t[i], batch.action[i], batch.reward[i], 0.9 * (1 - float(batch.terminated[i])),
+                                       q_t[i], temperature=0.1, alpha=0.9)) for i in range(2)]
+    loss, _ = dqn.loss(state.params, state.target_params, batch)
+    np.testing.assert_allclose(loss, np.mean([_huber(t - float(q_tm1[i, int(batch.action[i])]))
+                                              for i, t in enumerate(targets)]), rtol=1e-5)
+    new_state, _ = jax.jit(dqn.update)(state, batch)
+    assert float(dqn.loss(new_state.params, state.target_params, batch)[0]) < float(loss)
+    with pytest.raises(ValueError, match="double_dqn with munchausen"):
+        make_dqn(3, double_dqn=True, munchausen_alpha=0.9)
+    with pytest.raises(ValueError, match="munchausen_temperature"):
+        make_dqn(3, munchausen_alpha=0.9, munchausen_temperature=0.0)
 
 
 def test_epsilon_schedule_values():

@@ -102,7 +102,51 @@ def td_loss(
                                    delta=huber_delta)
 
 
-def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn):
+MUNCHAUSEN_LOG_POLICY_CLIP = -1.0  # l_0 of Vieillard et al. (2020): the log-policy bonus is clipped to [l_0, 0]
+
+
+def munchausen_target(
+    q_tm1_target: jax.Array,
+    a_tm1: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    q_t_target: jax.Array,
+    *,
+    temperature: float,
+    alpha: float,
+) -> jax.Array:
+    """Munchausen-DQN target for ONE transition (Vieillard et al., 2020, "Munchausen Reinforcement Learning").
+
+    With the target network's softmax policy ``pi = softmax(q / temperature)``:
+
+        target = r_t + alpha * temperature * clip(log pi(a_tm1 | o_tm1), l_0, 0)
+                     + discount_t * sum_a pi(a | o_t) * (q_t_target[a] - temperature * log pi(a | o_t))
+
+    The bonus adds the scaled log-probability of the action taken (an implicit KL penalty between successive
+    policies, which widens the gaps between action values); the bootstrap is the soft (entropy-regularised)
+    value. ``temperature`` is in reward units: it must be small next to the gaps between action values.
+
+    Args:
+      q_tm1_target: [A] target-network Q-values at o_tm1.
+      a_tm1: () int action taken at o_tm1.
+      r_t: () reward.
+      discount_t: () bootstrap factor (0 at a terminal).
+      q_t_target: [A] target-network Q-values at o_t.
+      temperature: tau > 0 of the softmax policy.
+      alpha: weight of the log-policy bonus in [0, 1] (0: soft DQN).
+
+    Returns:
+      () target, gradient stopped.
+    """
+    log_pi_tm1 = jax.nn.log_softmax(q_tm1_target / temperature)[a_tm1]
+    log_pi_t = jax.nn.log_softmax(q_t_target / temperature)  # [A]
+    soft_v_t = jnp.sum(jnp.exp(log_pi_t) * (q_t_target - temperature * log_pi_t))
+    bonus = alpha * temperature * jnp.clip(log_pi_tm1, MUNCHAUSEN_LOG_POLICY_CLIP, 0.0)
+    return jax.lax.stop_gradient(r_t + bonus + discount_t * soft_v_t)
+
+
+def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn,
+          munchausen_alpha=0.0, munchausen_temperature=0.03):
     """Mean (importance-weighted) TD loss over a batch.
 
     Args:
@@ -119,9 +163,17 @@ def _loss(params, target_params, batch: Transition, weights=None, *, network, ga
         discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
     else:  # n-step rows carry their own gamma^k (0 after a terminal)
         discount_t = batch.discount.astype(jnp.float32)  # [B]
-    errors = jax.vmap(td_error, in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0))(
-        q_tm1, batch.action, batch.reward.astype(jnp.float32), discount_t, q_t_target, q_t_online
-    )  # [B]
+    reward = batch.reward.astype(jnp.float32)  # [B]
+    if munchausen_alpha > 0:
+        q_tm1_target = network.apply(target_params, batch.obs)  # [B, A]
+        target = jax.vmap(functools.partial(munchausen_target, temperature=munchausen_temperature,
+                                            alpha=munchausen_alpha))(
+            q_tm1_target, batch.action, reward, discount_t, q_t_target)  # [B]
+        errors = target - jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
+    else:
+        errors = jax.vmap(td_error, in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0))(
+            q_tm1, batch.action, reward, discount_t, q_t_target, q_t_online
+        )  # [B]
     per_example = optax.losses.huber_loss(errors, delta=huber_delta)  # [B]
     loss = jnp.mean(per_example if weights is None else weights * per_example)
     q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
@@ -225,6 +277,8 @@ def make_dqn(
     obs_encoding: str = "scale",
     dueling: bool = False,
     layer_norm: bool = False,
+    munchausen_alpha: float = 0.0,
+    munchausen_temperature: float = 0.03,
 ) -> DQN:
     """Build the DQN agent's pure functions.
 
@@ -242,6 +296,11 @@ def make_dqn(
       tau: if < 1, Polyak-average the target after EVERY update: target <- tau*params + (1-tau)*target
         (target_update_period is then unused).
       max_grad_norm: if set, clip gradients by this global norm before Adam.
+      munchausen_alpha: > 0 uses Munchausen-DQN targets (`munchausen_target`) with this bonus weight (the paper:
+        0.9); 0 is plain (double) DQN. Not combinable with double_dqn. With n-step rows the bonus is that of
+        the row's first action only.
+      munchausen_temperature: the softmax temperature of Munchausen targets, in reward units (the paper: 0.03
+        for rewards clipped to [-1, 1]).
 
     Returns:
       DQN(init, loss, update, update_weighted, act, q_values).
@@ -262,6 +321,10 @@ def make_dqn(
     )
     _check("tau (in (0, 1])", 0.0 < tau <= 1.0, tau)
     _check("max_grad_norm (None or > 0)", max_grad_norm is None or max_grad_norm > 0, max_grad_norm)
+    _check("munchausen_alpha (in [0, 1])", 0.0 <= munchausen_alpha <= 1.0, munchausen_alpha)
+    _check("munchausen_temperature (> 0)", munchausen_temperature > 0, munchausen_temperature)
+    _check("double_dqn with munchausen_alpha > 0 (Munchausen targets bootstrap a soft value, not an argmax)",
+           not (double_dqn and munchausen_alpha > 0), double_dqn)
 
     _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
@@ -271,7 +334,8 @@ def make_dqn(
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
     loss_fn = functools.partial(
-        _loss, network=network, gamma=float(gamma), huber_delta=float(huber_delta), double_dqn=bool(double_dqn)
+        _loss, network=network, gamma=float(gamma), huber_delta=float(huber_delta), double_dqn=bool(double_dqn),
+        munchausen_alpha=float(munchausen_alpha), munchausen_temperature=float(munchausen_temperature),
     )
     update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=int(target_update_period),
                          tau=float(tau))

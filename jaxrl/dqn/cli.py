@@ -42,6 +42,8 @@ FIELD_HELP = {
     "huber_delta": "Huber loss threshold",
     "max_grad_norm": "global gradient-norm clip (none: off)",
     "double_dqn": "double-DQN targets",
+    "munchausen_alpha": "> 0: Munchausen-DQN targets with this log-policy bonus weight (paper: 0.9)",
+    "munchausen_temperature": "Munchausen softmax temperature, in stored reward units (paper: 0.03)",
     "target_update_period": "updates between hard target syncs",
     "tau": "1: hard sync; < 1: Polyak averaging every update",
     "reward_scale": "reward multiplier before storing",

@@ -45,7 +45,9 @@ class DQNConfig:
     Agent (``jaxrl.dqn.learner.make_learner``):
         hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling
         (value + advantage head), layer_norm (LayerNorm in each hidden layer), buffer_size, batch_size, gamma,
-        learning_rate, huber_delta, max_grad_norm (None: no clipping), double_dqn, target_update_period (updates between hard syncs), tau (1.0: hard copy,
+        learning_rate, huber_delta, max_grad_norm (None: no clipping), double_dqn, munchausen_alpha (> 0:
+        Munchausen-DQN targets, ``jaxrl.dqn.agent.munchausen_target``) and munchausen_temperature (in stored
+        reward units), target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
         clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
         step that loses a life is stored as terminal, the game goes on: CleanRL's EpisodicLifeEnv without
@@ -84,6 +86,8 @@ class DQNConfig:
     huber_delta: float = 1.0
     max_grad_norm: float | None = None
     double_dqn: bool = False
+    munchausen_alpha: float = 0.0
+    munchausen_temperature: float = 0.03
     target_update_period: int = 250
     tau: float = 1.0
     reward_scale: float = 0.01
@@ -138,6 +142,8 @@ class DQNConfig:
             target_update_period=self.target_update_period,
             tau=self.tau,
             double_dqn=self.double_dqn,
+            munchausen_alpha=self.munchausen_alpha,
+            munchausen_temperature=self.munchausen_temperature,
             reward_scale=self.reward_scale,
             clip_rewards=self.clip_rewards,
             life_loss_terminal=self.life_loss_terminal,
@@ -291,6 +297,11 @@ def _validate(config: DQNConfig) -> None:
             raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
     need_int("target_update_period", 1)
     need_real("tau", 0.0, 1.0, low_open=True)
+    need_real("munchausen_alpha", 0.0, 1.0)
+    need_real("munchausen_temperature", 0.0, float("inf"), low_open=True)
+    if config.munchausen_alpha > 0 and config.double_dqn:
+        raise ValueError("double_dqn cannot be combined with munchausen_alpha > 0 (Munchausen targets bootstrap "
+                         "a soft value, not an argmax)")
     need_real("reward_scale", 0.0, float("inf"), low_open=True)
     need_real("epsilon_start", 0.0, 1.0)
     need_real("epsilon_end", 0.0, 1.0)

@@ -330,6 +330,8 @@ def make_learner(
     target_update_period: int = 2_000,
     tau: float = 1.0,
     double_dqn: bool = False,
+    munchausen_alpha: float = 0.0,
+    munchausen_temperature: float = 0.03,
     reward_scale: float = 0.01,
     clip_rewards: bool = False,
     life_loss_terminal: bool = False,
@@ -364,6 +366,7 @@ def make_learner(
       target_update_period: hard target copy every this many UPDATES (tau == 1).
       tau: < 1 for Polyak averaging after every update instead.
       double_dqn: double-DQN targets.
+      munchausen_alpha, munchausen_temperature: Munchausen-DQN targets when alpha > 0 (`jaxrl.dqn.agent`).
       reward_scale: rewards are multiplied by this before entering the buffer (episode returns stay unscaled).
       clip_rewards: store sign(reward) * reward_scale (the Nature DQN's reward clipping) instead.
       life_loss_terminal: store a life-losing step as terminal (see `step`'s life_lost_t).
@@ -406,6 +409,8 @@ def make_learner(
         gamma=gamma,
         huber_delta=huber_delta,
         double_dqn=double_dqn,
+        munchausen_alpha=munchausen_alpha,
+        munchausen_temperature=munchausen_temperature,
         target_update_period=target_update_period,
         tau=tau,
         max_grad_norm=max_grad_norm,
