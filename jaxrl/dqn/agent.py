@@ -124,7 +124,8 @@ def munchausen_target(
 
     The bonus adds the scaled log-probability of the action taken (an implicit KL penalty between successive
     policies, which widens the gaps between action values); the bootstrap is the soft (entropy-regularised)
-    value. ``temperature`` is in reward units: it must be small next to the gaps between action values.
+    value. ``temperature`` is in (stored) reward units and sets how greedy the softmax policy is next to the
+    gaps between action values (the paper: 0.03 for rewards clipped to [-1, 1]).
 
     Args:
       q_tm1_target: [A] target-network Q-values at o_tm1.
