@@ -5,6 +5,8 @@ import csv
 import os
 from pathlib import Path
 
+EVALS_FILE = "evals.csv"  # written by jaxrl.dqn.train: step, frames, eval_return of each checkpoint
+
 
 def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
     """Columns of a ``metrics.csv`` as float lists (empty cells -> nan)."""
@@ -42,7 +44,7 @@ def plot_returns(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *, 
                                              gridspec_kw=dict(height_ratios=(3, 1)))
     ax_return.plot(frames, metrics["window_return"], ".", alpha=0.35, label="episodes in each log window")
     ax_return.plot(frames, metrics["mean_return"], "-", label="mean of the last 100 episodes")
-    evals_csv = Path(metrics_csv).with_name("evals.csv")
+    evals_csv = Path(metrics_csv).with_name(EVALS_FILE)
     if evals_csv.is_file():
         with evals_csv.open(newline="") as f:
             evals = list(csv.DictReader(f))

@@ -89,10 +89,7 @@ def add(
         valid = jnp.ones((num_rows,), bool)
     valid_shape = jnp.shape(valid)
     assert valid_shape == (num_rows,), f"valid must be [{num_rows}], got {valid_shape}"
-    valid = valid.astype(bool)
-    # The k-th valid row goes to (index + k) % capacity; invalid rows get an out-of-range slot and are dropped.
-    offset = jnp.cumsum(valid.astype(jnp.int32)) - 1
-    slots = jnp.where(valid, (state.index + offset) % capacity, capacity)
+    slots = write_slots(state.index, valid.astype(bool), capacity=capacity)
     data = jax.tree.map(
         lambda buf, x: buf.at[slots].set(x.astype(buf.dtype), mode="drop"), state.data, batch
     )
@@ -102,6 +99,19 @@ def add(
         index=(state.index + num_valid) % capacity,
         size=jnp.minimum(state.size + num_valid, capacity),
     )
+
+
+def write_slots(index: jax.Array, valid: jax.Array, *, capacity: int) -> jax.Array:
+    """Ring rows that `add` writes: [N] int32, the k-th valid row at (index + k) % capacity, invalid rows at
+    `capacity` (out of range, so a scatter with ``mode="drop"`` skips them).
+
+    Args:
+      index: () int32 next row to write.
+      valid: [N] bool rows to keep.
+      capacity: number of rows (static).
+    """
+    offset = jnp.cumsum(valid.astype(jnp.int32)) - 1
+    return jnp.where(valid, (index + offset) % capacity, capacity)
 
 
 def sample(state: ReplayState, key: jax.Array, *, batch_size: int) -> Transition:

@@ -45,9 +45,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxrl.dqn.config import DQNConfig
+from jaxrl.dqn.plots import EVALS_FILE
 
 METRICS_FILE = "metrics.csv"
-EVALS_FILE = "evals.csv"  # the frozen policy's eval return at each checkpoint (step, frames, eval_return)
 CONFIG_FILE = "config.json"
 TENSORBOARD_SUBDIR = "tb"
 METRIC_COLUMNS = ("step", "frames", "episodes", "mean_return", "window_return", "loss", "q_mean", "epsilon",
