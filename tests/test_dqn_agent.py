@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
-from jaxrl.dqn.agent import munchausen_target
+from jaxrl.dqn.network import QNetwork
+from jaxrl.dqn.agent import munchausen_target, quantile_midpoints, quantile_td_loss
 
 
 def _huber(x, delta=1.0):
@@ -140,6 +141,88 @@ def test_munchausen_loss_uses_the_target_network_and_updates():
         make_dqn(3, double_dqn=True, munchausen_alpha=0.9)
     with pytest.raises(ValueError, match="munchausen_temperature"):
         make_dqn(3, munchausen_alpha=0.9, munchausen_temperature=0.0)
+
+
+def _quantile_loss_by_hand(theta, target, delta):
+    n = len(theta)
+    total = 0.0
+    for i in range(n):
+        tau = (2 * i + 1) / (2 * n)
+        total += np.mean([abs(tau - (target[j] - theta[i] < 0)) * _huber(target[j] - theta[i], delta)
+                          for j in range(len(target))])
+    return total
+
+
+def test_quantile_td_loss_hand_computed():
+    dist_tm1 = np.array([[0.0, 0.5, 1.0], [2.0, 2.5, 3.5]])  # [A=2, N=3]
+    dist_t = np.array([[1.0, 1.0, 1.0], [-1.0, 0.0, 4.0]])  # means 1.0 and 1.0 -> ties
+    selector = np.array([0.0, 1.0])  # picks action 1 at o_t
+    r, disc = 0.5, 0.9
+    target = r + disc * dist_t[1]  # [-0.4, 0.5, 4.1]
+    for delta in (1.0, 0.1):
+        loss, err = quantile_td_loss(jnp.asarray(dist_tm1), 0, r, disc, jnp.asarray(dist_t), jnp.asarray(selector),
+                                     huber_delta=delta)
+        np.testing.assert_allclose(loss, _quantile_loss_by_hand(dist_tm1[0], target, delta), rtol=1e-5)
+        np.testing.assert_allclose(err, target.mean() - dist_tm1[0].mean(), rtol=1e-5)
+    # a terminal (discount 0) targets the reward alone
+    loss, _ = quantile_td_loss(jnp.asarray(dist_tm1), 1, r, 0.0, jnp.asarray(dist_t), jnp.asarray(selector))
+    np.testing.assert_allclose(loss, _quantile_loss_by_hand(dist_tm1[1], [r] * 3, 1.0), rtol=1e-5)
+    np.testing.assert_allclose(quantile_midpoints(4), [0.125, 0.375, 0.625, 0.875])
+
+
+def test_one_quantile_is_half_the_dqn_loss():
+    """N = 1 (level 1/2): the weight is 1/2 on both sides, so the loss is td_loss / 2 and the error td_error."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        q_tm1, q_t = rng.normal(size=4), rng.normal(size=4)
+        a, r = int(rng.integers(4)), float(rng.normal())
+        loss, err = quantile_td_loss(jnp.asarray(q_tm1)[:, None], a, r, 0.9, jnp.asarray(q_t)[:, None],
+                                     jnp.asarray(q_t))
+        np.testing.assert_allclose(loss, 0.5 * td_loss(jnp.asarray(q_tm1), a, r, 0.9, jnp.asarray(q_t)), rtol=1e-5)
+        np.testing.assert_allclose(err, td_error(jnp.asarray(q_tm1), a, r, 0.9, jnp.asarray(q_t)), rtol=1e-5)
+
+
+def test_quantile_regression_moves_each_value_to_its_quantile():
+    """Gradient descent on the loss against a fixed target sample lands theta_i on its tau_i-quantile."""
+    samples = jnp.asarray(np.random.default_rng(0).exponential(size=400).astype(np.float32))
+    n = 4
+
+    def loss(theta):  # one action; the "next state" distribution is the sample itself (r = 0, discount = 1)
+        return quantile_td_loss(theta[None, :], 0, 0.0, 1.0, samples[None, :], jnp.zeros(1), huber_delta=1e-3)[0]
+
+    theta = jnp.zeros(n)
+    step = jax.jit(lambda t: t - 10.0 * jax.grad(loss)(t))  # gradients are O(huber_delta): moves <= 0.01
+    for _ in range(3_000):
+        theta = step(theta)
+    expected = np.quantile(np.asarray(samples), np.asarray(quantile_midpoints(n)))
+    np.testing.assert_allclose(theta, expected, atol=0.03)
+    assert np.all(np.diff(np.asarray(theta)) > 0)
+
+
+def test_qr_dqn_loss_update_and_acting():
+    gamma = 0.9
+    for double in (False, True):
+        dqn = make_dqn(3, hidden_sizes=(16,), gamma=gamma, num_quantiles=5, learning_rate=1e-2, double_dqn=double)
+        state = dqn.init(jax.random.key(2))
+        batch = _batch_from([10, 20, 30], [0, 1, 2], [1.0, -0.5, 0.25], [40, 50, 60], [True, False, False])
+        net = QNetwork(num_actions=3, hidden_sizes=(16,), num_quantiles=5)
+        dist = lambda p, o: net.apply(p, o, method=QNetwork.quantile_values)  # noqa: E731
+        selector = dqn.q_values(state.params if double else state.target_params, batch.next_obs)
+        expected = [quantile_td_loss(dist(state.params, batch.obs)[i], batch.action[i], batch.reward[i],
+                                     gamma * (1.0 - float(batch.terminated[i])),
+                                     dist(state.target_params, batch.next_obs)[i], selector[i]) for i in range(3)]
+        loss, aux = dqn.loss(state.params, state.target_params, batch)
+        np.testing.assert_allclose(loss, np.mean([float(e[0]) for e in expected]), rtol=1e-5)
+        np.testing.assert_allclose(aux["td_error"], [float(e[1]) for e in expected], rtol=1e-5, atol=1e-6)
+        new_state, metrics = jax.jit(dqn.update)(state, batch)
+        after, _ = dqn.loss(new_state.params, new_state.target_params, batch)
+        assert float(after) < float(loss)
+        assert dqn.q_values(state.params, batch.obs).shape == (3, 3)
+        assert dqn.act(state.params, batch.obs, jax.random.key(0), 0.0).shape == (3,)
+    with pytest.raises(ValueError, match="num_quantiles > 0 with munchausen"):
+        make_dqn(3, num_quantiles=5, munchausen_alpha=0.9)
+    with pytest.raises(ValueError, match="num_quantiles"):
+        make_dqn(3, num_quantiles=-2)
 
 
 def test_epsilon_schedule_values():

@@ -139,6 +139,8 @@ def test_other_bad_input(tmp_path, run_dir, capsys):
     (dict(max_grad_norm=-1.0), "max_grad_norm"),
     (dict(double_dqn="yes"), "double_dqn"),
     (dict(tau=0.0), "tau"),
+    (dict(num_quantiles=-1), "num_quantiles"),
+    (dict(num_quantiles=8, munchausen_alpha=0.9), "num_quantiles > 0 cannot be combined with munchausen"),
     (dict(epsilon_start=1.5), "epsilon_start"),
     (dict(learning_starts=-1), "learning_starts"),
     (dict(updates_per_call=0), "updates_per_call"),

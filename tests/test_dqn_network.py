@@ -92,3 +92,33 @@ def test_layer_norm_normalises_each_hidden_layer_before_the_relu():
         x = jax.nn.relu(layer_norm(x @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"], p[f"LayerNorm_{i}"]))
     np.testing.assert_allclose(net.apply(params, obs), x @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_quantile_head_shapes_and_q_is_the_mean_of_the_quantiles():
+    obs = jax.random.randint(jax.random.key(5), (3, 128), 0, 256).astype(jnp.uint8)
+    for dueling in (False, True):
+        net = QNetwork(num_actions=4, hidden_sizes=(16,), dueling=dueling, num_quantiles=7)
+        params = net.init(jax.random.key(0), obs)
+        dist = net.apply(params, obs, method=QNetwork.quantile_values)
+        assert dist.shape == (3, 4, 7)
+        np.testing.assert_allclose(net.apply(params, obs), dist.mean(-1), rtol=1e-6)
+        if dueling:  # the advantage stream is centred over actions, for every quantile
+            p = params["params"]
+            hidden = jax.nn.relu(obs.astype(jnp.float32) / 255.0 @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+            value = (hidden @ p["value"]["kernel"] + p["value"]["bias"])[:, None, :]
+            adv = (hidden @ p["advantage"]["kernel"] + p["advantage"]["bias"]).reshape(3, 4, 7)
+            np.testing.assert_allclose(dist, value + adv - adv.mean(1, keepdims=True), rtol=1e-5, atol=1e-5)
+
+
+def test_expected_value_head_keeps_its_parameters_with_a_quantile_axis_of_one():
+    """num_quantiles=0 is DQN's head: same parameter tree as before QR-DQN existed (old checkpoints load)."""
+    net = QNetwork(num_actions=6)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
+    shapes = jax.tree.map(jnp.shape, params["params"])
+    assert shapes == {"Dense_0": {"kernel": (128, 256), "bias": (256,)},
+                      "Dense_1": {"kernel": (256, 256), "bias": (256,)},
+                      "Dense_2": {"kernel": (256, 6), "bias": (6,)}}
+    obs = jnp.ones((2, 128), jnp.uint8)
+    assert net.apply(params, obs, method=QNetwork.quantile_values).shape == (2, 6, 1)
+    with np.testing.assert_raises_regex(ValueError, "num_quantiles"):
+        QNetwork(num_actions=6, num_quantiles=-1).init(jax.random.key(0), obs)

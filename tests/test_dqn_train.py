@@ -88,8 +88,11 @@ def test_short_training_run_writes_everything(tmp_path, backend):
 
 @pytest.mark.parametrize("extra", [{}, dict(n_step=3, life_loss_terminal=True, clip_rewards=True,
                                            obs_encoding="bits", dueling=True, layer_norm=True,
-                                           prioritized_replay=True, munchausen_alpha=0.9)],
-                         ids=["one-step", "n-step-life-bits-dueling-layernorm-prioritized-munchausen"])
+                                           prioritized_replay=True, munchausen_alpha=0.9),
+                                   dict(n_step=3, num_quantiles=5, double_dqn=True, dueling=True,
+                                        prioritized_replay=True)],
+                         ids=["one-step", "n-step-life-bits-dueling-layernorm-prioritized-munchausen",
+                              "quantile-double-dueling-prioritized"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     config = tiny(**extra)  # 1,200 steps, checkpoints every 400 (n-step windows are part of the state)
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)

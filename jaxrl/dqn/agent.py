@@ -3,6 +3,7 @@
 References:
   Mnih et al., 2015, "Human-level control through deep reinforcement learning" (DQN, target network, Huber loss).
   van Hasselt et al., 2016, "Deep Reinforcement Learning with Double Q-learning" (double DQN).
+  Dabney et al., 2018, "Distributional Reinforcement Learning with Quantile Regression" (QR-DQN).
 
     dqn = make_dqn(num_actions=6)
     state = dqn.init(key)
@@ -146,6 +147,56 @@ def munchausen_target(
     return jax.lax.stop_gradient(r_t + bonus + discount_t * soft_v_t)
 
 
+def quantile_midpoints(num_quantiles: int) -> jax.Array:
+    """[N] quantile levels (2i + 1) / 2N, i = 0..N-1, that QR-DQN's N values estimate."""
+    return (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
+
+
+def quantile_td_loss(
+    dist_tm1: jax.Array,
+    a_tm1: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    dist_t_target: jax.Array,
+    q_t_selector: jax.Array,
+    huber_delta: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """QR-DQN's quantile Huber loss for ONE transition (Dabney et al., 2018; batch with `jax.vmap`).
+
+    With theta = dist_tm1[a_tm1] ([N], quantile levels tau_i = (2i + 1) / 2N) and the target sample
+    T = r_t + discount_t * dist_t_target[argmax_a q_t_selector[a]] ([M], gradient stopped):
+
+        u_ij = T_j - theta_i
+        loss = sum_i mean_j |tau_i - 1{u_ij < 0}| * huber(u_ij, huber_delta)
+
+    (rlax.quantile_regression_loss's form: no division by the Huber threshold). As huber_delta -> 0 each theta_i
+    moves to the tau_i-quantile of the target distribution; for |u| < huber_delta the penalty is quadratic, so
+    pick the threshold on the scale of the stored rewards.
+
+    Args:
+      dist_tm1: [A, N] online quantile values at o_tm1.
+      a_tm1: () int action taken at o_tm1.
+      r_t: () reward.
+      discount_t: () bootstrap factor (0 at a true terminal).
+      dist_t_target: [A, M] target-network quantile values at o_t (M target samples; M = N in QR-DQN).
+      q_t_selector: [A] Q-values choosing the bootstrap action: the target network's (QR-DQN) or the online
+        network's (double QR-DQN).
+      huber_delta: Huber threshold kappa > 0.
+
+    Returns:
+      (() loss, () mean TD error mean(T) - mean(theta), the priority signal of prioritized replay).
+    """
+    assert dist_tm1.ndim == 2 and dist_t_target.ndim == 2, (dist_tm1.shape, dist_t_target.shape)
+    assert dist_t_target.shape[0] == dist_tm1.shape[0], (dist_tm1.shape, dist_t_target.shape)
+    assert q_t_selector.shape == dist_tm1.shape[:1], (q_t_selector.shape, dist_tm1.shape)
+    theta = dist_tm1[a_tm1]  # [N]
+    target = jax.lax.stop_gradient(r_t + discount_t * dist_t_target[jnp.argmax(q_t_selector)])  # [N]
+    u = target[None, :] - theta[:, None]  # [N, M]
+    weight = jnp.abs(quantile_midpoints(theta.shape[0])[:, None] - (u < 0).astype(jnp.float32))
+    loss = jnp.sum(jnp.mean(weight * optax.losses.huber_loss(u, delta=huber_delta), axis=1))
+    return loss, jnp.mean(target) - jnp.mean(theta)
+
+
 def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn,
           munchausen_alpha=0.0, munchausen_temperature=0.03):
     """Mean (importance-weighted) TD loss over a batch.
@@ -157,14 +208,17 @@ def _loss(params, target_params, batch: Transition, weights=None, *, network, ga
     Returns:
       (() loss, aux): aux has scalars loss and q_mean, and td_error [B].
     """
-    q_tm1 = network.apply(params, batch.obs)  # [B, A]
-    q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
-    q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
     if batch.discount is None:  # one-step rows
         discount_t = gamma * (1.0 - batch.terminated.astype(jnp.float32))  # [B]
     else:  # n-step rows carry their own gamma^k (0 after a terminal)
         discount_t = batch.discount.astype(jnp.float32)  # [B]
     reward = batch.reward.astype(jnp.float32)  # [B]
+    if network.num_quantiles > 0:
+        return _quantile_loss(params, target_params, batch, weights, reward, discount_t, network=network,
+                              huber_delta=huber_delta, double_dqn=double_dqn)
+    q_tm1 = network.apply(params, batch.obs)  # [B, A]
+    q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
+    q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
     if munchausen_alpha > 0:
         q_tm1_target = network.apply(target_params, batch.obs)  # [B, A]
         target = jax.vmap(functools.partial(munchausen_target, temperature=munchausen_temperature,
@@ -178,6 +232,23 @@ def _loss(params, target_params, batch: Transition, weights=None, *, network, ga
     per_example = optax.losses.huber_loss(errors, delta=huber_delta)  # [B]
     loss = jnp.mean(per_example if weights is None else weights * per_example)
     q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "td_error": errors}
+
+
+def _quantile_loss(params, target_params, batch, weights, reward, discount_t, *, network, huber_delta,
+                   double_dqn):
+    """`_loss` for a quantile head: mean (importance-weighted) `quantile_td_loss` over the batch."""
+    quantiles = functools.partial(network.apply, method=type(network).quantile_values)
+    dist_tm1 = quantiles(params, batch.obs)  # [B, A, N]
+    dist_t_target = quantiles(target_params, batch.next_obs)  # [B, A, N]
+    if double_dqn:
+        q_t_selector = network.apply(params, batch.next_obs)  # [B, A] online means choose the action
+    else:
+        q_t_selector = jnp.mean(dist_t_target, axis=-1)  # [B, A]
+    per_example, errors = jax.vmap(functools.partial(quantile_td_loss, huber_delta=huber_delta))(
+        dist_tm1, batch.action, reward, discount_t, dist_t_target, q_t_selector)  # [B], [B]
+    loss = jnp.mean(per_example if weights is None else weights * per_example)
+    q_taken = jnp.take_along_axis(jnp.mean(dist_tm1, axis=-1), batch.action[:, None].astype(jnp.int32), axis=1)
     return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "td_error": errors}
 
 
@@ -278,6 +349,7 @@ def make_dqn(
     obs_encoding: str = "scale",
     dueling: bool = False,
     layer_norm: bool = False,
+    num_quantiles: int = 0,
     munchausen_alpha: float = 0.0,
     munchausen_temperature: float = 0.03,
 ) -> DQN:
@@ -289,6 +361,8 @@ def make_dqn(
       obs_encoding: how the Q-network reads RAM bytes, ``"scale"`` (/ 255) or ``"bits"`` (`jaxrl.dqn.network`).
       dueling: dueling head (value + advantages) instead of one linear layer.
       layer_norm: LayerNorm in each hidden layer (`jaxrl.dqn.network.QNetwork`).
+      num_quantiles: 0 for DQN; N > 0 for QR-DQN (`quantile_td_loss`): the network predicts N quantiles of
+        the return per action and acts on their mean; huber_delta is then the quantile Huber threshold kappa.
       learning_rate: Adam step size.
       gamma: discount in [0, 1].
       huber_delta: Huber loss threshold (> 0).
@@ -324,13 +398,17 @@ def make_dqn(
     _check("max_grad_norm (None or > 0)", max_grad_norm is None or max_grad_norm > 0, max_grad_norm)
     _check("munchausen_alpha (in [0, 1])", 0.0 <= munchausen_alpha <= 1.0, munchausen_alpha)
     _check("munchausen_temperature (> 0)", munchausen_temperature > 0, munchausen_temperature)
+    _check("num_quantiles (int >= 0)", isinstance(num_quantiles, numbers.Integral) and num_quantiles >= 0,
+           num_quantiles)
+    _check("num_quantiles > 0 with munchausen_alpha > 0 (Munchausen targets are defined for Q-values here)",
+           not (num_quantiles > 0 and munchausen_alpha > 0), num_quantiles)
     _check("double_dqn with munchausen_alpha > 0 (Munchausen targets bootstrap a soft value, not an argmax)",
            not (double_dqn and munchausen_alpha > 0), double_dqn)
 
     _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
                        obs_encoding=obs_encoding, dueling=bool(dueling),
-                       layer_norm=bool(layer_norm))
+                       layer_norm=bool(layer_norm), num_quantiles=int(num_quantiles))
     optimizer = optax.adam(learning_rate)
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)

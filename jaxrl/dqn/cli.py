@@ -35,6 +35,7 @@ FIELD_HELP = {
     "obs_encoding": "Q-network input: scale (RAM / 255) or bits (8 binary inputs per byte)",
     "dueling": "dueling Q-network head (value + advantages)",
     "layer_norm": "LayerNorm in each hidden layer of the Q-network",
+    "num_quantiles": "0: DQN; N > 0: QR-DQN with N return quantiles per action (--huber-delta is its kappa)",
     "buffer_size": "replay capacity (transitions)",
     "batch_size": "transitions per update",
     "gamma": "discount",

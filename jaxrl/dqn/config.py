@@ -44,7 +44,9 @@ class DQNConfig:
         max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
     Agent (``jaxrl.dqn.learner.make_learner``):
         hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling
-        (value + advantage head), layer_norm (LayerNorm in each hidden layer), buffer_size, batch_size, gamma,
+        (value + advantage head), layer_norm (LayerNorm in each hidden layer), num_quantiles (0: DQN's
+        expected-value head; N > 0: QR-DQN, N quantiles of the return per action; huber_delta is then its
+        quantile Huber threshold), buffer_size, batch_size, gamma,
         learning_rate, huber_delta, max_grad_norm (None: no clipping), double_dqn, munchausen_alpha (> 0:
         Munchausen-DQN targets, ``jaxrl.dqn.agent.munchausen_target``) and munchausen_temperature (in stored
         reward units), target_update_period (updates between hard syncs), tau (1.0: hard copy,
@@ -79,6 +81,7 @@ class DQNConfig:
     obs_encoding: str = "scale"
     dueling: bool = False
     layer_norm: bool = False
+    num_quantiles: int = 0
     buffer_size: int = 100_000
     batch_size: int = 128
     gamma: float = 0.98
@@ -162,7 +165,7 @@ class DQNConfig:
     def network_kwargs(self) -> dict[str, Any]:
         """The Q-network's keyword arguments of ``make_dqn`` / ``make_learner`` (to rebuild it for evaluation)."""
         return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding, dueling=self.dueling,
-                    layer_norm=self.layer_norm)
+                    layer_norm=self.layer_norm, num_quantiles=self.num_quantiles)
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``jaxrl.dqn.envs.make_vec_env`` (besides num_envs and seed)."""
@@ -295,6 +298,10 @@ def _validate(config: DQNConfig) -> None:
                  "prioritized_replay"):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
+    need_int("num_quantiles", 0, 10_000)
+    if config.num_quantiles > 0 and config.munchausen_alpha > 0:
+        raise ValueError("num_quantiles > 0 cannot be combined with munchausen_alpha > 0 (Munchausen targets are "
+                         "implemented for Q-values only)")
     need_int("target_update_period", 1)
     need_real("tau", 0.0, 1.0, low_open=True)
     need_real("munchausen_alpha", 0.0, 1.0)

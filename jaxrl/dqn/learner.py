@@ -346,6 +346,7 @@ def make_learner(
     obs_encoding: str = "scale",
     dueling: bool = False,
     layer_norm: bool = False,
+    num_quantiles: int = 0,
     huber_delta: float = 1.0,
     max_grad_norm: float | None = None,
     axis_name: str | None = None,
@@ -380,6 +381,7 @@ def make_learner(
       obs_encoding: ``"scale"`` (RAM / 255) or ``"bits"`` (8 binary inputs per byte).
       dueling: dueling Q-network head.
       layer_norm: LayerNorm in each hidden layer of the Q-network.
+      num_quantiles: 0 for DQN, N > 0 for QR-DQN's N quantiles per action (`jaxrl.dqn.agent.quantile_td_loss`).
       huber_delta: Huber threshold.
       max_grad_norm: optional global-norm gradient clipping.
       axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
@@ -405,6 +407,7 @@ def make_learner(
         obs_encoding=obs_encoding,
         dueling=dueling,
         layer_norm=layer_norm,
+        num_quantiles=num_quantiles,
         learning_rate=learning_rate,
         gamma=gamma,
         huber_delta=huber_delta,

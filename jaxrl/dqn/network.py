@@ -54,6 +54,12 @@ class QNetwork(nn.Module):
       layer_norm: LayerNorm after each hidden Dense, before the ReLU (Dense -> LayerNorm -> ReLU), which keeps
         the features' scale fixed while the TD targets move (Ba et al., 2016; Gallici et al., 2024, "Simplifying
         Deep Temporal Difference Learning", who find it stabilises Q-learning).
+      num_quantiles: 0 for the expected-value head of DQN; N > 0 for QR-DQN's head (Dabney et al., 2018,
+        "Distributional Reinforcement Learning with Quantile Regression"): N values per action, the
+        quantiles of the return at the midpoints (2i + 1) / 2N, whose mean is the Q-value.
+
+    ``apply(params, obs)`` gives Q-values in every case (so acting, evaluation and play are the same code);
+    ``apply(params, obs, method=QNetwork.quantile_values)`` gives the head's [..., A, N] values.
     """
 
     num_actions: int
@@ -61,8 +67,8 @@ class QNetwork(nn.Module):
     obs_encoding: str = "scale"
     dueling: bool = False
     layer_norm: bool = False
+    num_quantiles: int = 0
 
-    @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         """Q-values for every action.
 
@@ -70,18 +76,34 @@ class QNetwork(nn.Module):
           obs: [..., 128] uint8 RAM (or float already in [0, 1]).
 
         Returns:
-          q: [..., A] float32.
+          q: [..., A] float32 (with quantiles: the mean of each action's N quantile values).
+        """
+        return jnp.mean(self.quantile_values(obs), axis=-1)
+
+    @nn.compact
+    def quantile_values(self, obs: jax.Array) -> jax.Array:
+        """The head's values per action: N quantiles of the return, or (num_quantiles == 0) the Q-value alone.
+
+        Args:
+          obs: [..., 128] uint8 RAM (or float already in [0, 1]).
+
+        Returns:
+          [..., A, max(num_quantiles, 1)] float32.
         """
         if self.obs_encoding not in OBS_ENCODINGS:
             raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {self.obs_encoding!r}")
+        if self.num_quantiles < 0:
+            raise ValueError(f"num_quantiles must be >= 0, got {self.num_quantiles}")
         x = unpack_bits(obs) if self.obs_encoding == "bits" else scale_obs(obs)
         for width in self.hidden_sizes:
             x = nn.Dense(width)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = nn.relu(x)
+        k = max(self.num_quantiles, 1)
+        shape = x.shape[:-1] + (self.num_actions, k)
         if not self.dueling:
-            return nn.Dense(self.num_actions)(x)
-        value = nn.Dense(1, name="value")(x)  # [..., 1]
-        advantage = nn.Dense(self.num_actions, name="advantage")(x)  # [..., A]
-        return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+            return nn.Dense(self.num_actions * k)(x).reshape(shape)
+        value = nn.Dense(k, name="value")(x).reshape(x.shape[:-1] + (1, k))  # [..., 1, K]
+        advantage = nn.Dense(self.num_actions * k, name="advantage")(x).reshape(shape)  # [..., A, K]
+        return value + advantage - jnp.mean(advantage, axis=-2, keepdims=True)
