@@ -2,7 +2,7 @@
 
 Importing this package is light: envpool and gymnasium are imported only inside the functions that use them.
 """
-from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, td_error, td_loss
+from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, quantile_td_loss, td_error, td_loss
 from jaxrl.dqn.learner import Learner, LearnerState, make_learner
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.prioritized import (
@@ -39,6 +39,7 @@ __all__ = [
     "make_replay_buffer",
     "make_toy_env",
     "make_xla_loop",
+    "quantile_td_loss",
     "summarize",
     "td_error",
     "td_loss",
