@@ -214,30 +214,36 @@ def _loss(params, target_params, batch: Transition, weights=None, *, network, ga
         discount_t = batch.discount.astype(jnp.float32)  # [B]
     reward = batch.reward.astype(jnp.float32)  # [B]
     if network.num_quantiles > 0:
-        return _quantile_loss(params, target_params, batch, weights, reward, discount_t, network=network,
-                              huber_delta=huber_delta, double_dqn=double_dqn)
-    q_tm1 = network.apply(params, batch.obs)  # [B, A]
-    q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
-    q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
-    if munchausen_alpha > 0:
-        q_tm1_target = network.apply(target_params, batch.obs)  # [B, A]
-        target = jax.vmap(functools.partial(munchausen_target, temperature=munchausen_temperature,
-                                            alpha=munchausen_alpha))(
-            q_tm1_target, batch.action, reward, discount_t, q_t_target)  # [B]
-        errors = target - jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
+        per_example, errors, q_tm1 = _quantile_terms(params, target_params, batch, reward, discount_t,
+                                                     network=network, huber_delta=huber_delta,
+                                                     double_dqn=double_dqn)
     else:
-        errors = jax.vmap(td_error, in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0))(
-            q_tm1, batch.action, reward, discount_t, q_t_target, q_t_online
-        )  # [B]
-    per_example = optax.losses.huber_loss(errors, delta=huber_delta)  # [B]
+        q_tm1 = network.apply(params, batch.obs)  # [B, A]
+        q_t_target = network.apply(target_params, batch.next_obs)  # [B, A]
+        q_t_online = network.apply(params, batch.next_obs) if double_dqn else None  # [B, A]
+        if munchausen_alpha > 0:
+            q_tm1_target = network.apply(target_params, batch.obs)  # [B, A]
+            target = jax.vmap(functools.partial(munchausen_target, temperature=munchausen_temperature,
+                                                alpha=munchausen_alpha))(
+                q_tm1_target, batch.action, reward, discount_t, q_t_target)  # [B]
+            errors = target - _taken(q_tm1, batch.action)
+        else:
+            errors = jax.vmap(td_error, in_axes=(0, 0, 0, 0, 0, None if q_t_online is None else 0))(
+                q_tm1, batch.action, reward, discount_t, q_t_target, q_t_online
+            )  # [B]
+        per_example = optax.losses.huber_loss(errors, delta=huber_delta)  # [B]
     loss = jnp.mean(per_example if weights is None else weights * per_example)
-    q_taken = jnp.take_along_axis(q_tm1, batch.action[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "td_error": errors}
+    return loss, {"loss": loss, "q_mean": jnp.mean(_taken(q_tm1, batch.action)), "td_error": errors}
 
 
-def _quantile_loss(params, target_params, batch, weights, reward, discount_t, *, network, huber_delta,
-                   double_dqn):
-    """`_loss` for a quantile head: mean (importance-weighted) `quantile_td_loss` over the batch."""
+def _taken(q: jax.Array, action: jax.Array) -> jax.Array:
+    """q [B, A], action [B] -> [B]: each row's value of its action."""
+    return jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def _quantile_terms(params, target_params, batch, reward, discount_t, *, network, huber_delta, double_dqn):
+    """`_loss`'s per-row terms for a quantile head: `quantile_td_loss` [B], its mean TD error [B] and the
+    online Q-values (quantile means) at o_tm1 [B, A]."""
     quantiles = functools.partial(network.apply, method=type(network).quantile_values)
     dist_tm1 = quantiles(params, batch.obs)  # [B, A, N]
     dist_t_target = quantiles(target_params, batch.next_obs)  # [B, A, N]
@@ -247,9 +253,7 @@ def _quantile_loss(params, target_params, batch, weights, reward, discount_t, *,
         q_t_selector = jnp.mean(dist_t_target, axis=-1)  # [B, A]
     per_example, errors = jax.vmap(functools.partial(quantile_td_loss, huber_delta=huber_delta))(
         dist_tm1, batch.action, reward, discount_t, dist_t_target, q_t_selector)  # [B], [B]
-    loss = jnp.mean(per_example if weights is None else weights * per_example)
-    q_taken = jnp.take_along_axis(jnp.mean(dist_tm1, axis=-1), batch.action[:, None].astype(jnp.int32), axis=1)
-    return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "td_error": errors}
+    return per_example, errors, jnp.mean(dist_tm1, axis=-1)
 
 
 def _init(key, *, network, optimizer) -> DQNState:
