@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU benchmark set (issue #5's GPU half): every row prints a table with both sides measured in the same run.
+#
+#   bash experiments/bench_gpu.sh [OUT_DIR]        # on a machine with jaxrl and jax's GPU backend installed
+#   QUICK=1 bash experiments/bench_gpu.sh          # tiny sizes: checks that every step runs (e.g. on a CPU)
+#
+# Each step has its own time limit (seconds, scaled by STEP_TIMEOUT_SCALE, default 1) so one slow or broken
+# step does not take the others with it; the log of each step is written to OUT_DIR (default results/gpu).
+# Steps run in order of what the GPU goals name: MNIST-sized epoch, 64-model sweep, DQN, then the digits grid.
+set -u
+out=${1:-results/gpu}
+mkdir -p "$out"
+scale=${STEP_TIMEOUT_SCALE:-1}
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+
+if [ "${QUICK:-0}" = 1 ]; then
+  mlp="--synthetic-mnist --epochs 1 --repeats 1"
+  sweep="--mnist-sized --models 4 --max-iter 1 --sklearn-fits 1 --n-samples 2000"
+  digits="--max-iter 5 --cv 2"
+  dqn="--num-envs 8 --steps 2000 --rounds 1"
+  dqn_seeds="--num-envs 8 --seeds 2 --rounds 1 --steps-per-call 100 --learning-starts 200"
+else
+  mlp="--synthetic-mnist --epochs 5 --repeats 3"
+  sweep="--mnist-sized --models 64 --max-iter 5 --sklearn-fits 2"
+  digits="--max-iter 100 --cv 3"
+  dqn="--num-envs 8 --steps 20000 --rounds 1"
+  dqn_seeds="--num-envs 8 --seeds 16 --rounds 3 --update-every 2 --skip-python"
+fi
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  timeout "$((limit * scale))" "$@" 2>&1 | tee "$out/$name.log"
+  echo "=== $name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s"
+}
+
+step info 60 "$py" -c "import jax, platform, os; print(platform.platform(), os.cpu_count(), 'CPUs'); print('jax', jax.__version__, jax.devices())"
+step mlp_epoch 120 "$py" experiments/bench_mlp.py $mlp
+step mlp_sweep 150 "$py" experiments/bench_mlp_grid.py $sweep
+step dqn_tuned 150 "$py" experiments/bench_dqn.py --preset tuned $dqn
+step dqn_seeds 150 "$py" experiments/bench_dqn_xla.py $dqn_seeds
+step mlp_digits_grid 120 "$py" experiments/bench_mlp_grid.py $digits
