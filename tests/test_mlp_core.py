@@ -164,15 +164,18 @@ def test_train_step_jitted_equals_not_jitted():
         _tree_allclose(eager, jitted, rtol=1e-12)
 
 
-def test_train_epoch_ragged_batch_equals_step_by_step_loop():
+@pytest.mark.parametrize("empty_batch_skip, unroll", [("auto", 1), ("cond", 1), ("select", 1), ("select", 3)])
+def test_train_epoch_ragged_batch_equals_step_by_step_loop(empty_batch_skip, unroll):
+    # "select" (what "auto" picks off the CPU) and unrolling must give the cond path's exact results
     with x64(True):
         x, y, params, optimizer, opt_state = _epoch_setup()
         order = np.random.RandomState(1).permutation(23)
         rows, mask = core.make_batches(order, 10, n_batches_to=4, batch_size_to=16)  # 10, 10, 3 rows + padding
         spec = core.MLPSpec()
-        new_params, _, metrics = jax.jit(core.train_epoch, static_argnames=("optimizer", "spec"))(
-            params, opt_state, x, y, np.ones(23), rows, mask, 1e-3, optimizer=optimizer, spec=spec
-        )
+        epoch = jax.jit(core.train_epoch, static_argnames=("optimizer", "spec", "unroll", "empty_batch_skip"))
+        new_params, new_state, metrics = epoch(params, opt_state, x, y, np.ones(23), rows, mask, 1e-3,
+                                               optimizer=optimizer, spec=spec, unroll=unroll,
+                                               empty_batch_skip=empty_batch_skip)
         # reference: sklearn's gen_batches over the same order, one unpadded train_step each
         step = jax.jit(core.train_step, static_argnames=("optimizer", "spec"))
         p, s, total = params, opt_state, 0.0
@@ -182,8 +185,18 @@ def test_train_epoch_ragged_batch_equals_step_by_step_loop():
                                       optimizer=optimizer, spec=spec)
             total += float(step_metrics["loss"]) * len(idx)
         _tree_allclose(new_params, p, rtol=1e-12)
+        _tree_allclose(new_state, s, rtol=1e-12)  # the empty 4th batch took no optimizer step
         assert float(metrics["loss"]) == pytest.approx(total / 23, rel=1e-12)
+        assert float(metrics["batch_loss"][3]) == 0.0
         assert bool(metrics["finite"])
+
+
+def test_train_epoch_rejects_unknown_skip_mode():
+    x, y, params, optimizer, opt_state = _epoch_setup()
+    rows, mask = core.make_batches(np.arange(23), 10)
+    with pytest.raises(ValueError, match="empty_batch_skip"):
+        core.train_epoch(params, opt_state, x, y, np.ones(23), rows, mask, 1e-3, optimizer=optimizer,
+                         empty_batch_skip="maybe")
 
 
 def test_vmap_over_two_parameter_sets():

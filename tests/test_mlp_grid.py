@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, ParameterGrid
@@ -11,6 +12,7 @@ from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
 
 from jaxrl import MLPClassifier, MLPRegressor
 from jaxrl.mlp import core
+from jaxrl.mlp import grid as grid_module
 from jaxrl.mlp.grid import fit_grid, grid_batches, param_grid
 
 
@@ -230,3 +232,27 @@ def test_binary_classifier_with_sample_weight_equals_individual_fits():
         assert fitted.out_activation_ == "logistic" and fitted.coefs_[-1].shape == (5, 1)
         _assert_same_fit(fitted, single)
         np.testing.assert_allclose(fitted.predict_proba(X), single.predict_proba(X), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "grid, shuffle, shared",
+    [
+        (dict(alpha=[1e-4, 1.0, 3.0]), True, True),  # one random_state: every run draws the same batches
+        (dict(alpha=[1e-4], random_state=[0, 1]), True, False),  # different shuffles
+        (dict(alpha=[1e-4], random_state=[0, 1]), False, True),  # no shuffling: the seed does not matter
+    ],
+)
+def test_runs_drawing_the_same_minibatches_are_shuffled_once(digits, monkeypatch, grid, shuffle, shared):
+    X, y = digits
+    calls = []
+    original = grid_module._shuffled_rows
+    monkeypatch.setattr(grid_module, "_shuffled_rows",
+                        lambda runs, *args: calls.append(len(runs)) or original(runs, *args))
+    template = MLPClassifier(hidden_layer_sizes=(8,), batch_size=64, max_iter=4, shuffle=shuffle, random_state=0)
+    result = _grid_quietly(template, X, y, **grid, epochs_per_call=2)
+    n_runs = result.n_runs
+    assert calls == [1 if shared else n_runs] * 2
+    for i, (point, fitted) in enumerate(zip(result.params, result.estimators)):
+        single = _fit_quietly(clone(template).set_params(**point), X, y)
+        _assert_same_fit(fitted, single)
+        assert result.cv_results["train_score"][i] == single.score(X, y)  # scored in one device call

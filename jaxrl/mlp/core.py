@@ -307,6 +307,8 @@ def train_epoch(
     *,
     optimizer: optax.GradientTransformation,
     spec: MLPSpec = MLPSpec(),
+    unroll: int = 1,
+    empty_batch_skip: str = "auto",
 ):
     """One epoch: ``lax.scan`` of :func:`train_step` over padded, masked minibatches.
 
@@ -322,6 +324,11 @@ def train_epoch(
       batch_rows: ``[n_batches, B]`` int32 rows of ``x`` per batch (:func:`make_batches`).
       batch_mask: ``[n_batches, B]`` bool, False on padding.
       alpha: L2 strength.
+      unroll: minibatch steps per ``lax.scan`` iteration (results are the same).
+      empty_batch_skip: how an empty batch is skipped: ``"cond"`` (``lax.cond``),
+        ``"select"`` (compute the step, keep the old state: no conditional, which on
+        a GPU costs a device-to-host sync per step) or ``"auto"`` (``cond`` on the
+        CPU, ``select`` elsewhere). All give the same results.
 
     Returns:
       ``(params, opt_state, metrics)``: ``metrics["loss"]`` is sklearn's epoch
@@ -330,6 +337,8 @@ def train_epoch(
       parameters are finite.
     """
     assert batch_rows.shape == batch_mask.shape and batch_rows.ndim == 2, (batch_rows.shape, batch_mask.shape)
+    if empty_batch_skip not in ("auto", "cond", "select"):
+        raise ValueError(f"empty_batch_skip must be 'auto', 'cond' or 'select', got {empty_batch_skip!r}")
     x, y, sample_weight = jnp.asarray(x), jnp.asarray(y), jnp.asarray(sample_weight)
 
     def body(carry, inputs):
@@ -345,10 +354,24 @@ def train_epoch(
         def skip(carry):
             return carry, jnp.zeros((), x.dtype)
 
-        carry, batch_loss = lax.cond(count > 0, step, skip, carry)
+        def step_or_skip_cond(carry):
+            return lax.cond(count > 0, step, skip, carry)
+
+        def step_or_skip_select(carry):
+            new_carry, loss = step(carry)
+            keep = count > 0
+            new_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+            return new_carry, jnp.where(keep, loss, jnp.zeros((), x.dtype))
+
+        if empty_batch_skip == "auto":
+            carry, batch_loss = lax.platform_dependent(carry, cpu=step_or_skip_cond, default=step_or_skip_select)
+        else:
+            carry, batch_loss = {"cond": step_or_skip_cond, "select": step_or_skip_select}[empty_batch_skip](carry)
         return carry, (batch_loss, count.astype(x.dtype))
 
-    (params, opt_state), (batch_loss, counts) = lax.scan(body, (params, opt_state), (batch_rows, batch_mask))
+    (params, opt_state), (batch_loss, counts) = lax.scan(
+        body, (params, opt_state), (batch_rows, batch_mask), unroll=unroll
+    )
     epoch_loss = jnp.sum(batch_loss * counts) / jnp.sum(counts)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]))
     return params, opt_state, {"loss": epoch_loss, "batch_loss": batch_loss, "finite": finite}

@@ -432,6 +432,10 @@ class _BaseMLP(BaseEstimator):
 
     def _score_params(self, params, x_device, y, sample_weight):
         output = np.array(_forward(params, x_device, activation=self.activation, out_activation=self.out_activation_))
+        return self._score_output(output, y, sample_weight)
+
+    def _score_output(self, output, y, sample_weight=None):
+        """``score`` from the network output ``[n_samples, n_outputs]`` (nan when it is not finite)."""
         if not np.isfinite(output).all():
             return np.nan
         y_pred = self._output_to_prediction(output)

@@ -37,6 +37,7 @@ Not supported (clear ``ValueError``): ``solver="lbfgs"``, ``warm_start=True``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import time
@@ -122,7 +123,8 @@ class GridResult:
         (``best_estimator`` is None with ``refit=False``).
       timings: seconds spent in ``prepare`` (host: validation, init, shuffles),
         ``compile`` (XLA compilation, 0 when cached), ``train`` (the compiled
-        loop, device time plus overlapped host shuffles) and ``total``.
+        loop, device time plus overlapped host shuffles), ``score`` (every run's
+        test-fold / training score: one device call, labels on the host) and ``total``.
       n_runs: number of vmapped training runs (grid points x (folds + refit)).
     """
 
@@ -542,10 +544,13 @@ def fit_grid(
         host, curve = jax.tree.map(lambda a: a[:n_runs], host), curve[:, :, :n_runs]  # drop shard padding
         train_seconds = time.perf_counter() - start_train - compile_seconds
         _set_fitted(runs, host, curve, early_stopping)
+        start_score = time.perf_counter()
+        scores = _run_scores(runs, host, data[0], np.asarray(y), static["spec"], early_stopping, n_folds * len(grid))
+        score_seconds = time.perf_counter() - start_score
 
     _report_stopping(runs, host, max_iter, error_score)
     final = runs[n_folds * len(grid):]  # the full-data fits ([] when refit=False)
-    cv_results = _results_table(grid, runs, final, host.diverged, n_folds, X_valid, y)
+    cv_results = _results_table(grid, runs, final, host.diverged, n_folds, scores)
     key = "mean_test_score" if n_folds else "train_score"
     best_index = int(np.argmax(np.where(np.isnan(cv_results[key]), -np.inf, cv_results[key])))
     return GridResult(
@@ -556,7 +561,7 @@ def fit_grid(
         best_params=grid[best_index],
         best_estimator=final[best_index].estimator if final else None,
         best_score=float(cv_results[key][best_index]),
-        timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds,
+        timings=dict(prepare=prepare_seconds, compile=compile_seconds, train=train_seconds, score=score_seconds,
                      total=time.perf_counter() - start_total),
         n_runs=len(runs),
     )
@@ -600,18 +605,25 @@ def _make_runs(estimator, template, grid, splits, X, y, X_valid):
     runs, run_params, opt_states, optimizer = [], [], [], None
     dtype = X_valid.dtype
     for fold, (train, test) in enumerate(splits):
+        fitted_by_validation, y_train = None, None
         for point in grid:
             est = clone(estimator).set_params(**point)
-            if test is None:  # a full-data fit: validated exactly as est.fit(X, y) would
-                _, y_train = est._validate_input(X, y, incremental=False, reset=True)
-            else:
-                _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
-                if is_classifier(est) and not np.array_equal(est.classes_, template.classes_):
-                    raise ValueError(
-                        f"cv fold {fold} lacks some classes ({est.classes_} in training vs {template.classes_}); "
-                        "use a stratified splitter or fewer folds."
-                    )
-            y_train = y_train.reshape((-1, 1)) if y_train.ndim == 1 else y_train
+            if fitted_by_validation is None:  # validate once per split; the grid's values do not enter it
+                unset = set(vars(est))
+                if test is None:  # a full-data fit: validated exactly as est.fit(X, y) would
+                    _, y_train = est._validate_input(X, y, incremental=False, reset=True)
+                else:
+                    _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
+                    if is_classifier(est) and not np.array_equal(est.classes_, template.classes_):
+                        raise ValueError(
+                            f"cv fold {fold} lacks some classes ({est.classes_} in training vs "
+                            f"{template.classes_}); use a stratified splitter or fewer folds."
+                        )
+                fitted_by_validation = {k: v for k, v in vars(est).items() if k not in unset}
+                y_train = y_train.reshape((-1, 1)) if y_train.ndim == 1 else y_train
+            else:  # the other grid points of this split: the same validation result, each its own copy
+                for name, value in fitted_by_validation.items():
+                    setattr(est, name, copy.deepcopy(value))
             hidden = est.hidden_layer_sizes
             hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
             rng = check_random_state(est.random_state)
@@ -682,21 +694,42 @@ def _shuffled_rows(runs, orders, n_epochs: int, layout: _Layout) -> np.ndarray:
     return rows
 
 
+def _same_minibatches(runs) -> bool:
+    """Whether every run will draw the same minibatch rows in every epoch: the same training rows and batch
+    size, and either no shuffling or shuffle generators in the same state (e.g. an ``alpha`` sweep with one
+    integer ``random_state``)."""
+    first = runs[0]
+    if any(r.batch_size != first.batch_size or not np.array_equal(r.train, first.train) for r in runs):
+        return False
+    shuffles = {bool(r.estimator.shuffle) for r in runs}
+    if shuffles == {False}:
+        return True
+    if shuffles != {True}:
+        return False
+    state = first.random_state.get_state(legacy=False)
+    return all(_same_rng_state(r.random_state.get_state(legacy=False), state) for r in runs[1:])
+
+
+def _same_rng_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        _same_rng_state(a[k], b[k]) if isinstance(a[k], dict) else np.array_equal(a[k], b[k]) for k in a
+    )
+
+
 def _train(state, data, config, shared, static, runs, layout, epochs_per_call, max_iter, place, place_shared):
     """Chunks of ``epochs_per_call`` epochs until every run stopped; the host shuffles ahead of the device.
 
-    When every run draws the same minibatches (checked on the first chunk: same training rows, batch size and
-    shuffle seed), only one run's shuffles are made and sent (``[1, E, ...]``, see ``_train_chunk``).
+    When every run draws the same minibatches (:func:`_same_minibatches`), only one run's shuffles are made
+    and sent (``[1, E, ...]``, see ``_train_chunk``).
 
     Returns:
       ``(host_state, curves [2, epochs, R] (loss, validation score), compile_seconds)``.
     """
-    orders = [np.arange(len(r.train), dtype=int) for r in runs]
     curves, epochs_done, compile_seconds = [], 0, 0.0
-    first = _shuffled_rows(runs, orders, epochs_per_call, layout)
-    if len(runs) > 1 and bool((first == first[:1]).all()):
-        runs, place, first = runs[:1], place_shared, first[:1]  # from here on, shuffle for run 0 only
-    rows = place(first)
+    if len(runs) > 1 and _same_minibatches(runs):
+        runs, place = runs[:1], place_shared  # shuffle for run 0 only
+    orders = [np.arange(len(r.train), dtype=int) for r in runs]
+    rows = place(_shuffled_rows(runs, orders, epochs_per_call, layout))
     while True:
         args = (state, *data, rows, config, shared)
         compiled, seconds = _compile(args, static)
@@ -754,9 +787,56 @@ def _report_stopping(runs, host: GridState, max_iter: int, error_score: str):
         )
 
 
-def _results_table(grid, runs, final, diverged, n_folds, X_valid, y):
-    """``GridSearchCV.cv_results_``-style dict (one entry per grid point)."""
-    y = np.asarray(y)
+@functools.partial(jax.jit, static_argnames=("spec",))
+def run_outputs(params, x, rows, *, spec: core.MLPSpec) -> jax.Array:
+    """Network outputs of many runs in one compiled call, one run at a time on the device (``lax.map``).
+
+    Args:
+      params: stacked parameters, leading axis ``R``.
+      x: ``[n, d]`` data (on the device once).
+      rows: ``[m]`` rows of ``x`` shared by all runs, or ``[R, m]`` rows per run.
+
+    Returns:
+      ``[R, m, n_outputs]``.
+    """
+    if rows.ndim == 1:
+        x_rows = x[rows]
+        return lax.map(lambda p: core.forward(p, x_rows, spec.activation, spec.out_activation), params)
+    return lax.map(lambda pr: core.forward(pr[0], x[pr[1]], spec.activation, spec.out_activation), (params, rows))
+
+
+def _run_scores(runs, host: GridState, x, y, spec: core.MLPSpec, early_stopping: bool, n_fold_runs: int):
+    """Each run's ``estimator.score``: on its test fold (cv runs), on all rows (full-data fits).
+
+    The outputs come from one device call per kind of run (no per-model host round trip or copy of ``x``);
+    labels and scores are then made on the host exactly as ``estimator.score`` makes them.
+
+    Returns:
+      ``[R]`` float scores (nan for a run whose output is not finite).
+    """
+    params = jax.tree.map(jnp.asarray, host.best_params if early_stopping else host.params)
+    scores = np.full(len(runs), np.nan)
+    fold_runs = list(range(n_fold_runs))
+    if fold_runs:
+        width = max(len(runs[i].test) for i in fold_runs)
+        rows = np.zeros((len(fold_runs), width), np.int32)
+        for i in fold_runs:
+            rows[i, : len(runs[i].test)] = runs[i].test
+        outputs = np.asarray(run_outputs(jax.tree.map(lambda a: a[:n_fold_runs], params), x, jnp.asarray(rows),
+                                         spec=spec))
+        for i in fold_runs:
+            test = runs[i].test
+            scores[i] = runs[i].estimator._score_output(outputs[i, : len(test)], y[test])
+    if n_fold_runs < len(runs):
+        outputs = np.asarray(run_outputs(jax.tree.map(lambda a: a[n_fold_runs:], params), x,
+                                         jnp.arange(x.shape[0], dtype=jnp.int32), spec=spec))
+        for j, i in enumerate(range(n_fold_runs, len(runs))):
+            scores[i] = runs[i].estimator._score_output(outputs[j], y)
+    return scores
+
+
+def _results_table(grid, runs, final, diverged, n_folds, scores):
+    """``GridSearchCV.cv_results_``-style dict (one entry per grid point); ``scores``: ``[R]`` run scores."""
     n_points = len(grid)
     results: dict = {"params": list(grid)}
     for name in _GRID_KEYS:
@@ -765,7 +845,7 @@ def _results_table(grid, runs, final, diverged, n_folds, X_valid, y):
         split_scores = np.full((n_folds, n_points), np.nan)
         for i, run in enumerate(runs[: n_folds * n_points]):
             if not diverged[i]:
-                split_scores[run.fold, i % n_points] = run.estimator.score(X_valid[run.test], y[run.test])
+                split_scores[run.fold, i % n_points] = scores[i]
         for k in range(n_folds):
             results[f"split{k}_test_score"] = split_scores[k]
         results["mean_test_score"] = split_scores.mean(axis=0)
@@ -781,7 +861,7 @@ def _results_table(grid, runs, final, diverged, n_folds, X_valid, y):
         return results
     offset = len(runs) - n_points
     results["train_score"] = np.array(
-        [np.nan if diverged[offset + j] else run.estimator.score(X_valid, y) for j, run in enumerate(final)]
+        [np.nan if diverged[offset + j] else scores[offset + j] for j in range(len(final))]
     )
     results["n_iter"] = np.array([run.estimator.n_iter_ for run in final])
     results["final_loss"] = np.array([run.estimator.loss_ for run in final], dtype=float)
