@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_digits, make_regression
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import GridSearchCV, ParameterGrid
+from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
 
 from jaxrl import MLPClassifier, MLPRegressor
@@ -256,3 +256,27 @@ def test_runs_drawing_the_same_minibatches_are_shuffled_once(digits, monkeypatch
         single = _fit_quietly(clone(template).set_params(**point), X, y)
         _assert_same_fit(fitted, single)
         assert result.cv_results["train_score"][i] == single.score(X, y)  # scored in one device call
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel", "regression"])
+def test_run_scores_equal_estimator_score(digits, regression, task):
+    # fit_grid scores every run in one device call (hit counts for classifiers); each must be estimator.score
+    X, y = digits
+    if task == "binary":
+        y = np.where(y % 2 == 0, "even", "odd")
+    elif task == "multilabel":
+        y = np.stack([y % 2 == 0, y > 4, y % 3 == 0], axis=1).astype(int)
+    elif task == "regression":
+        X, y = regression
+    estimator_class = MLPRegressor if task == "regression" else MLPClassifier
+    template = estimator_class(hidden_layer_sizes=(8,), batch_size=32, max_iter=3, random_state=0)
+    result = _grid_quietly(template, X, y, alpha=[1e-4, 1.0], cv=3, epochs_per_call=3)
+    compare = (lambda a, b: a == pytest.approx(b, rel=1e-5)) if task == "regression" else (lambda a, b: a == b)
+    for i, fitted in enumerate(result.estimators):
+        assert compare(result.cv_results["train_score"][i], fitted.score(X, y))
+    folds = list(KFold(3).split(X)) if task != "binary" and task != "multiclass" else list(
+        StratifiedKFold(3).split(X, y))
+    for k, (train, test) in enumerate(folds):
+        for j, alpha in enumerate([1e-4, 1.0]):
+            single = _fit_quietly(clone(template).set_params(alpha=alpha), X[train], y[train])
+            assert compare(result.cv_results[f"split{k}_test_score"][j], single.score(X[test], y[test]))

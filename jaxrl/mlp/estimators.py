@@ -244,15 +244,17 @@ class _BaseMLP(BaseEstimator):
             )
         return result.params
 
-    def _make_opt_state(self, params, dtype, incremental):
+    def _make_opt_state(self, params, dtype, incremental, on_device=True):
         """The optimizer and its state (kept from the last call for partial_fit).
 
         The state is built on the host (zeros of the right shapes from
-        ``jax.eval_shape``), so a new data shape costs no extra compilation.
+        ``jax.eval_shape``), so a new data shape costs no extra compilation;
+        ``on_device=False`` leaves it there (NumPy leaves, e.g. to stack many runs' states first).
         """
         def to_device(leaf):
             leaf = np.asarray(leaf)
-            return jax.device_put(leaf.astype(dtype) if np.issubdtype(leaf.dtype, np.floating) else leaf)
+            leaf = leaf.astype(dtype) if np.issubdtype(leaf.dtype, np.floating) else leaf
+            return jax.device_put(leaf) if on_device else leaf
 
         if incremental and getattr(self, "_opt_state", None) is not None:
             return optim.make_optimizer(*self._optimizer_key), jax.tree.map(to_device, self._opt_state)

@@ -545,7 +545,8 @@ def fit_grid(
         train_seconds = time.perf_counter() - start_train - compile_seconds
         _set_fitted(runs, host, curve, early_stopping)
         start_score = time.perf_counter()
-        scores = _run_scores(runs, host, data[0], np.asarray(y), static["spec"], early_stopping, n_folds * len(grid))
+        scores = _run_scores(runs, host, data[0], data[1], np.asarray(y), static["spec"], early_stopping,
+                             n_folds * len(grid))
         score_seconds = time.perf_counter() - start_score
 
     _report_stopping(runs, host, max_iter, error_score)
@@ -628,8 +629,8 @@ def _make_runs(estimator, template, grid, splits, X, y, X_valid):
             hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
             rng = check_random_state(est.random_state)
             est._initialize(y_train, [X_valid.shape[1], *hidden, y_train.shape[1]], dtype, rng)  # draws the init
-            params = tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
-            optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False)
+            params = tuple((np.asarray(w), np.asarray(b)) for w, b in zip(est.coefs_, est.intercepts_))
+            optimizer, opt_state = est._make_opt_state(params, dtype, incremental=False, on_device=False)
             fit_rows, val_rows = train, np.zeros(0, int)
             if est.early_stopping:  # the estimator's split, drawn next from the same RandomState
                 stratify = y_train if is_classifier(est) and y_train.shape[1] == 1 else None
@@ -787,9 +788,19 @@ def _report_stopping(runs, host: GridState, max_iter: int, error_score: str):
         )
 
 
+def _map_runs(fn, params, x, rows):
+    """``lax.map`` of ``fn(run_params, x_rows, run_index)`` over runs; ``rows`` ``[m]`` (gathered once) or
+    ``[R, m]`` (gathered per run, one run at a time)."""
+    index = jnp.arange(jax.tree.leaves(params)[0].shape[0])
+    if rows.ndim == 1:
+        x_rows = x[rows]
+        return lax.map(lambda pi: fn(pi[0], x_rows, pi[1]), (params, index))
+    return lax.map(lambda pri: fn(pri[0], x[pri[1]], pri[2]), (params, rows, index))
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def run_outputs(params, x, rows, *, spec: core.MLPSpec) -> jax.Array:
-    """Network outputs of many runs in one compiled call, one run at a time on the device (``lax.map``).
+    """Network outputs of many runs in one compiled call, one run at a time on the device.
 
     Args:
       params: stacked parameters, leading axis ``R``.
@@ -799,39 +810,74 @@ def run_outputs(params, x, rows, *, spec: core.MLPSpec) -> jax.Array:
     Returns:
       ``[R, m, n_outputs]``.
     """
-    if rows.ndim == 1:
-        x_rows = x[rows]
-        return lax.map(lambda p: core.forward(p, x_rows, spec.activation, spec.out_activation), params)
-    return lax.map(lambda pr: core.forward(pr[0], x[pr[1]], spec.activation, spec.out_activation), (params, rows))
+    return _map_runs(lambda p, x_rows, _: core.forward(p, x_rows, spec.activation, spec.out_activation),
+                     params, x, rows)
 
 
-def _run_scores(runs, host: GridState, x, y, spec: core.MLPSpec, early_stopping: bool, n_fold_runs: int):
+@functools.partial(jax.jit, static_argnames=("spec",))
+def run_hits(params, x, y, rows, valid, *, spec: core.MLPSpec):
+    """Classifiers: per run, how many of its rows are predicted right, in one compiled call.
+
+    A row is right when the predicted label is the target's: the output's argmax (softmax) or every
+    output thresholded at 0.5 (logistic: binary and multi-label), as ``LabelBinarizer.inverse_transform``.
+
+    Args:
+      params: stacked parameters, leading axis ``R``; x: ``[n, d]``; y: ``[n, k]`` encoded targets.
+      rows: ``[m]`` or ``[R, m]`` rows of ``x``; valid: same shape, False on padding.
+
+    Returns:
+      ``(hits [R] int32, finite [R] bool)``: finite is False when an output on a valid row is not finite.
+    """
+    def one(p, x_rows, i):
+        r = rows if rows.ndim == 1 else rows[i]
+        v = valid if valid.ndim == 1 else valid[i]
+        output, target = core.forward(p, x_rows, spec.activation, spec.out_activation), y[r]
+        if spec.out_activation == "softmax":
+            right = jnp.argmax(output, -1) == jnp.argmax(target, -1)
+        else:
+            right = jnp.all((output > 0.5) == (target > 0.5), axis=-1)
+        finite = jnp.all(jnp.isfinite(output) | ~v[:, None])
+        return jnp.sum(right & v, dtype=jnp.int32), finite
+
+    return _map_runs(one, params, x, rows)
+
+
+def _run_scores(runs, host: GridState, x, y_encoded, y, spec: core.MLPSpec, early_stopping: bool,
+                n_fold_runs: int):
     """Each run's ``estimator.score``: on its test fold (cv runs), on all rows (full-data fits).
 
-    The outputs come from one device call per kind of run (no per-model host round trip or copy of ``x``);
-    labels and scores are then made on the host exactly as ``estimator.score`` makes them.
+    One device call per kind of run, with no per-model host round trip or copy of ``x``: classifiers
+    count their right rows there (:func:`run_hits`; accuracy = hits / rows on the host, as
+    ``accuracy_score``); regressors bring their outputs back and score them as ``estimator.score``.
 
     Returns:
       ``[R]`` float scores (nan for a run whose output is not finite).
     """
     params = jax.tree.map(jnp.asarray, host.best_params if early_stopping else host.params)
+    classifier = is_classifier(runs[0].estimator)
     scores = np.full(len(runs), np.nan)
-    fold_runs = list(range(n_fold_runs))
-    if fold_runs:
-        width = max(len(runs[i].test) for i in fold_runs)
-        rows = np.zeros((len(fold_runs), width), np.int32)
-        for i in fold_runs:
-            rows[i, : len(runs[i].test)] = runs[i].test
-        outputs = np.asarray(run_outputs(jax.tree.map(lambda a: a[:n_fold_runs], params), x, jnp.asarray(rows),
-                                         spec=spec))
-        for i in fold_runs:
-            test = runs[i].test
-            scores[i] = runs[i].estimator._score_output(outputs[i, : len(test)], y[test])
+
+    def score(run_slice, rows, valid, n_rows, targets):
+        run_params = jax.tree.map(lambda a: a[run_slice], params)
+        if classifier:
+            hits, finite = run_hits(run_params, x, y_encoded, jnp.asarray(rows), jnp.asarray(valid), spec=spec)
+            return np.where(np.asarray(finite), np.asarray(hits) / np.asarray(n_rows, float), np.nan)
+        outputs = np.asarray(run_outputs(run_params, x, jnp.asarray(rows), spec=spec))
+        return [runs[i].estimator._score_output(out[:n], t)
+                for i, out, n, t in zip(range(len(runs))[run_slice], outputs, n_rows, targets)]
+
+    if n_fold_runs:
+        tests = [runs[i].test for i in range(n_fold_runs)]
+        width = max(len(t) for t in tests)
+        rows, valid = np.zeros((n_fold_runs, width), np.int32), np.zeros((n_fold_runs, width), bool)
+        for i, test in enumerate(tests):
+            rows[i, : len(test)], valid[i, : len(test)] = test, True
+        scores[:n_fold_runs] = score(slice(0, n_fold_runs), rows, valid, [len(t) for t in tests],
+                                     [y[t] for t in tests])
     if n_fold_runs < len(runs):
-        outputs = np.asarray(run_outputs(jax.tree.map(lambda a: a[n_fold_runs:], params), x,
-                                         jnp.arange(x.shape[0], dtype=jnp.int32), spec=spec))
-        for j, i in enumerate(range(n_fold_runs, len(runs))):
-            scores[i] = runs[i].estimator._score_output(outputs[j], y)
+        n, n_final = x.shape[0], len(runs) - n_fold_runs
+        scores[n_fold_runs:] = score(slice(n_fold_runs, None), np.arange(n, dtype=np.int32), np.ones(n, bool),
+                                     [n] * n_final, [y] * n_final)
     return scores
 
 
