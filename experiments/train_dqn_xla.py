@@ -46,7 +46,8 @@ def main() -> None:
     n, s = config.num_envs, args.seeds
     env = make_envpool_xla_env(s * n, config.seed, env_id=config.env_id, frame_skip=config.frame_skip,
                                repeat_action_probability=config.repeat_action_probability,
-                               noop_max=config.noop_max, max_episode_frames=config.max_episode_frames)
+                               noop_max=config.noop_max, max_episode_frames=config.max_episode_frames,
+                               frame_stack=config.frame_stack)
     learner = make_learner(n, env.num_actions, axis_name="seed", **config.learner_kwargs())
     loop = make_xla_loop(learner, env, args.steps_per_call, num_seeds=s)
     state = loop.init(jax.random.key(config.seed))

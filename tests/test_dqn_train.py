@@ -36,7 +36,8 @@ def read_rows(run_dir):
 def final_state(run_dir, config, step="latest"):
     """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
     learner = build_learner(config, num_actions=6)
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, 128), np.uint8))[0]
+    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0),
+                              np.zeros((config.num_envs, config.obs_size), np.uint8))[0]
     manager = ckpt.open_manager(run_dir, read_only=True)
     try:
         state, host, _, step = ckpt.restore_checkpoint(manager, abstract, step=step)
@@ -90,9 +91,10 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                            obs_encoding="bits", dueling=True, layer_norm=True,
                                            prioritized_replay=True, munchausen_alpha=0.9),
                                    dict(n_step=3, num_quantiles=5, double_dqn=True, dueling=True,
-                                        prioritized_replay=True)],
+                                        prioritized_replay=True),
+                                   dict(frame_stack=3, n_step=2)],
                          ids=["one-step", "n-step-life-bits-dueling-layernorm-prioritized-munchausen",
-                              "quantile-double-dueling-prioritized"])
+                              "quantile-double-dueling-prioritized", "frame-stack-3"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     config = tiny(**extra)  # 1,200 steps, checkpoints every 400 (n-step windows are part of the state)
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)

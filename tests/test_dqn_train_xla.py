@@ -88,6 +88,27 @@ def test_xla_equals_python_loop_with_n_step_life_loss_and_bits(tmp_path):
 
 
 @needs_envpool
+def test_xla_equals_python_loop_with_frame_stacking_then_eval_and_play(tmp_path, capsys):
+    """Stacked RAM (k = 3) from envpool's XLA env state and from the host wrapper reach the learner identically,
+    across episode ends (tiny: episodes of at most 100 steps) and segments; eval and play read such a run."""
+    config = tiny_xla(frame_stack=3, total_steps=1_200)
+    train(config, tmp_path / "xla", progress=False, log=quiet)
+    train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
+    xla_state, xla_host, xla_step = final_state(tmp_path / "xla", config)
+    python_state, python_host, python_step = final_state(tmp_path / "python", config)
+    assert xla_step == python_step and xla_host["episodes"] == python_host["episodes"] > 0
+    assert_same_tree(xla_state, python_state)
+    obs = np.asarray(xla_state.replay.data.obs)[: int(xla_state.replay.size)]
+    assert obs.shape[1] == 3 * 128
+    assert (obs[:, :128] != obs[:, 256:]).any(), "every stored stack is one snapshot repeated"
+    assert main(["dqn", "eval", "--run-dir", str(tmp_path / "xla"), "--episodes", "2"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+    video = tmp_path / "play.gif"
+    assert main(["dqn", "play", "--run-dir", str(tmp_path / "xla"), "--episodes", "1", "--video", str(video)]) == 0
+    assert video.stat().st_size > 0
+
+
+@needs_envpool
 def test_xla_resume_is_bit_for_bit(straight_xla, tmp_path):
     straight_run, _ = straight_xla
     config = tiny_xla()

@@ -256,9 +256,9 @@ def _quantile_terms(params, target_params, batch, reward, discount_t, *, network
     return per_example, errors, jnp.mean(dist_tm1, axis=-1)
 
 
-def _init(key, *, network, optimizer) -> DQNState:
+def _init(key, *, network, optimizer, obs_size: int = NUM_RAM_BYTES) -> DQNState:
     """Fresh parameters (target = online copy) and optimizer state."""
-    params = network.init(key, jnp.zeros((1, NUM_RAM_BYTES), jnp.uint8))
+    params = network.init(key, jnp.zeros((1, obs_size), jnp.uint8))
     return DQNState(
         params=params,
         target_params=jax.tree.map(jnp.copy, params),
@@ -356,6 +356,7 @@ def make_dqn(
     num_quantiles: int = 0,
     munchausen_alpha: float = 0.0,
     munchausen_temperature: float = 0.03,
+    obs_size: int = NUM_RAM_BYTES,
 ) -> DQN:
     """Build the DQN agent's pure functions.
 
@@ -380,11 +381,13 @@ def make_dqn(
         the row's first action only.
       munchausen_temperature: the softmax temperature of Munchausen targets, in reward units (the paper: 0.03
         for rewards clipped to [-1, 1]).
+      obs_size: bytes per observation (128 RAM bytes, times k with frame stacking); sizes the network's input.
 
     Returns:
       DQN(init, loss, update, update_weighted, act, q_values).
     """
     _check("num_actions (int >= 1)", isinstance(num_actions, numbers.Integral) and num_actions >= 1, num_actions)
+    _check("obs_size (int >= 1)", isinstance(obs_size, numbers.Integral) and obs_size >= 1, obs_size)
     _check(
         "hidden_sizes (positive ints)",
         all(isinstance(h, numbers.Integral) and h >= 1 for h in hidden_sizes),
@@ -423,7 +426,7 @@ def make_dqn(
     update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=int(target_update_period),
                          tau=float(tau))
     return DQN(
-        init=functools.partial(_init, network=network, optimizer=optimizer),
+        init=functools.partial(_init, network=network, optimizer=optimizer, obs_size=int(obs_size)),
         loss=loss_fn,
         update=functools.partial(_update, **update_kwargs),
         update_weighted=functools.partial(_update_weighted, **update_kwargs),

@@ -31,6 +31,7 @@ FIELD_HELP = {
     "repeat_action_probability": "sticky actions, per frame",
     "noop_max": "uniform [1, N] no-op frames after each reset",
     "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
+    "frame_stack": "observe each env's last K RAM snapshots (K * 128 bytes)",
     "hidden_sizes": "Q-network hidden widths",
     "obs_encoding": "Q-network input: scale (RAM / 255) or bits (8 binary inputs per byte)",
     "dueling": "dueling Q-network head (value + advantages)",

@@ -42,6 +42,8 @@ class DQNConfig:
         repeat_action_probability: sticky-action probability per frame (Machado et al. 2018; ALE v5: 0.25).
         noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
         max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
+        frame_stack: the agent sees each env's last k RAM snapshots (``[k * 128]`` bytes, oldest first, refilled
+            at every reset; ``jaxrl.dqn.frame_stack``); 1: the current RAM only.
     Agent (``jaxrl.dqn.learner.make_learner``):
         hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling
         (value + advantage head), layer_norm (LayerNorm in each hidden layer), num_quantiles (0: DQN's
@@ -76,6 +78,7 @@ class DQNConfig:
     repeat_action_probability: float = 0.25
     noop_max: int = 30
     max_episode_frames: int = 108_000
+    frame_stack: int = 1
     # network and agent
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
@@ -132,6 +135,11 @@ class DQNConfig:
     def frames_per_step(self) -> int:
         return self.frame_skip
 
+    @property
+    def obs_size(self) -> int:
+        """Bytes the agent observes per env: 128 RAM bytes per stacked snapshot."""
+        return 128 * self.frame_stack
+
     def learner_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``make_learner(num_envs, num_actions, **kwargs)``."""
         return dict(
@@ -165,7 +173,7 @@ class DQNConfig:
     def network_kwargs(self) -> dict[str, Any]:
         """The Q-network's keyword arguments of ``make_dqn`` / ``make_learner`` (to rebuild it for evaluation)."""
         return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding, dueling=self.dueling,
-                    layer_norm=self.layer_norm, num_quantiles=self.num_quantiles)
+                    layer_norm=self.layer_norm, num_quantiles=self.num_quantiles, obs_size=self.obs_size)
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``jaxrl.dqn.envs.make_vec_env`` (besides num_envs and seed)."""
@@ -176,6 +184,7 @@ class DQNConfig:
             repeat_action_probability=self.repeat_action_probability,
             noop_max=self.noop_max,
             max_episode_frames=self.max_episode_frames,
+            frame_stack=self.frame_stack,
         )
 
     # -- (de)serialisation ------------------------------------------------------------------------
@@ -279,6 +288,7 @@ def _validate(config: DQNConfig) -> None:
         raise ValueError("repeat_action_probability must be < 1 (1 would repeat the first action forever)")
     need_int("noop_max", 1, 10_000)
     need_int("max_episode_frames", config.frame_skip)
+    need_int("frame_stack", 1, 16)
     if not config.hidden_sizes or not all(_is_int(h) and h >= 1 for h in config.hidden_sizes):
         raise ValueError(f"hidden_sizes must be a non-empty sequence of positive integers, got {config.hidden_sizes!r}")
     if config.obs_encoding not in OBS_ENCODINGS:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxrl.dqn import frame_stack as _frame_stack
+
 RAM_SIZE = 128
 
 
@@ -247,22 +249,26 @@ class GymnasiumRamVecEnv(RamVecEnv):
 
 def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", backend: str = "auto",
                  frame_skip: int = 4, repeat_action_probability: float = 0.25, noop_max: int = 30,
-                 max_episode_frames: int = 108_000, render: bool = False) -> RamVecEnv:
+                 max_episode_frames: int = 108_000, frame_stack: int = 1, render: bool = False) -> RamVecEnv:
     """N Atari envs returning RAM ``[N, 128] uint8``, with next-step auto-reset (module docstring).
 
     Args:
         num_envs: N >= 1. seed: env ``i`` is seeded with ``seed + i``.
         env_id: envpool id (``"SpaceInvaders-v5"``); ``"ALE/"`` is added for gymnasium.
         backend: ``"auto"`` | ``"envpool"`` | ``"gymnasium"``.
+        frame_stack: k > 1 returns the last k RAM snapshots per env, ``[N, k * 128]``
+            (``jaxrl.dqn.frame_stack``).
         render: also keep RGB frames ``[N, 210, 160, 3]`` for ``render()`` (for ``play``).
     """
     if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     backend = resolve_backend(backend)
     cls = EnvpoolRamVecEnv if backend == "envpool" else GymnasiumRamVecEnv
-    return cls(env_id, int(num_envs), int(seed), frame_skip=frame_skip,
-               repeat_action_probability=repeat_action_probability, noop_max=noop_max,
-               max_episode_frames=max_episode_frames, render=render)
+    frame_stack = _frame_stack._check(frame_stack)  # before an env is made
+    env = cls(env_id, int(num_envs), int(seed), frame_skip=frame_skip,
+              repeat_action_probability=repeat_action_probability, noop_max=noop_max,
+              max_episode_frames=max_episode_frames, render=render)
+    return _frame_stack.stack_vec_env(env, frame_stack)
 
 
 def make_env_from_config(config: Any, num_envs: int | None = None, seed: int | None = None, *,

@@ -39,7 +39,7 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest") -> tupl
     num_actions = probe.num_actions
     probe.close()
     learner = build_learner(config, num_actions)
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, 128), np.uint8))[0]
+    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, config.obs_size), np.uint8))[0]
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
         state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which)

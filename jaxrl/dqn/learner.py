@@ -90,6 +90,7 @@ class _Config(NamedTuple):
     clip_rewards: bool
     life_loss_terminal: bool
     nstep: NStep | None
+    obs_size: int
     axis_name: str | None
 
 
@@ -98,19 +99,19 @@ def init(key: jax.Array, obs_0: jax.Array, *, config: _Config) -> tuple[LearnerS
 
     Args:
       key: PRNG key.
-      obs_0: [N, 128] uint8 first observations.
+      obs_0: [N, obs_size] uint8 first observations (RAM, or k stacked RAM snapshots).
 
     Returns:
       (LearnerState, actions_0 [N] int32).
     """
-    assert obs_0.shape == (config.num_envs, NUM_RAM_BYTES), obs_0.shape
+    assert obs_0.shape == (config.num_envs, config.obs_size), obs_0.shape
     key, init_key, act_key = jax.random.split(key, 3)
     dqn_state = config.dqn.init(init_key)
     example = Transition(
-        obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+        obs=jnp.zeros((config.obs_size,), jnp.uint8),
         action=jnp.zeros((), jnp.int32),
         reward=jnp.zeros((), jnp.float32),
-        next_obs=jnp.zeros((NUM_RAM_BYTES,), jnp.uint8),
+        next_obs=jnp.zeros((config.obs_size,), jnp.uint8),
         terminated=jnp.zeros((), bool),
         discount=None if config.nstep is None else jnp.zeros((), jnp.float32),
     )
@@ -229,7 +230,7 @@ def step(
 
     Args:
       state: LearnerState from `init` or the previous `step`.
-      obs_t: [N, 128] uint8 observations returned for state.action_tm1 (reset obs where done_tm1).
+      obs_t: [N, obs_size] uint8 observations returned for state.action_tm1 (reset obs where done_tm1).
       reward_t: [N] float rewards (unscaled).
       terminated_t: [N] bool, true terminal (game over).
       truncated_t: [N] bool, time limit.
@@ -245,7 +246,7 @@ def step(
       0 elsewhere).
     """
     num_envs = config.num_envs
-    assert obs_t.shape == (num_envs, NUM_RAM_BYTES), obs_t.shape
+    assert obs_t.shape == (num_envs, config.obs_size), obs_t.shape
     assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
     key, sample_key, act_key = jax.random.split(state.key, 3)
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
@@ -349,6 +350,7 @@ def make_learner(
     num_quantiles: int = 0,
     huber_delta: float = 1.0,
     max_grad_norm: float | None = None,
+    obs_size: int = NUM_RAM_BYTES,
     axis_name: str | None = None,
 ) -> Learner:
     """Build the fused DQN training step for `num_envs` envs.
@@ -384,6 +386,7 @@ def make_learner(
       num_quantiles: 0 for DQN, N > 0 for QR-DQN's N quantiles per action (`jaxrl.dqn.agent.quantile_td_loss`).
       huber_delta: Huber threshold.
       max_grad_norm: optional global-norm gradient clipping.
+      obs_size: bytes per observation: 128 RAM bytes, k * 128 with frame stacking (`jaxrl.dqn.frame_stack`).
       axis_name: vmap axis name over seeds, if `step` is vmapped (see module docstring).
 
     Returns:
@@ -391,6 +394,7 @@ def make_learner(
     """
     num_envs = _positive_int("num_envs", num_envs)
     num_actions = _positive_int("num_actions", num_actions)
+    obs_size = _positive_int("obs_size", obs_size)
     learning_starts = _positive_int("learning_starts", learning_starts, 0)
     update_every = _positive_int("update_every", update_every)
     updates_per_call = _positive_int("updates_per_call", updates_per_call)
@@ -417,6 +421,7 @@ def make_learner(
         target_update_period=target_update_period,
         tau=tau,
         max_grad_norm=max_grad_norm,
+        obs_size=obs_size,
     )
     min_size = min(learning_starts, buffer_size)
     if prioritized_replay:
@@ -440,6 +445,7 @@ def make_learner(
         clip_rewards=bool(clip_rewards),
         life_loss_terminal=bool(life_loss_terminal),
         nstep=None if n_step == 1 else make_nstep(num_envs, n_step, gamma),
+        obs_size=obs_size,
         axis_name=axis_name,
     )
     return Learner(

@@ -409,7 +409,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     start_step = 0
     metrics_path = run_dir / METRICS_FILE
     if resume and manager.latest_step() is not None:
-        obs_example = np.zeros((config.num_envs, 128), np.uint8)
+        obs_example = np.zeros((config.num_envs, config.obs_size), np.uint8)
         abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
         state, host, _, start_step = ckpt.restore_checkpoint(manager, abstract, config)
         _truncate_metrics(metrics_path, start_step)

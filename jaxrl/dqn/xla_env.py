@@ -42,6 +42,7 @@ def make_envpool_xla_env(
     repeat_action_probability: float = 0.25,
     noop_max: int = 30,
     max_episode_frames: int = 108_000,
+    frame_stack: int = 1,
     num_threads: int = 0,
 ) -> XlaEnv:
     """envpool Atari envs returning RAM, stepped by envpool's XLA custom call.
@@ -53,6 +54,8 @@ def make_envpool_xla_env(
     Args:
       num_envs: M (for S seeds of N envs each, M = S * N).
       seed: env i is seeded with seed + i.
+      frame_stack: k > 1 returns the last k RAM snapshots per env, ``[M, k * 128]``
+        (``jaxrl.dqn.frame_stack.stack_xla_env``; the state is then a ``StackedEnvState`` around the one below).
       num_threads: envpool worker threads (0: envpool's default).
 
     Returns:
@@ -61,6 +64,9 @@ def make_envpool_xla_env(
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
+    from jaxrl.dqn.frame_stack import _check, stack_xla_env
+
+    frame_stack = _check(frame_stack)
     import envpool
 
     name = env_id[len("ALE/"):] if env_id.startswith("ALE/") else env_id
@@ -103,6 +109,7 @@ def make_envpool_xla_env(
             lives < lives_tm1,  # a reset row has lives back at the start value: never a loss
         )
 
-    return XlaEnv(
+    env = XlaEnv(
         reset=reset, step=step, num_envs=int(num_envs), num_actions=int(pool.action_space.n), close=pool.close
     )
+    return stack_xla_env(env, frame_stack)
