@@ -3,6 +3,7 @@
 Importing this package is light: envpool and gymnasium are imported only inside the functions that use them.
 """
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, quantile_td_loss, td_error, td_loss
+from jaxrl.dqn.frame_stack import StackedEnvState, stack_vec_env, stack_xla_env
 from jaxrl.dqn.learner import Learner, LearnerState, make_learner
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.prioritized import (
@@ -28,6 +29,7 @@ __all__ = [
     "QNetwork",
     "ReplayBuffer",
     "ReplayState",
+    "StackedEnvState",
     "Transition",
     "XlaEnv",
     "XlaLoop",
@@ -40,6 +42,8 @@ __all__ = [
     "make_toy_env",
     "make_xla_loop",
     "quantile_td_loss",
+    "stack_vec_env",
+    "stack_xla_env",
     "summarize",
     "td_error",
     "td_loss",
