@@ -14,7 +14,8 @@ import pytest
 
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, RunDirError, build_learner, train
+from jaxrl.dqn.train import (METRIC_COLUMNS, DivergenceError, RunDirError, abstract_learner_state, build_learner,
+                             train)
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 FAST_BACKEND = "envpool" if HAS_ENVPOOL else "gymnasium"
@@ -36,8 +37,7 @@ def read_rows(run_dir):
 def final_state(run_dir, config, step="latest"):
     """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
     learner = build_learner(config, num_actions=6)
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0),
-                              np.zeros((config.num_envs, config.obs_size), np.uint8))[0]
+    abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, read_only=True)
     try:
         state, host, _, step = ckpt.restore_checkpoint(manager, abstract, step=step)
@@ -193,7 +193,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 def test_seed_preset_replay_buffer_is_small_uint8():
     config = preset("seed")
     learner = build_learner(config, num_actions=6)
-    state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, 128), np.uint8))[0]
+    state = abstract_learner_state(learner, config)
     assert state.replay.data.obs.dtype == np.uint8 and state.replay.data.next_obs.dtype == np.uint8
     nbytes = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state.replay))
     assert 25.6e6 <= nbytes <= 27e6  # 100k x (2 x 128 B RAM + 4 B action + 4 B reward + 1 B flag) = 26.1 MB

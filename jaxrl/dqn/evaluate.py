@@ -26,11 +26,9 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest") -> tupl
     Returns:
         (params, config, step).
     """
-    import jax
-
     from jaxrl.dqn import checkpoint as ckpt
     from jaxrl.dqn.envs import make_env_from_config
-    from jaxrl.dqn.train import build_learner, load_run_config
+    from jaxrl.dqn.train import abstract_learner_state, build_learner, load_run_config
 
     config = load_run_config(run_dir)
     if not ckpt.checkpoint_dir(run_dir).is_dir():
@@ -39,7 +37,7 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest") -> tupl
     num_actions = probe.num_actions
     probe.close()
     learner = build_learner(config, num_actions)
-    abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), np.zeros((config.num_envs, config.obs_size), np.uint8))[0]
+    abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
         state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which)

@@ -222,6 +222,14 @@ def build_learner(config: DQNConfig, num_actions: int):
     return make_learner(config.num_envs, num_actions, **config.learner_kwargs())
 
 
+def abstract_learner_state(learner, config: DQNConfig):
+    """Shapes and dtypes of ``learner``'s state for ``config`` (the target of a checkpoint restore)."""
+    import jax
+
+    obs_example = np.zeros((config.num_envs, config.obs_size), np.uint8)
+    return jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
+
+
 def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
     """The loop to run with the (resolved) ``backend``, and a warning when ``--loop xla`` falls back.
 
@@ -409,8 +417,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     start_step = 0
     metrics_path = run_dir / METRICS_FILE
     if resume and manager.latest_step() is not None:
-        obs_example = np.zeros((config.num_envs, config.obs_size), np.uint8)
-        abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
+        abstract = abstract_learner_state(learner, config)
         state, host, _, start_step = ckpt.restore_checkpoint(manager, abstract, config)
         _truncate_metrics(metrics_path, start_step)
         if host.get("evals"):  # drop an eval written after that checkpoint (a crash between the two)
