@@ -248,6 +248,27 @@ def test_one_jitted_update_decreases_loss_on_fixed_batch():
     assert int(new_state.num_updates) == 1
 
 
+def test_learning_rate_decays_linearly_to_its_end_value():
+    # Adam's step is lr * (normalised gradient): with lr going 1e-2 -> 0 over 4 updates, updates 1-4 move the
+    # parameters by shrinking amounts and later ones not at all
+    dqn = make_dqn(3, hidden_sizes=(8,), learning_rate=1e-2, learning_rate_end=0.0, learning_rate_decay_updates=4)
+    constant = make_dqn(3, hidden_sizes=(8,), learning_rate=1e-2)
+    state = constant_state = dqn.init(jax.random.key(0))
+    batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
+    update, constant_update = jax.jit(dqn.update), jax.jit(constant.update)
+    first, _ = update(state, batch)
+    constant_first, _ = constant_update(constant_state, batch)
+    jax.tree.map(np.testing.assert_array_equal, first.params, constant_first.params)  # update 1 at lr 1e-2
+    moves, state = [], first
+    for _ in range(5):
+        new_state, _ = update(state, batch)
+        moves.append(max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                         zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params))))
+        state = new_state
+    assert moves[0] > moves[1] > moves[2] > 0.0  # lr 7.5e-3, 5e-3, 2.5e-3
+    assert moves[3] == moves[4] == 0.0  # lr 0 from the 5th update on
+
+
 def test_hard_target_sync_every_period():
     dqn = make_dqn(3, hidden_sizes=(8,), target_update_period=3)
     state = dqn.init(jax.random.key(0))
@@ -312,3 +333,7 @@ def test_bad_hyper_parameters():
         make_dqn(6, tau=0.0)
     with pytest.raises(ValueError, match="target_update_period"):
         make_dqn(6, target_update_period=0)
+    with pytest.raises(ValueError, match="learning_rate_end"):
+        make_dqn(6, learning_rate_end=-1e-3, learning_rate_decay_updates=10)
+    with pytest.raises(ValueError, match="learning_rate_decay_updates"):
+        make_dqn(6, learning_rate_end=0.0)

@@ -137,6 +137,9 @@ def test_other_bad_input(tmp_path, run_dir, capsys):
     (dict(learning_rate=0.0), "learning_rate"),
     (dict(learning_rate=float("nan")), "learning_rate"),
     (dict(max_grad_norm=-1.0), "max_grad_norm"),
+    (dict(learning_rate_end=1.0), "learning_rate_end"),  # above learning_rate (2e-3)
+    (dict(learning_rate_end=-1e-4), "learning_rate_end"),
+    (dict(learning_rate_decay_steps=0), "learning_rate_decay_steps"),
     (dict(double_dqn="yes"), "double_dqn"),
     (dict(tau=0.0), "tau"),
     (dict(num_quantiles=-1), "num_quantiles"),
@@ -167,6 +170,9 @@ def test_presets_and_serialisation():
     assert not (seed.n_step > 1 or seed.life_loss_terminal or seed.clip_rewards or seed.dueling)
     assert seed.obs_encoding == "scale"
     assert DQNConfig.from_json(seed.to_json()) == seed
+    assert seed.learning_rate_decay_updates == 0  # constant learning rate
+    assert seed.replace(learning_rate_end=0.0).learning_rate_decay_updates == 2_500_000 // 8
+    assert seed.replace(learning_rate_end=0.0, learning_rate_decay_steps=12).learning_rate_decay_updates == 2
     assert config_differences(seed, seed.replace(total_steps=5, learning_rate=1e-4)) == {
         "learning_rate": (2e-3, 1e-4)}
     with pytest.raises(ValueError, match="unknown preset 'big'"):

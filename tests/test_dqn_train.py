@@ -92,9 +92,9 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                            prioritized_replay=True, munchausen_alpha=0.9),
                                    dict(n_step=3, num_quantiles=5, double_dqn=True, dueling=True,
                                         prioritized_replay=True),
-                                   dict(frame_stack=3, n_step=2)],
+                                   dict(frame_stack=3, n_step=2, learning_rate_end=0.0, learning_rate_decay_steps=1_000)],
                          ids=["one-step", "n-step-life-bits-dueling-layernorm-prioritized-munchausen",
-                              "quantile-double-dueling-prioritized", "frame-stack-3"])
+                              "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     config = tiny(**extra)  # 1,200 steps, checkpoints every 400 (n-step windows are part of the state)
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)

@@ -344,6 +344,8 @@ def make_dqn(
     *,
     hidden_sizes: Sequence[int] = (256, 256),
     learning_rate: float = 2e-3,
+    learning_rate_end: float | None = None,
+    learning_rate_decay_updates: int = 0,
     gamma: float = 0.98,
     huber_delta: float = 1.0,
     double_dqn: bool = False,
@@ -368,7 +370,10 @@ def make_dqn(
       layer_norm: LayerNorm in each hidden layer (`jaxrl.dqn.network.QNetwork`).
       num_quantiles: 0 for DQN; N > 0 for QR-DQN (`quantile_td_loss`): the network predicts N quantiles of
         the return per action and acts on their mean; huber_delta is then the quantile Huber threshold kappa.
-      learning_rate: Adam step size.
+      learning_rate: Adam step size (the initial one when learning_rate_end is set).
+      learning_rate_end: None for a constant step size; else it goes linearly from learning_rate to this over
+        learning_rate_decay_updates updates and stays there (``optax.linear_schedule``).
+      learning_rate_decay_updates: length of that decay in updates (>= 1 when learning_rate_end is set).
       gamma: discount in [0, 1].
       huber_delta: Huber loss threshold (> 0).
       double_dqn: select the bootstrap action with the online network (van Hasselt et al., 2016).
@@ -394,6 +399,11 @@ def make_dqn(
         hidden_sizes,
     )
     _check("learning_rate (> 0)", learning_rate > 0, learning_rate)
+    _check("learning_rate_end (None or >= 0)", learning_rate_end is None or learning_rate_end >= 0,
+           learning_rate_end)
+    _check("learning_rate_decay_updates (int >= 1 when learning_rate_end is set)",
+           learning_rate_end is None or (isinstance(learning_rate_decay_updates, numbers.Integral)
+                                         and learning_rate_decay_updates >= 1), learning_rate_decay_updates)
     _check("gamma (in [0, 1])", 0.0 <= gamma <= 1.0, gamma)
     _check("huber_delta (> 0)", huber_delta > 0, huber_delta)
     _check(
@@ -416,6 +426,8 @@ def make_dqn(
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
                        obs_encoding=obs_encoding, dueling=bool(dueling),
                        layer_norm=bool(layer_norm), num_quantiles=int(num_quantiles))
+    if learning_rate_end is not None:
+        learning_rate = optax.linear_schedule(learning_rate, learning_rate_end, int(learning_rate_decay_updates))
     optimizer = optax.adam(learning_rate)
     if max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)

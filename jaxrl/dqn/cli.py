@@ -43,6 +43,8 @@ FIELD_HELP = {
     "learning_rate": "Adam step size",
     "huber_delta": "Huber loss threshold",
     "max_grad_norm": "global gradient-norm clip (none: off)",
+    "learning_rate_end": "Adam step size reached linearly after --learning-rate-decay-steps (none: constant)",
+    "learning_rate_decay_steps": "env steps over which the step size decays to --learning-rate-end",
     "double_dqn": "double-DQN targets",
     "munchausen_alpha": "> 0: Munchausen-DQN targets with this log-policy bonus weight (paper: 0.9)",
     "munchausen_temperature": "Munchausen softmax temperature, in stored reward units (paper: 0.03)",
@@ -109,8 +111,8 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
             group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
         elif field.name == "hidden_sizes":
             group.add_argument(_flag(field.name), nargs="+", type=int, metavar="WIDTH", **kwargs)
-        elif field.name == "max_grad_norm":
-            group.add_argument(_flag(field.name), type=_optional_float, metavar="NORM|none", **kwargs)
+        elif field.name in ("max_grad_norm", "learning_rate_end"):
+            group.add_argument(_flag(field.name), type=_optional_float, metavar="X|none", **kwargs)
         elif hint is int:
             group.add_argument(_flag(field.name), type=int, metavar="N", **kwargs)
         elif hint is float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 from typing import Any, Mapping
 
@@ -49,7 +50,10 @@ class DQNConfig:
         (value + advantage head), layer_norm (LayerNorm in each hidden layer), num_quantiles (0: DQN's
         expected-value head; N > 0: QR-DQN, N quantiles of the return per action; huber_delta is then its
         quantile Huber threshold), buffer_size, batch_size, gamma,
-        learning_rate, huber_delta, max_grad_norm (None: no clipping), double_dqn, munchausen_alpha (> 0:
+        learning_rate, learning_rate_end (None: constant; else Adam's step size goes linearly from
+        learning_rate to it over the updates of the first learning_rate_decay_steps env steps, then stays:
+        like epsilon, the schedule does not depend on total_steps, so a resumed run keeps it), huber_delta,
+        max_grad_norm (None: no clipping), double_dqn, munchausen_alpha (> 0:
         Munchausen-DQN targets, ``jaxrl.dqn.agent.munchausen_target``) and munchausen_temperature (in stored
         reward units), target_update_period (updates between hard syncs), tau (1.0: hard copy,
         < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
@@ -89,6 +93,8 @@ class DQNConfig:
     batch_size: int = 128
     gamma: float = 0.98
     learning_rate: float = 2e-3
+    learning_rate_end: float | None = None
+    learning_rate_decay_steps: int = 2_500_000
     huber_delta: float = 1.0
     max_grad_norm: float | None = None
     double_dqn: bool = False
@@ -140,6 +146,13 @@ class DQNConfig:
         """Bytes the agent observes per env: 128 RAM bytes per stacked snapshot."""
         return 128 * self.frame_stack
 
+    @property
+    def learning_rate_decay_updates(self) -> int:
+        """Updates over which learning_rate decays to learning_rate_end (0 when constant)."""
+        if self.learning_rate_end is None:
+            return 0
+        return max(1, math.ceil(self.learning_rate_decay_steps / self.steps_per_update))
+
     def learner_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``make_learner(num_envs, num_actions, **kwargs)``."""
         return dict(
@@ -147,6 +160,8 @@ class DQNConfig:
             batch_size=self.batch_size,
             gamma=self.gamma,
             learning_rate=self.learning_rate,
+            learning_rate_end=self.learning_rate_end,
+            learning_rate_decay_updates=self.learning_rate_decay_updates,
             learning_starts=self.learning_starts,
             update_every=self.update_every,
             updates_per_call=self.updates_per_call,
@@ -301,6 +316,9 @@ def _validate(config: DQNConfig) -> None:
     need_real("learning_rate", 0.0, float("inf"), low_open=True)
     if config.learning_rate == float("inf"):
         raise ValueError("learning_rate must be finite")
+    if config.learning_rate_end is not None:
+        need_real("learning_rate_end", 0.0, config.learning_rate)
+    need_int("learning_rate_decay_steps", 1)
     need_real("huber_delta", 0.0, float("inf"), low_open=True)
     if config.max_grad_norm is not None:
         need_real("max_grad_norm", 0.0, float("inf"), low_open=True)

@@ -325,6 +325,8 @@ def make_learner(
     batch_size: int = 128,
     gamma: float = 0.98,
     learning_rate: float = 2e-3,
+    learning_rate_end: float | None = None,
+    learning_rate_decay_updates: int = 0,
     learning_starts: int = 2_000,
     update_every: int = 4,
     updates_per_call: int = 1,
@@ -362,6 +364,7 @@ def make_learner(
       batch_size: transitions per update.
       gamma: discount.
       learning_rate: Adam step size.
+      learning_rate_end, learning_rate_decay_updates: a linear decay of it (`jaxrl.dqn.agent.make_dqn`).
       learning_starts: no update before this many transitions were stored (env_steps).
       update_every: run updates on calls where calls % update_every == 0 (one call = N env steps), so the
         replay ratio is updates_per_call * batch_size / (update_every * N) samples per transition.
@@ -413,6 +416,8 @@ def make_learner(
         layer_norm=layer_norm,
         num_quantiles=num_quantiles,
         learning_rate=learning_rate,
+        learning_rate_end=learning_rate_end,
+        learning_rate_decay_updates=learning_rate_decay_updates,
         gamma=gamma,
         huber_delta=huber_delta,
         double_dqn=double_dqn,
