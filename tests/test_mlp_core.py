@@ -192,7 +192,7 @@ def test_train_epoch_ragged_batch_equals_step_by_step_loop(empty_batch_skip, unr
 
 
 def test_train_epoch_rejects_unknown_skip_mode():
-    x, y, params, optimizer, opt_state = _epoch_setup()
+    x, y, params, optimizer, opt_state = _epoch_setup(jnp.float32)
     rows, mask = core.make_batches(np.arange(23), 10)
     with pytest.raises(ValueError, match="empty_batch_skip"):
         core.train_epoch(params, opt_state, x, y, np.ones(23), rows, mask, 1e-3, optimizer=optimizer,
