@@ -9,16 +9,18 @@ from jaxrl.dqn.config import preset
 from jaxrl.dqn.toy_env import make_toy_env
 
 
-def test_init_update_flatten_by_hand():
-    obs = jnp.array([[1, 2], [3, 4]], jnp.uint8)  # N = 2 envs, D = 2 bytes
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_init_update_flatten_by_hand(xp):
+    obs = xp.array([[1, 2], [3, 4]], xp.uint8)  # N = 2 envs, D = 2 bytes
     history = frame_stack.init(obs, 3)
-    assert history.shape == (2, 3, 2)
+    assert history.shape == (2, 3, 2) and isinstance(history, type(obs))  # host arrays stay NumPy
     np.testing.assert_array_equal(frame_stack.flatten(history), [[1, 2, 1, 2, 1, 2], [3, 4, 3, 4, 3, 4]])
-    history = frame_stack.update(history, jnp.array([[5, 6], [7, 8]], jnp.uint8), jnp.array([False, True]))
+    history = frame_stack.update(history, xp.array([[5, 6], [7, 8]], xp.uint8), xp.array([False, True]))
     # env 0 appends (oldest dropped); env 1 was reset: every slot is its new observation
     np.testing.assert_array_equal(frame_stack.flatten(history), [[1, 2, 1, 2, 5, 6], [7, 8, 7, 8, 7, 8]])
-    history = frame_stack.update(history, jnp.array([[9, 9], [0, 1]], jnp.uint8), jnp.array([False, False]))
+    history = frame_stack.update(history, xp.array([[9, 9], [0, 1]], xp.uint8), xp.array([False, False]))
     np.testing.assert_array_equal(frame_stack.flatten(history), [[1, 2, 5, 6, 9, 9], [7, 8, 7, 8, 0, 1]])
+    assert isinstance(history, type(obs)) and history.dtype == np.uint8
 
 
 def _reference_stacks(raw_obs, ended, k):

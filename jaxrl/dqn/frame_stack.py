@@ -24,15 +24,21 @@ import numpy as np
 from jaxrl.dqn.xla_env import XlaEnv
 
 
+def _array_module(x):
+    """NumPy for host arrays (the host wrapper: no per-step JAX dispatch), jax.numpy otherwise (jit)."""
+    return np if isinstance(x, np.ndarray) else jnp
+
+
 def init(obs: jax.Array, num_frames: int) -> jax.Array:
     """A fresh history: ``obs [N, D]`` -> ``[N, k, D]`` with every slot ``obs``."""
-    return jnp.repeat(obs[:, None], num_frames, axis=1)
+    return _array_module(obs).repeat(obs[:, None], num_frames, axis=1)
 
 
 def update(history: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:
     """Append ``obs [N, D]`` to ``history [N, k, D]`` (dropping the oldest); rows where ``reset [N]`` start over."""
-    shifted = jnp.concatenate([history[:, 1:], obs[:, None]], axis=1)
-    return jnp.where(reset[:, None, None], init(obs, history.shape[1]), shifted)
+    xp = _array_module(history)
+    shifted = xp.concatenate([history[:, 1:], obs[:, None]], axis=1)
+    return xp.where(reset[:, None, None], init(obs, history.shape[1]), shifted)
 
 
 def flatten(history: jax.Array) -> jax.Array:
@@ -90,17 +96,17 @@ class StackedRamVecEnv:
 
     def reset(self) -> np.ndarray:
         obs = self.env.reset()
-        self._history = init(jnp.asarray(obs), self.num_frames)
+        self._history = init(np.asarray(obs), self.num_frames)
         self._ended = np.zeros(self.env.num_envs, bool)
-        return np.asarray(flatten(self._history))
+        return flatten(self._history)
 
     def step(self, actions):
         if self._history is None:
             raise RuntimeError("call reset() before step()")
         obs, reward, terminated, truncated = self.env.step(actions)
-        self._history = update(self._history, jnp.asarray(obs), jnp.asarray(self._ended))
+        self._history = update(self._history, np.asarray(obs), self._ended)
         self._ended = np.asarray(terminated) | np.asarray(truncated)
-        return np.asarray(flatten(self._history)), reward, terminated, truncated
+        return flatten(self._history), reward, terminated, truncated
 
     def close(self) -> None:
         self.env.close()
