@@ -264,7 +264,7 @@ def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", 
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     backend = resolve_backend(backend)
     cls = EnvpoolRamVecEnv if backend == "envpool" else GymnasiumRamVecEnv
-    frame_stack = _frame_stack._check(frame_stack)  # before an env is made
+    frame_stack = _frame_stack.check_frame_stack(frame_stack)  # before an env is made
     env = cls(env_id, int(num_envs), int(seed), frame_skip=frame_skip,
               repeat_action_probability=repeat_action_probability, noop_max=noop_max,
               max_episode_frames=max_episode_frames, render=render)

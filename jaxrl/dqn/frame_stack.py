@@ -46,7 +46,8 @@ def flatten(history: jax.Array) -> jax.Array:
     return history.reshape(history.shape[0], -1)
 
 
-def _check(num_frames) -> int:
+def check_frame_stack(num_frames) -> int:
+    """``num_frames`` as an int, or a ValueError naming ``frame_stack`` (checked before any env is made)."""
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"frame_stack must be a positive int, got {num_frames!r}")
     return int(num_frames)
@@ -60,7 +61,7 @@ class StackedEnvState(NamedTuple):
 
 def stack_xla_env(env: XlaEnv, num_frames: int) -> XlaEnv:
     """``env`` with observations ``[M, k * 128]``; its state becomes a :class:`StackedEnvState`."""
-    num_frames = _check(num_frames)
+    num_frames = check_frame_stack(num_frames)
     if num_frames == 1:
         return env
 
@@ -87,7 +88,7 @@ class StackedRamVecEnv:
 
     def __init__(self, env, num_frames: int):
         self.env = env
-        self.num_frames = _check(num_frames)
+        self.num_frames = check_frame_stack(num_frames)
         self._history = None
         self._ended = np.zeros(env.num_envs, bool)
 
@@ -120,4 +121,4 @@ class StackedRamVecEnv:
 
 def stack_vec_env(env, num_frames: int):
     """``env`` itself when ``num_frames == 1``, else a :class:`StackedRamVecEnv` over it."""
-    return env if _check(num_frames) == 1 else StackedRamVecEnv(env, num_frames)
+    return env if check_frame_stack(num_frames) == 1 else StackedRamVecEnv(env, num_frames)

@@ -64,9 +64,9 @@ def make_envpool_xla_env(
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
-    from jaxrl.dqn.frame_stack import _check, stack_xla_env
+    from jaxrl.dqn.frame_stack import check_frame_stack, stack_xla_env
 
-    frame_stack = _check(frame_stack)
+    frame_stack = check_frame_stack(frame_stack)
     import envpool
 
     name = env_id[len("ALE/"):] if env_id.startswith("ALE/") else env_id
