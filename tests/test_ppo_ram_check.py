@@ -1,0 +1,122 @@
+"""experiments/ppo_ram_check.py: GAE, the masked PPO loss, rollout bookkeeping and learning on the toy env."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl.dqn.toy_env import make_toy_env
+
+_spec = importlib.util.spec_from_file_location(
+    "ppo_ram_check", Path(__file__).resolve().parents[1] / "experiments" / "ppo_ram_check.py")
+ppo = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = ppo  # flax's dataclasses look the module up
+_spec.loader.exec_module(ppo)
+
+
+def _rollout(values, rewards, dones, valid=None):
+    values = jnp.asarray(values, jnp.float32)[:, None]
+    t = values.shape[0]
+    return ppo.Rollout(
+        obs=jnp.zeros((t, 1, 128), jnp.uint8), action=jnp.zeros((t, 1), jnp.int32),
+        log_prob=jnp.zeros((t, 1)), value=values, reward=jnp.asarray(rewards, jnp.float32)[:, None],
+        done=jnp.asarray(dones)[:, None],
+        valid=jnp.ones((t, 1), bool) if valid is None else jnp.asarray(valid)[:, None])
+
+
+def test_gae_by_hand_stops_at_done():
+    gamma, lam = 0.9, 0.5
+    rollout = _rollout([1.0, 2.0, 3.0], [1.0, 0.0, 2.0], [False, True, False])
+    advantages, returns = ppo.gae(rollout, jnp.asarray([4.0]), gamma, lam)
+    d2 = 2.0 + gamma * 4.0 - 3.0  # bootstraps from the last value
+    d1 = 0.0 - 2.0  # done: no bootstrap
+    d0 = 1.0 + gamma * 2.0 - 1.0
+    a2, a1 = d2, d1  # the done step does not see step 2's advantage
+    a0 = d0 + gamma * lam * a1
+    np.testing.assert_allclose(advantages[:, 0], [a0, a1, a2], rtol=1e-6)
+    np.testing.assert_allclose(returns[:, 0], [a0 + 1.0, a1 + 2.0, a2 + 3.0], rtol=1e-6)
+
+
+def test_loss_ignores_invalid_rows_and_is_entropy_only_at_the_start():
+    network = ppo.ActorCritic(4, (8,))
+    obs = jax.random.randint(jax.random.key(0), (6, 128), 0, 256).astype(jnp.uint8)
+    params = network.init(jax.random.key(1), obs)
+    logits, value = network.apply(params, obs)
+    action = jnp.arange(6) % 4
+    log_prob = jax.nn.log_softmax(logits)[jnp.arange(6), action]
+    valid = jnp.asarray([True, True, False, True, True, False])
+    batch = ppo.Rollout(obs, action, log_prob, value, jnp.zeros(6), jnp.zeros(6, bool), valid)
+    advantages = jnp.asarray([1.0, -1.0, 50.0, 2.0, -2.0, -70.0])
+    kwargs = dict(clip=0.1, ent_coef=0.01, vf_coef=0.5)
+    loss, (policy_loss, value_loss, entropy) = ppo.ppo_loss(params, network.apply, batch, advantages, value,
+                                                            **kwargs)
+    # ratio 1 and normalised advantages (mean 0 over valid rows): no policy term; value == returns: no value term
+    assert abs(float(policy_loss)) < 1e-6 and abs(float(value_loss)) < 1e-12
+    np.testing.assert_allclose(float(loss), -0.01 * float(entropy), rtol=1e-5)
+    changed = advantages.at[2].set(-3.0).at[5].set(9.0)
+    other = ppo.ppo_loss(params, network.apply, batch, changed, value + jnp.where(valid, 0.0, 5.0), **kwargs)[0]
+    np.testing.assert_allclose(float(other), float(loss), rtol=1e-6)
+
+
+def _args(**overrides):
+    args = ppo.parse_args(["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--hidden-sizes", "32",
+                           "--log-every", "1"])
+    for name, value in overrides.items():
+        setattr(args, name, value)
+    return args
+
+
+def test_rollout_masks_auto_reset_rows_and_counts_games():
+    lengths = [2, 3, 4, 5]
+    env = make_toy_env(4, num_actions=3, lengths=lengths)
+    args = _args(total_steps=64)
+    init, iteration, iterations, _ = ppo.make_ppo(env, args)
+    state = init(jax.random.key(0))
+    state, finished, _ = iteration(state)
+    finished = np.asarray(finished)  # [16, 4]
+    for i, length in enumerate(lengths):
+        ends = np.flatnonzero(~np.isnan(finished[:, i]))
+        # an episode of L steps then one auto-reset row: games end at steps L-1, 2L, 3L+1, ...
+        np.testing.assert_array_equal(ends, np.arange(length - 1, 16, length + 1))
+        assert np.all(finished[ends, i] <= length) and np.all(finished[ends, i] >= 0)
+
+
+def _one_hot_step(env, length):
+    """The toy env with its step t (RAM byte 1) also written one-hot as 255 in byte 3 + t: a task an MLP on
+    RAM / 255 can learn in a few hundred updates (t / 255 alone is a hard input)."""
+
+    def spread(obs):
+        t = obs[:, 1].astype(jnp.int32)
+        one_hot = jnp.where(jnp.arange(length)[None] == t[:, None], 255, 0).astype(jnp.uint8)
+        return obs.at[:, 3:3 + length].set(one_hot)
+
+    def reset():
+        state, obs = env.reset()
+        return state, spread(obs)
+
+    def step(state, actions):
+        state, (obs, *rest) = env.step(state, actions)
+        return state, (spread(obs), *rest)
+
+    return env._replace(reset=reset, step=step)
+
+
+def test_learns_the_toy_task():
+    """Reward 1 when action == t in 4-step games with 4 actions: random gets 1 per game, PPO should get 4."""
+    env = _one_hot_step(make_toy_env(8, num_actions=4, lengths=[4] * 8), 4)
+    args = _args(total_steps=8 * 16 * 60, learning_rate=3e-3, log_every=1, num_envs=8)
+    _, params, rows = ppo.train(env, args, log=lambda _: None)
+    assert rows[0]["mean_return_100"] < 2.0, rows[0]  # the first rollout: the initial, near-uniform policy
+    assert rows[-1]["mean_return_100"] >= 3.8, rows[-1]
+    returns = ppo.evaluate(ppo.ActorCritic(4, (32,)), params, env, jax.random.key(0), greedy=True, max_steps=20)
+    np.testing.assert_array_equal(returns, 4.0)
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        ppo.parse_args(["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"])
+    with pytest.raises(SystemExit):
+        ppo.parse_args(["--total-steps", "0"])
