@@ -119,3 +119,24 @@ def test_life_lost_marks_each_lost_life(backend):
     env.close()
     assert (games >= 1).all(), "no game over within 3000 random steps"
     assert (losses >= 3 * games).all() and (losses <= 3 * games + 2).all(), (losses, games)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ram_frame_phase_is_fixed_at_frame_skip_4_and_alternates_at_3(backend):
+    """Space Invaders' RAM byte 1 is 7 on one frame parity and 128 on the other (the kernel multiplexes some
+    bytes by frame). An even frame skip keeps an episode's observations on one parity, so half of the per-frame
+    RAM is never seen; frame skip 3 alternates (docs/notes/dqn-learning.md, session 6)."""
+    for frame_skip, expect_alternating in ((4, False), (3, True)):
+        with make_vec_env(2, 0, backend=backend, frame_skip=frame_skip) as env:
+            previous = env.reset()[:, 1]
+            rng = np.random.default_rng(0)
+            flips = pairs = 0
+            for _ in range(300):
+                current = env.step(rng.integers(0, env.num_actions, 2))[0][:, 1]
+                both = np.isin(previous, (7, 128)) & np.isin(current, (7, 128))
+                pairs += int(both.sum())
+                flips += int((both & (previous != current)).sum())
+                previous = current
+        assert pairs > 400, pairs
+        fraction = flips / pairs
+        assert (fraction > 0.98) if expect_alternating else (fraction < 0.02), (frame_skip, flips, pairs)
