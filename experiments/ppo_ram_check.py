@@ -25,7 +25,7 @@ import argparse
 import csv
 import time
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -119,8 +119,21 @@ def ppo_loss(params, apply_fn, batch: Rollout, advantages, returns, *, clip: flo
     return policy_loss + vf_coef * value_loss - ent_coef * entropy, (policy_loss, value_loss, entropy)
 
 
-def make_ppo(env: XlaEnv, args):
-    """(init, iteration): iteration(state) = one rollout of num_steps and 4 epochs of updates, jitted."""
+class PPO(NamedTuple):
+    """make_ppo's functions: init(key) -> RunnerState; collect(state) -> (state, Rollout [T, N], finished [T, N]
+    returns of the games that ended at each step, NaN elsewhere); iteration(state) -> (state, finished, mean
+    losses (total, policy, value, entropy)) = collect + the epochs of updates, jitted; iterations: how many
+    make total_steps; network: the ActorCritic."""
+
+    init: Callable
+    collect: Callable
+    iteration: Callable
+    iterations: int
+    network: ActorCritic
+
+
+def make_ppo(env: XlaEnv, args) -> PPO:
+    """PPO on env's N envs with args' settings (see `parse_args`)."""
     n, t = env.num_envs, args.num_steps
     network = ActorCritic(env.num_actions, tuple(args.hidden_sizes))
     iterations = max(1, args.total_steps // (n * t))
@@ -152,9 +165,13 @@ def make_ppo(env: XlaEnv, args):
     loss_grad = jax.value_and_grad(partial(ppo_loss, apply_fn=network.apply, clip=args.clip,
                                            ent_coef=args.ent_coef, vf_coef=args.vf_coef), has_aux=True)
 
+    def collect(state: RunnerState):
+        state, (rollout, finished) = jax.lax.scan(env_step, state, None, length=t)
+        return state, rollout, finished
+
     @jax.jit
     def iteration(state: RunnerState):
-        state, (rollout, finished) = jax.lax.scan(env_step, state, None, length=t)
+        state, rollout, finished = collect(state)
         _, last_value = network.apply(state.params, state.obs)
         advantages, returns = gae(rollout, last_value, args.gamma, args.gae_lambda)
         flat = jax.tree.map(lambda x: x.reshape((n * t,) + x.shape[2:]), (rollout, advantages, returns))
@@ -177,7 +194,7 @@ def make_ppo(env: XlaEnv, args):
         state = state._replace(params=params, opt_state=opt_state, key=key)
         return state, finished, jax.tree.map(jnp.mean, losses)
 
-    return init, iteration, iterations, network
+    return PPO(init, jax.jit(collect), iteration, iterations, network)
 
 
 def evaluate(network, params, env: XlaEnv, key, *, greedy: bool, max_steps: int) -> np.ndarray:
@@ -207,16 +224,16 @@ def evaluate(network, params, env: XlaEnv, key, *, greedy: bool, max_steps: int)
 
 def train(env: XlaEnv, args, log=print) -> tuple[object, object, list[dict]]:
     """Train PPO on env for args.total_steps env steps; returns (network, params, logged rows)."""
-    init, iteration, iterations, network = make_ppo(env, args)
-    state = init(jax.random.key(args.seed))
+    ppo = make_ppo(env, args)
+    state = ppo.init(jax.random.key(args.seed))
     recent: list[float] = []
     rows = []
     start = time.perf_counter()
-    for i in range(1, iterations + 1):
-        state, finished, losses = iteration(state)
+    for i in range(1, ppo.iterations + 1):
+        state, finished, losses = ppo.iteration(state)
         finished = np.asarray(finished)
         recent = (recent + finished[~np.isnan(finished)].tolist())[-100:]
-        if i % args.log_every == 0 or i == iterations:
+        if i % args.log_every == 0 or i == ppo.iterations:
             steps = i * env.num_envs * args.num_steps
             wall = time.perf_counter() - start
             row = dict(iteration=i, env_steps=steps, frames=4 * steps,
@@ -225,7 +242,7 @@ def train(env: XlaEnv, args, log=print) -> tuple[object, object, list[dict]]:
                        steps_per_s=steps / wall, wall_s=wall)
             rows.append(row)
             log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    return network, state.params, rows
+    return ppo.network, state.params, rows
 
 
 def parse_args(argv=None):

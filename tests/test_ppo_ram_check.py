@@ -70,18 +70,23 @@ def _args(**overrides):
 
 
 def test_rollout_masks_auto_reset_rows_and_counts_games():
-    lengths = [2, 3, 4, 5]
+    lengths = [2, 3, 4, 5]  # even env ids end terminated, odd truncated
     env = make_toy_env(4, num_actions=3, lengths=lengths)
-    args = _args(total_steps=64)
-    init, iteration, iterations, _ = ppo.make_ppo(env, args)
-    state = init(jax.random.key(0))
-    state, finished, _ = iteration(state)
+    agent = ppo.make_ppo(env, _args(total_steps=64))
+    _, rollout, finished = agent.collect(agent.init(jax.random.key(0)))
     finished = np.asarray(finished)  # [16, 4]
+    assert rollout.obs.shape == (16, 4, 128) and rollout.valid.shape == (16, 4)
     for i, length in enumerate(lengths):
-        ends = np.flatnonzero(~np.isnan(finished[:, i]))
-        # an episode of L steps then one auto-reset row: games end at steps L-1, 2L, 3L+1, ...
-        np.testing.assert_array_equal(ends, np.arange(length - 1, 16, length + 1))
-        assert np.all(finished[ends, i] <= length) and np.all(finished[ends, i] >= 0)
+        # an episode of L steps, then one auto-reset row: games end at steps L-1, 2L, 3L+1, ...
+        ends = np.arange(length - 1, 16, length + 1)
+        np.testing.assert_array_equal(np.flatnonzero(~np.isnan(finished[:, i])), ends)
+        np.testing.assert_array_equal(np.flatnonzero(rollout.done[:, i]), ends)
+        resets = ends + 1
+        np.testing.assert_array_equal(np.flatnonzero(~rollout.valid[:, i]), resets[resets < 16])
+        # a game's return is the sum of its rows' rewards (toy rewards are 0 / 1: clipping keeps them)
+        starts = np.concatenate([[0], resets[:-1]])
+        for start, end in zip(starts, ends):
+            np.testing.assert_allclose(finished[end, i], np.sum(rollout.reward[start:end + 1, i]))
 
 
 def _one_hot_step(env, length):
