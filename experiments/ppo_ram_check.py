@@ -245,7 +245,8 @@ def train(env: XlaEnv, args, log=print) -> tuple[object, object, list[dict]]:
     return ppo.network, state.params, rows
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line's settings (CleanRL's Atari PPO defaults); a bad value exits naming the flag."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total-steps", type=int, default=2_500_000, help="env steps (x4 frames)")
     parser.add_argument("--seed", type=int, default=0)
@@ -268,6 +269,17 @@ def parse_args(argv=None):
     for name in ("total_steps", "num_envs", "num_steps", "num_minibatches", "epochs", "log_every", "eval_episodes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(args.hidden_sizes) < 1:
+        parser.error("--hidden-sizes must be >= 1")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must be in [0, 1]")
+    for name in ("learning_rate", "clip", "max_grad_norm"):
+        if not getattr(args, name) > 0.0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    for name in ("ent_coef", "vf_coef"):
+        if not getattr(args, name) >= 0.0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.num_envs * args.num_steps % args.num_minibatches:
         parser.error("--num-envs x --num-steps must be divisible by --num-minibatches")
     return args

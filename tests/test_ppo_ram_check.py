@@ -120,8 +120,13 @@ def test_learns_the_toy_task():
     np.testing.assert_array_equal(returns, 4.0)
 
 
-def test_bad_arguments():
+@pytest.mark.parametrize("argv", [
+    ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], ["--total-steps", "0"], ["--gamma", "1.5"],
+    ["--gae-lambda", "-0.1"], ["--learning-rate", "0"], ["--clip", "-1"], ["--ent-coef", "-0.01"],
+    ["--hidden-sizes", "64", "0"],
+])
+def test_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
-        ppo.parse_args(["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"])
-    with pytest.raises(SystemExit):
-        ppo.parse_args(["--total-steps", "0"])
+        ppo.parse_args(argv)
+    flag = next(a for a in argv if a.startswith("--") and a != "--num-steps" and a != "--num-envs")
+    assert flag in capsys.readouterr().err
