@@ -1,16 +1,19 @@
 """scikit-learn API of jaxrl's MLPClassifier / MLPRegressor.
 
 check_estimator, meta-estimators (Pipeline, GridSearchCV, clone,
-cross_val_score), pickle, bad input, divergence and determinism.
+cross_val_score), pickle, bad input, divergence (scikit-learn's message), lbfgs's
+max_fun budget and determinism.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -142,6 +145,71 @@ def test_divergence_raises_value_error_naming_iteration_and_keeps_finite_weights
     with pytest.raises(ValueError, match=r"diverged at iteration \d+.*lower learning_rate_init"):
         reg.fit(x, y)
     assert all(np.isfinite(w).all() for w in reg.coefs_ + reg.intercepts_)
+
+
+# scikit-learn's own sentence (BaseMultilayerPerceptron._fit), copied here so that a change on either side shows.
+SKLEARN_NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be "
+    "preprocessed."
+)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_divergence_message_begins_with_sklearn_sentence(solver):
+    rng = np.random.RandomState(0)
+    x = rng.randn(64, 3) * 1e200  # finite input whose squared-error loss overflows at the first evaluation
+    y = rng.randn(64)
+    reg = MLPRegressor(hidden_layer_sizes=(4,), solver=solver, max_iter=5, random_state=0)
+    with pytest.raises(ValueError) as error:
+        reg.fit(x, y)
+    message = str(error.value)
+    assert message.startswith(SKLEARN_NON_FINITE + " ")
+    expected_where = "lbfgs diverged at iteration 0" if solver == "lbfgs" else "Solver diverged at iteration 1"
+    assert expected_where in message
+
+
+def _lbfgs_data(task):
+    rng = np.random.RandomState(0)
+    x = rng.randn(120, 5)
+    if task == "binary":
+        return MLPClassifier, x, (x[:, 0] + x[:, 1] > 0).astype(int)
+    if task == "multiclass":
+        return MLPClassifier, x, np.digitize(x[:, 0] - x[:, 2], [-0.5, 0.5])
+    return MLPRegressor, x, x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + np.sin(x[:, 1])
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_lbfgs_max_fun_ends_the_fit_with_sklearn_warning(task):
+    cls, x, y = _lbfgs_data(task)
+    est = cls(hidden_layer_sizes=(8,), solver="lbfgs", max_fun=5, max_iter=500, random_state=0)
+    with pytest.warns(ConvergenceWarning) as record:
+        est.fit(x, y)
+    assert 1 <= est.n_iter_ <= 5
+    messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)]
+    # scikit-learn 1.9's text (sklearn.utils.optimize._check_optimize_result + SciPy's L-BFGS-B stop message)
+    assert messages == [
+        f"lbfgs failed to converge after {est.n_iter_} iteration(s) (status=1):\n"
+        "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT\n\n"
+        "You might also want to scale the data as shown in:\n"
+        "    https://scikit-learn.org/stable/modules/preprocessing.html"
+    ]
+    # a budget of 1 evaluation still allows one iteration, as in scikit-learn (SciPy stops once n_fun > max_fun)
+    with pytest.warns(ConvergenceWarning, match="F,G EVALUATIONS EXCEEDS LIMIT"):
+        assert cls(hidden_layer_sizes=(8,), solver="lbfgs", max_fun=1, random_state=0).fit(x, y).n_iter_ == 1
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_lbfgs_large_max_fun_does_not_end_the_fit(task):
+    cls, x, y = _lbfgs_data(task)
+    est = cls(hidden_layer_sizes=(8,), solver="lbfgs", max_fun=15000, max_iter=30, random_state=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        est.fit(x, y)
+    messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)]
+    assert not any("EVALUATIONS" in message for message in messages), messages
+    if est.n_iter_ == 30:  # stopped by max_iter: scikit-learn's iteration-limit text instead
+        assert messages and "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT" in messages[0]
+        assert "(max_iter=30)" in messages[0]
 
 
 def test_verbose_prints_sklearn_progress_lines(iris, capsys):

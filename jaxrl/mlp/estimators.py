@@ -30,6 +30,9 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils import shuffle as sklearn_shuffle
 from sklearn.utils.metaestimators import available_if
+
+# Private scikit-learn helpers (the same ones sklearn's MLPs use; no public equivalent): pyproject.toml pins
+# scikit-learn below its next minor release.
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -37,7 +40,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from jaxrl.mlp import core, optim
 from jaxrl.mlp.lbfgs import lbfgs_fit
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NON_FINITE_MESSAGE"]
+
+# scikit-learn's own sentence (``BaseMultilayerPerceptron._fit``); every divergence error starts with it.
+NON_FINITE_MESSAGE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be "
+    "preprocessed."
+)
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _SMALL_DATA = 2048  # up to this many training rows, row/batch shapes are padded to buckets
@@ -111,6 +120,27 @@ def _x64(dtype):
 
 def _to_host(tree):
     return jax.tree.map(np.asarray, tree)
+
+
+def _lbfgs_convergence_message(n_iter: int, n_fun: int, max_iter: int, max_fun: int) -> str:
+    """scikit-learn's ``ConvergenceWarning`` text for an L-BFGS run stopped by ``max_iter`` or ``max_fun``.
+
+    The wording of ``sklearn.utils.optimize._check_optimize_result`` with SciPy's L-BFGS-B stop message
+    (the iteration limit is checked first, as SciPy does).
+    """
+    if n_iter >= max_iter:
+        status, stop = 1, "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+    elif n_fun > max_fun:
+        status, stop = 1, "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT"
+    else:
+        status, stop = 2, "ABNORMAL: "
+    message = f"lbfgs failed to converge after {n_iter} iteration(s) (status={status}):\n{stop}\n"
+    if n_iter == max_iter:
+        message += f"\nIncrease the number of iterations to improve the convergence (max_iter={max_iter})."
+    return message + (
+        "\nYou might also want to scale the data as shown in:\n"
+        "    https://scikit-learn.org/stable/modules/preprocessing.html"
+    )
 
 
 class _BaseMLP(BaseEstimator):
@@ -210,10 +240,7 @@ class _BaseMLP(BaseEstimator):
             self.coefs_, self.intercepts_ = _host_params(params, n_features)
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may"
-                " contain large values and need to be preprocessed."
-            )
+            raise ValueError(NON_FINITE_MESSAGE)
         return self
 
     def _fit_lbfgs(self, X, y, sample_weight, params):
@@ -227,19 +254,12 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = float(result.loss)
         if not np.isfinite(self.loss_):
             raise ValueError(
-                f"lbfgs diverged at iteration {self.n_iter_}: the loss is {self.loss_}. "
+                f"{NON_FINITE_MESSAGE} lbfgs diverged at iteration {self.n_iter_}: the loss is {self.loss_}. "
                 "Scale the input data (e.g. StandardScaler) or increase alpha."
             )
         if not bool(result.converged):
-            reason = (
-                "ITERATIONS REACHED LIMIT" if self.n_iter_ >= self.max_iter else "FUNCTION EVALUATIONS REACHED LIMIT"
-            )
             warnings.warn(
-                f"lbfgs failed to converge after {self.n_iter_} iteration(s) ({reason}).\n\n"
-                "Increase the number of iterations to improve the convergence "
-                f"(max_iter={self.max_iter}).\n"
-                "You might also want to scale the data as shown in:\n"
-                "    https://scikit-learn.org/stable/modules/preprocessing.html",
+                _lbfgs_convergence_message(self.n_iter_, int(result.n_fun), self.max_iter, self.max_fun),
                 ConvergenceWarning,
             )
         return result.params
@@ -341,8 +361,8 @@ class _BaseMLP(BaseEstimator):
                 self.n_iter_ += 1
                 if not (np.isfinite(epoch_loss) and bool(metrics["finite"])):
                     raise ValueError(
-                        f"Solver diverged at iteration {self.n_iter_}: the training loss is {epoch_loss} "
-                        "(non-finite loss or weights). Try a lower learning_rate_init "
+                        f"{NON_FINITE_MESSAGE} Solver diverged at iteration {self.n_iter_}: the training loss is "
+                        f"{epoch_loss} (non-finite loss or weights). Try a lower learning_rate_init "
                         f"(currently {self.learning_rate_init}) or scale the input data "
                         "(e.g. with StandardScaler). The weights of the last finite iteration are kept."
                     )

@@ -60,6 +60,7 @@ from sklearn.utils.validation import _check_sample_weight
 
 from jaxrl.mlp import core
 from jaxrl.mlp import parallel as mlp_parallel
+from jaxrl.mlp.estimators import NON_FINITE_MESSAGE
 
 __all__ = ["GridState", "GridResult", "fit_grid", "grid_batches", "param_grid"]
 
@@ -773,8 +774,9 @@ def _report_stopping(runs, host: GridState, max_iter: int, error_score: str):
     diverged = [run.params for run, bad in zip(runs, host.diverged) if bad]
     if diverged:
         message = (
-            f"{len(diverged)} of {len(runs)} runs diverged (non-finite loss or weights), e.g. {diverged[0]}; they "
-            "keep the weights of their last finite epoch and score nan. Lower learning_rate_init or scale the data."
+            f"{NON_FINITE_MESSAGE} {len(diverged)} of {len(runs)} runs diverged (non-finite loss or weights), "
+            f"e.g. {diverged[0]}; they keep the weights of their last finite epoch and score nan. "
+            "Lower learning_rate_init or scale the data."
         )
         if error_score == "raise":
             raise ValueError(message)

@@ -6,7 +6,12 @@ is minimized by ``optax.lbfgs`` (memory 10, as SciPy) with its zoom line search
 (strong Wolfe conditions), the whole run inside one jitted ``lax.while_loop``.
 Stopping rules follow SciPy's: projected-gradient max-norm ``<= tol``, relative
 reduction ``(f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol`` (SciPy's default
-``2.22e-9``), at most ``max_iter`` iterations and ``max_fun`` function evaluations.
+``2.22e-9``), at most ``max_iter`` iterations, and the ``max_fun`` budget of
+function evaluations. As in SciPy, the limits are checked at each new iterate,
+before the convergence tests: the run stops at the first iterate where
+``n_iter >= max_iter`` or ``n_fun > max_fun`` (so ``n_iter <= max_fun``; the last
+line search may take ``n_fun`` past ``max_fun``, by at most its 20 steps), and a
+stop there counts as not converged even if the tolerances hold.
 The iterates are not SciPy's (different line search), so only the reached loss is
 comparable, not the parameters.
 """
@@ -37,7 +42,7 @@ class LBFGSResult(NamedTuple):
     n_iter: jax.Array  # () int32, L-BFGS iterations done
     n_fun: jax.Array  # () int32, objective evaluations done
     grad_max: jax.Array  # () max |gradient| at ``params``
-    converged: jax.Array  # () bool, stopped by ``tol`` or ``ftol`` (not by a limit)
+    converged: jax.Array  # () bool, stopped by ``tol`` or ``ftol``, not by ``max_iter`` / ``max_fun``
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
@@ -60,7 +65,8 @@ def lbfgs_fit(
       tol: gradient tolerance (sklearn's ``tol`` = SciPy's ``gtol``).
       spec: activations and loss.
       max_iter: iteration limit (traced: no recompilation per value).
-      max_fun: objective-evaluation limit (traced).
+      max_fun: objective-evaluation budget (traced); no new iteration starts once
+        ``n_fun > max_fun`` (SciPy's L-BFGS-B rule).
 
     Returns:
       :class:`LBFGSResult`.
@@ -89,10 +95,12 @@ def lbfgs_fit(
         n_iter: jax.Array
         n_fun: jax.Array
 
+    def limit_reached(c: Carry):
+        return (c.n_iter >= max_iter) | (c.n_fun > max_fun)
+
     def cond(c: Carry):
         return (
-            (c.n_iter < max_iter)
-            & (c.n_fun < max_fun)
+            ~limit_reached(c)
             & (c.grad_max > tol)
             & (c.rel_decrease > SCIPY_FTOL)
             & jnp.isfinite(c.value)
@@ -116,9 +124,11 @@ def lbfgs_fit(
             n_fun=c.n_fun + jnp.maximum(steps, 1).astype(jnp.int32),
         )
 
+    # The state holds f and its gradient at ``params``, so the first iteration does not evaluate them again.
+    state0 = otu.tree_set(optimizer.init(params), value=value0, grad=grad0)
     init = Carry(
         params=params,
-        state=optimizer.init(params),
+        state=state0,
         value=value0,
         grad_max=grad_max(grad0),
         rel_decrease=jnp.asarray(jnp.inf, value0.dtype),
@@ -126,7 +136,7 @@ def lbfgs_fit(
         n_fun=jnp.asarray(1, jnp.int32),
     )
     final = lax.while_loop(cond, body, init)
-    converged = (final.grad_max <= tol) | (final.rel_decrease <= SCIPY_FTOL)
+    converged = ~limit_reached(final) & ((final.grad_max <= tol) | (final.rel_decrease <= SCIPY_FTOL))
     return LBFGSResult(
         params=final.params,
         loss=loss(final.params, batch, alpha, spec),
