@@ -1,29 +1,50 @@
-"""Multi-layer perceptrons: a pure functional core and scikit-learn-compatible estimators."""
+"""Multi-layer perceptrons: a pure functional core and scikit-learn-compatible estimators.
 
-from jaxrl.mlp.core import (
-    Batch,
-    MLPSpec,
-    forward,
-    forward_logits,
-    init_params,
-    init_params_numpy,
-    loss,
-    make_batches,
-    objective,
-    train_epoch,
-    train_step,
-)
-from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
-from jaxrl.mlp.grid import GridResult, fit_grid
-from jaxrl.mlp.lbfgs import LBFGSResult, lbfgs_fit
-from jaxrl.mlp.optim import (
-    get_learning_rate,
-    init_optimizer,
-    make_optimizer,
-    set_learning_rate,
-    sklearn_adam,
-    sklearn_sgd,
-)
+The public names below are resolved on first access (PEP 562 module `__getattr__`), so importing
+`jaxrl.mlp.cli` to build the command line's parser does not import JAX or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "Batch",
+            "MLPSpec",
+            "forward",
+            "forward_logits",
+            "init_params",
+            "init_params_numpy",
+            "loss",
+            "make_batches",
+            "objective",
+            "train_epoch",
+            "train_step",
+        ),
+        "jaxrl.mlp.core",
+    ),
+    "MLPClassifier": "jaxrl.mlp.estimators",
+    "MLPRegressor": "jaxrl.mlp.estimators",
+    "GridResult": "jaxrl.mlp.grid",
+    "fit_grid": "jaxrl.mlp.grid",
+    "LBFGSResult": "jaxrl.mlp.lbfgs",
+    "lbfgs_fit": "jaxrl.mlp.lbfgs",
+    **dict.fromkeys(
+        (
+            "get_learning_rate",
+            "init_optimizer",
+            "make_optimizer",
+            "set_learning_rate",
+            "sklearn_adam",
+            "sklearn_sgd",
+        ),
+        "jaxrl.mlp.optim",
+    ),
+}
 
 __all__ = [
     "Batch",
@@ -50,3 +71,42 @@ __all__ = [
     "fit_grid",
     "GridResult",
 ]
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from jaxrl.mlp.core import (
+        Batch,
+        MLPSpec,
+        forward,
+        forward_logits,
+        init_params,
+        init_params_numpy,
+        loss,
+        make_batches,
+        objective,
+        train_epoch,
+        train_step,
+    )
+    from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
+    from jaxrl.mlp.grid import GridResult, fit_grid
+    from jaxrl.mlp.lbfgs import LBFGSResult, lbfgs_fit
+    from jaxrl.mlp.optim import (
+        get_learning_rate,
+        init_optimizer,
+        make_optimizer,
+        set_learning_rate,
+        sklearn_adam,
+        sklearn_sgd,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name in this module."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
