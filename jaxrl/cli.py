@@ -2,12 +2,20 @@
 
 Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/cli.py`) and exposes
 `add_parser(subparsers)`, which registers its parser and sets `func` to a callable taking the parsed
-`argparse.Namespace` and returning an exit code. Heavy imports happen inside `func`, so `jaxrl --help` is quick.
+`argparse.Namespace` and returning an exit code. Heavy imports happen inside `func`, so `jaxrl --help` is quick
+(it imports neither JAX nor scikit-learn).
+
+Before running a subcommand, `main` turns on the persistent XLA compilation cache
+(`jaxrl.compilation_cache`: `~/.cache/jaxrl/xla`, `JAXRL_COMPILATION_CACHE=0` turns it off), so a second run
+with the same shapes loads its compiled functions instead of compiling them again.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
+
+from jaxrl import compilation_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,4 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        compilation_cache.enable()
+    except OSError as error:  # e.g. a read-only home: run without the cache
+        print(f"warning: persistent compilation cache off: {error}", file=sys.stderr)
     return int(args.func(args) or 0)
