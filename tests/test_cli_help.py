@@ -57,11 +57,6 @@ except SystemExit as exit:
     assert "usage: jaxrl mlp" in result["help"] and "--hidden-layer-sizes" in result["help"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jaxrl/dqn/__init__.py imports jaxrl.dqn.agent (import jax, optax) and jaxrl.dqn.network (flax) eagerly; "
-    "`from jaxrl.dqn import cli` runs it. Remove this marker once the dqn package imports lazily.",
-)
 @pytest.mark.parametrize("argv", [["--help"], ["mlp", "--help"], ["dqn", "--help"], ["dqn", "train", "--help"]])
 def test_command_line_help_does_not_import_jax(argv):
     result = _loaded_after(

@@ -1,50 +1,40 @@
-"""Deep Q-learning on Atari RAM: pure core (network, replay, loss/update, act) and the training shells.
+"""Deep Q-learning on Atari RAM: pure core (encoders, network, replay, loss/update, act) and the training shells.
 
-Importing this package is light: envpool and gymnasium are imported only inside the functions that use them.
+Importing this package is light: the public names below are resolved on first access (PEP 562 module
+``__getattr__``), so building ``jaxrl dqn``'s command-line parser imports neither JAX nor envpool.
 """
-from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn, quantile_td_loss, td_error, td_loss
-from jaxrl.dqn.frame_stack import StackedEnvState, stack_vec_env, stack_xla_env
-from jaxrl.dqn.learner import Learner, LearnerState, make_learner
-from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.prioritized import (
-    PrioritizedReplayBuffer,
-    PrioritizedReplayState,
-    PrioritizedSample,
-    make_prioritized_replay_buffer,
-)
-from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
-from jaxrl.dqn.toy_env import make_toy_env
-from jaxrl.dqn.xla_env import XlaEnv, make_envpool_xla_env
-from jaxrl.dqn.xla_loop import LoopState, XlaLoop, make_xla_loop, summarize
+from __future__ import annotations
 
-__all__ = [
-    "DQN",
-    "DQNState",
-    "Learner",
-    "LearnerState",
-    "LoopState",
-    "PrioritizedReplayBuffer",
-    "PrioritizedReplayState",
-    "PrioritizedSample",
-    "QNetwork",
-    "ReplayBuffer",
-    "ReplayState",
-    "StackedEnvState",
-    "Transition",
-    "XlaEnv",
-    "XlaLoop",
-    "epsilon_schedule",
-    "make_dqn",
-    "make_envpool_xla_env",
-    "make_learner",
-    "make_prioritized_replay_buffer",
-    "make_replay_buffer",
-    "make_toy_env",
-    "make_xla_loop",
-    "quantile_td_loss",
-    "stack_vec_env",
-    "stack_xla_env",
-    "summarize",
-    "td_error",
-    "td_loss",
-]
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("DQN", "DQNState", "epsilon_schedule", "make_dqn", "quantile_td_loss", "td_error", "td_loss"),
+                    "jaxrl.dqn.agent"),
+    **dict.fromkeys(("StackedEnvState", "stack_vec_env", "stack_xla_env"), "jaxrl.dqn.frame_stack"),
+    **dict.fromkeys(("Learner", "LearnerState", "make_learner"), "jaxrl.dqn.learner"),
+    "QNetwork": "jaxrl.dqn.network",
+    "encode": "jaxrl.dqn.encoders",
+    **dict.fromkeys(("PrioritizedReplayBuffer", "PrioritizedReplayState", "PrioritizedSample",
+                     "make_prioritized_replay_buffer"), "jaxrl.dqn.prioritized"),
+    **dict.fromkeys(("ReplayBuffer", "ReplayState", "Transition", "make_replay_buffer"), "jaxrl.dqn.replay"),
+    "make_toy_env": "jaxrl.dqn.toy_env",
+    **dict.fromkeys(("XlaEnv", "make_envpool_xla_env"), "jaxrl.dqn.xla_env"),
+    **dict.fromkeys(("LoopState", "XlaLoop", "make_xla_loop", "summarize"), "jaxrl.dqn.xla_loop"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name in this module."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -353,6 +353,7 @@ def make_dqn(
     tau: float = 1.0,
     max_grad_norm: float | None = None,
     obs_encoding: str = "scale",
+    conv_channels: Sequence[int] = (32, 64),
     dueling: bool = False,
     layer_norm: bool = False,
     num_quantiles: int = 0,
@@ -365,7 +366,9 @@ def make_dqn(
     Args:
       num_actions: A, size of the discrete action set.
       hidden_sizes: Q-network hidden widths.
-      obs_encoding: how the Q-network reads RAM bytes, ``"scale"`` (/ 255) or ``"bits"`` (`jaxrl.dqn.network`).
+      obs_encoding: how the Q-network reads RAM bytes: ``"scale"`` (/ 255), ``"bits"``, ``"objects"`` or
+        ``"planes"`` (`jaxrl.dqn.encoders`; the last two need >= 2 stacked Space Invaders snapshots).
+      conv_channels: channels of the convolutions applied to ``"planes"`` (`jaxrl.dqn.network.QNetwork`).
       dueling: dueling head (value + advantages) instead of one linear layer.
       layer_norm: LayerNorm in each hidden layer (`jaxrl.dqn.network.QNetwork`).
       num_quantiles: 0 for DQN; N > 0 for QR-DQN (`quantile_td_loss`): the network predicts N quantiles of
@@ -424,7 +427,8 @@ def make_dqn(
 
     _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
     network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
-                       obs_encoding=obs_encoding, dueling=bool(dueling),
+                       obs_encoding=obs_encoding, conv_channels=tuple(int(c) for c in conv_channels),
+                       dueling=bool(dueling),
                        layer_norm=bool(layer_norm), num_quantiles=int(num_quantiles))
     if learning_rate_end is not None:
         learning_rate = optax.linear_schedule(learning_rate, learning_rate_end, int(learning_rate_decay_updates))

@@ -33,7 +33,10 @@ FIELD_HELP = {
     "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
     "frame_stack": "observe each env's last K RAM snapshots (K * 128 bytes)",
     "hidden_sizes": "Q-network hidden widths",
-    "obs_encoding": "Q-network input: scale (RAM / 255) or bits (8 binary inputs per byte)",
+    "obs_encoding": "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded Space "
+                    "Invaders objects, egocentric vector) or planes (objects on a grid, CNN); the last two need "
+                    "--frame-stack >= 2",
+    "conv_channels": "channels of the 3x3 convolutions on --obs-encoding planes",
     "dueling": "dueling Q-network head (value + advantages)",
     "layer_norm": "LayerNorm in each hidden layer of the Q-network",
     "num_quantiles": "0: DQN; N > 0: QR-DQN with N return quantiles per action (--huber-delta is its kappa)",
@@ -70,7 +73,7 @@ FIELD_HELP = {
     "eval_episodes": "eval episodes at each checkpoint (0: off)",
     "eval_epsilon": "epsilon of those evals",
     "log_every": "env steps between metrics.csv rows",
-    "loop": "python: host env loop, one jitted learner call per env step; xla: envpool's XLA step and the "
+    "loop": "auto: xla with envpool, else python; python: host env loop, one jitted learner call per env step; xla: envpool's XLA step and the "
             "learner compiled together (envpool only)",
     "xla_chunk_calls": "--loop xla: most learner calls per compiled call (the host checks Ctrl-C between them)",
 }
@@ -109,7 +112,7 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
             group.add_argument(_flag(field.name), choices=OBS_ENCODINGS, **kwargs)
         elif hint is bool:
             group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
-        elif field.name == "hidden_sizes":
+        elif field.name in ("hidden_sizes", "conv_channels"):
             group.add_argument(_flag(field.name), nargs="+", type=int, metavar="WIDTH", **kwargs)
         elif field.name in ("max_grad_norm", "learning_rate_end"):
             group.add_argument(_flag(field.name), type=_optional_float, metavar="X|none", **kwargs)
@@ -155,6 +158,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an existing --run-dir first")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--total-frames", type=int, default=None, metavar="N",
+                       help="train for N emulator frames (= ceil(N / frame_skip) env steps; instead of "
+                            "--total-steps)")
     add_config_flags(train)
     train.set_defaults(func=_train)
 
@@ -199,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
             base = preset(args.preset) if args.preset else load_run_config(args.run_dir)
         else:
             base = preset(args.preset or "seed")
-        config = base.replace(**config_overrides(args))
+        config = with_total_frames(base.replace(**config_overrides(args)), args)
         run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"run directory: {run_dir}")
         result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
@@ -212,6 +218,17 @@ def _train(args: argparse.Namespace) -> int:
           f"{result.episodes} episodes, mean return of the last 100: {result.mean_return:.1f}, "
           f"{result.wall_s:.0f} s; last checkpoint {result.last_checkpoint} in {result.run_dir}")
     return _EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def with_total_frames(config: DQNConfig, args: argparse.Namespace) -> DQNConfig:
+    """``config`` with total_steps from ``--total-frames`` (Atari users count emulator frames), if given."""
+    if args.total_frames is None:
+        return config
+    if "total_steps" in vars(args):
+        raise ValueError("give --total-frames or --total-steps, not both")
+    if args.total_frames < 1:
+        raise ValueError(f"--total-frames must be >= 1, got {args.total_frames}")
+    return config.replace(total_steps=-(-args.total_frames // config.frame_skip))
 
 
 def _agent(args: argparse.Namespace):

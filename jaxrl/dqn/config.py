@@ -19,8 +19,11 @@ import numbers
 from typing import Any, Mapping
 
 BACKENDS = ("auto", "envpool", "gymnasium")
-OBS_ENCODINGS = ("scale", "bits")  # as jaxrl.dqn.network.OBS_ENCODINGS (not imported: config stays jax-free)
-LOOPS = ("python", "xla")
+# As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
+GAME_ENCODINGS = ("objects", "planes")
+GAME_ENV_PREFIX = "SpaceInvaders"
+LOOPS = ("auto", "python", "xla")
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
 # shapes nor what the agent learns from a given stream of transitions. ``loop`` and ``xla_chunk_calls`` are
@@ -67,7 +70,8 @@ class DQNConfig:
     Run:
         seed, total_steps, checkpoint_every (steps), keep_checkpoints (last N kept, plus the best by eval
         return), eval_episodes (run at each checkpoint with ``eval_epsilon``; 0: best by training return),
-        log_every (steps between ``metrics.csv`` rows), loop (``"python"``: the host steps the envs and calls
+        log_every (steps between ``metrics.csv`` rows), loop (``"auto"``, the default: ``"xla"`` when the
+        backend is envpool, else ``"python"``; ``"python"``: the host steps the envs and calls
         the jitted learner step once per vectorised step; ``"xla"``: envpool's XLA interface and the learner
         step compiled together in one ``lax.while_loop``, needs the envpool backend), xla_chunk_calls (most
         learner calls per compiled call of the XLA loop; a compiled call also ends at each ``metrics.csv``
@@ -86,6 +90,7 @@ class DQNConfig:
     # network and agent
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
+    conv_channels: tuple[int, ...] = (32, 64)
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0
@@ -123,12 +128,13 @@ class DQNConfig:
     eval_episodes: int = 8
     eval_epsilon: float = 0.05
     log_every: int = 10_000
-    loop: str = "python"
+    loop: str = "auto"
     xla_chunk_calls: int = 256
 
     def __post_init__(self) -> None:
-        if isinstance(self.hidden_sizes, (list, tuple)):
-            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        for name in ("hidden_sizes", "conv_channels"):
+            if isinstance(getattr(self, name), (list, tuple)):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
 
     # -- derived values ---------------------------------------------------------------------------
@@ -187,7 +193,8 @@ class DQNConfig:
 
     def network_kwargs(self) -> dict[str, Any]:
         """The Q-network's keyword arguments of ``make_dqn`` / ``make_learner`` (to rebuild it for evaluation)."""
-        return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding, dueling=self.dueling,
+        return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding,
+                    conv_channels=self.conv_channels, dueling=self.dueling,
                     layer_norm=self.layer_norm, num_quantiles=self.num_quantiles, obs_size=self.obs_size)
 
     def env_kwargs(self) -> dict[str, Any]:
@@ -206,6 +213,7 @@ class DQNConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
+        out["conv_channels"] = list(self.conv_channels)
         return out
 
     def to_json(self) -> str:
@@ -308,6 +316,16 @@ def _validate(config: DQNConfig) -> None:
         raise ValueError(f"hidden_sizes must be a non-empty sequence of positive integers, got {config.hidden_sizes!r}")
     if config.obs_encoding not in OBS_ENCODINGS:
         raise ValueError(f"obs_encoding must be one of {', '.join(OBS_ENCODINGS)}, got {config.obs_encoding!r}")
+    if config.obs_encoding in GAME_ENCODINGS:
+        if not config.env_id.startswith(GAME_ENV_PREFIX):
+            raise ValueError(f"obs_encoding={config.obs_encoding!r} decodes Space Invaders' RAM; env_id "
+                             f"{config.env_id!r} is not a {GAME_ENV_PREFIX} task (use scale or bits)")
+        if config.frame_stack < 2:
+            raise ValueError(f"obs_encoding={config.obs_encoding!r} needs frame_stack >= 2 (bullets are seen as "
+                             f"changes between consecutive RAM snapshots), got {config.frame_stack}")
+    if not config.conv_channels or not all(_is_int(c) and c >= 1 for c in config.conv_channels):
+        raise ValueError(f"conv_channels must be a non-empty sequence of positive integers, got "
+                         f"{config.conv_channels!r}")
     need_int("buffer_size", 1)
     need_int("batch_size", 1)
     if config.batch_size > config.buffer_size:

@@ -347,6 +347,7 @@ def make_learner(
     epsilon_decay_steps: int = 1_000_000,
     hidden_sizes: Sequence[int] = (256, 256),
     obs_encoding: str = "scale",
+    conv_channels: Sequence[int] = (32, 64),
     dueling: bool = False,
     layer_norm: bool = False,
     num_quantiles: int = 0,
@@ -383,7 +384,8 @@ def make_learner(
       priority_exponent, importance_exponent: alpha and beta of prioritized replay (unused when uniform).
       epsilon_start, epsilon_end, epsilon_decay_steps: linear ε over env_steps.
       hidden_sizes: Q-network hidden widths.
-      obs_encoding: ``"scale"`` (RAM / 255) or ``"bits"`` (8 binary inputs per byte).
+      obs_encoding: ``"scale"`` (RAM / 255), ``"bits"``, ``"objects"`` or ``"planes"`` (`jaxrl.dqn.encoders`).
+      conv_channels: convolution channels for ``"planes"``.
       dueling: dueling Q-network head.
       layer_norm: LayerNorm in each hidden layer of the Q-network.
       num_quantiles: 0 for DQN, N > 0 for QR-DQN's N quantiles per action (`jaxrl.dqn.agent.quantile_td_loss`).
@@ -412,6 +414,7 @@ def make_learner(
         num_actions,
         hidden_sizes=hidden_sizes,
         obs_encoding=obs_encoding,
+        conv_channels=conv_channels,
         dueling=dueling,
         layer_norm=layer_norm,
         num_quantiles=num_quantiles,

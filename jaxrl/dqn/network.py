@@ -1,10 +1,9 @@
-"""Q-network: an MLP from Atari RAM bytes to one Q-value per action.
+"""Q-network from Atari RAM bytes to one Q-value per action: an MLP, or a small CNN on object planes.
 
-The RAM is stored as uint8 everywhere (replay buffer, env loop) and encoded here, at the first layer, so the
-buffer stays 4x smaller than a float buffer and the encoding is written once: ``"scale"`` maps each byte to
-[0, 1] (the seed's reference); ``"bits"`` unpacks each byte into its 8 bits (128 -> 1,024 inputs in {0, 1}).
-Atari RAM holds many bit fields (which invaders are alive, flags) and small counters, which a byte / 255
-squeezes into values an MLP can barely tell apart; their bits are directly usable features.
+The RAM is stored as uint8 everywhere (replay buffer, env loop) and encoded here, at the first layer
+(`jaxrl.dqn.encoders`), so the buffer stays small and the encoding is written once: ``"scale"`` (bytes / 255,
+the seed's reference), ``"bits"``, ``"objects"`` (decoded Space Invaders objects as a feature vector) feed the
+MLP; ``"planes"`` (the decoded objects drawn on a coarse grid) feeds convolutions, then the same dense layers.
 """
 from __future__ import annotations
 
@@ -14,31 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrl.dqn.encoders import OBS_ENCODINGS, SPATIAL_ENCODINGS, encode, scale_obs, unpack_bits  # noqa: F401
 
-OBS_ENCODINGS = ("scale", "bits")
-
-
-def unpack_bits(obs: jax.Array) -> jax.Array:
-    """uint8 [..., D] -> float32 [..., 8 * D] of the bits of each byte (most significant first)."""
-    if not jnp.issubdtype(obs.dtype, jnp.integer):
-        raise TypeError(f"obs_encoding='bits' needs integer RAM bytes, got {obs.dtype}")
-    shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
-    bits = (obs.astype(jnp.uint8)[..., None] >> shifts) & jnp.uint8(1)  # [..., D, 8]
-    return bits.reshape(obs.shape[:-1] + (obs.shape[-1] * 8,)).astype(jnp.float32)
-
-
-def scale_obs(obs: jax.Array) -> jax.Array:
-    """Map RAM bytes to float32 in [0, 1].
-
-    Args:
-      obs: [..., D] uint8 RAM bytes, or a float array already in [0, 1] (returned as float32, unscaled).
-
-    Returns:
-      [..., D] float32.
-    """
-    if jnp.issubdtype(obs.dtype, jnp.integer):
-        return obs.astype(jnp.float32) / 255.0
-    return obs.astype(jnp.float32)
 
 
 class QNetwork(nn.Module):
@@ -47,7 +23,9 @@ class QNetwork(nn.Module):
     Attributes:
       num_actions: A, the number of discrete actions (size of the output).
       hidden_sizes: widths of the hidden ReLU layers; the seed preset is (256, 256).
-      obs_encoding: ``"scale"`` (bytes / 255) or ``"bits"`` (8 binary inputs per byte), see the module doc.
+      obs_encoding: one of ``jaxrl.dqn.encoders.OBS_ENCODINGS`` (see the module doc).
+      conv_channels: output channels of the 3x3 convolutions (ReLU; the first with stride 1, the others
+        stride 2) applied to a spatial encoding (``"planes"``) before the hidden layers; unused otherwise.
       dueling: split the head into a state value and action advantages, ``q = v + a - mean(a)`` (Wang et al.,
         2016, "Dueling Network Architectures"): the value is learned from every action's target, which helps
         when the actions' values differ by far less than the state's value.
@@ -65,6 +43,7 @@ class QNetwork(nn.Module):
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
     obs_encoding: str = "scale"
+    conv_channels: Sequence[int] = (32, 64)
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0
@@ -85,7 +64,7 @@ class QNetwork(nn.Module):
         """The head's values per action: N quantiles of the return, or (num_quantiles == 0) the Q-value alone.
 
         Args:
-          obs: [..., 128] uint8 RAM (or float already in [0, 1]).
+          obs: [..., D] uint8 RAM, D = K * 128 (or, for ``"scale"``, float already in [0, 1]).
 
         Returns:
           [..., A, max(num_quantiles, 1)] float32.
@@ -94,7 +73,13 @@ class QNetwork(nn.Module):
             raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {self.obs_encoding!r}")
         if self.num_quantiles < 0:
             raise ValueError(f"num_quantiles must be >= 0, got {self.num_quantiles}")
-        x = unpack_bits(obs) if self.obs_encoding == "bits" else scale_obs(obs)
+        x = encode(obs, self.obs_encoding)
+        if self.obs_encoding in SPATIAL_ENCODINGS:  # [..., H, W, C] -> convolutions -> [..., features]
+            lead = x.shape[:-3]
+            x = x.reshape((-1,) + x.shape[-3:])
+            for i, channels in enumerate(self.conv_channels):
+                x = nn.relu(nn.Conv(channels, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
+            x = x.reshape(lead + (-1,))
         for width in self.hidden_sizes:
             x = nn.Dense(width)(x)
             if self.layer_norm:

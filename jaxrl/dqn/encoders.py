@@ -1,0 +1,71 @@
+"""Observation encodings: how the Q-network reads the uint8 RAM it is given (pure, applied inside jit).
+
+The replay buffer and the env loops keep uint8 RAM (``[..., K * 128]`` with ``--frame-stack K``); the encoding
+turns it into the network's input at its first layer, so the buffer stays small and every path (learning,
+acting, eval, play) encodes the same way:
+
+* ``"scale"``: each byte / 255 -> ``[..., D]`` (the seed agent's input);
+* ``"bits"``: each byte's 8 bits -> ``[..., 8 D]`` in {0, 1} (Atari RAM holds many bit fields);
+* ``"objects"``: Space Invaders' RAM decoded into game objects (`jaxrl.dqn.games.space_invaders`), as an
+  egocentric feature vector -> ``[..., 82]``; needs K >= 2 (bullets are seen as changes between snapshots);
+* ``"planes"``: the decoded objects drawn on a coarse 19 x 20 grid, one channel per object class and decoded
+  snapshot -> ``[..., 19, 20, 6 (K - 1)]`` for a convolutional torso; needs K >= 2.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl.dqn.games import space_invaders
+
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
+# Encodings decoded from Space Invaders' RAM layout (``jaxrl.dqn.config`` checks the env id and frame stack).
+GAME_ENCODINGS = ("objects", "planes")
+SPATIAL_ENCODINGS = ("planes",)
+
+
+def unpack_bits(obs: jax.Array) -> jax.Array:
+    """uint8 [..., D] -> float32 [..., 8 * D] of the bits of each byte (most significant first)."""
+    if not jnp.issubdtype(obs.dtype, jnp.integer):
+        raise TypeError(f"obs_encoding='bits' needs integer RAM bytes, got {obs.dtype}")
+    shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
+    bits = (obs.astype(jnp.uint8)[..., None] >> shifts) & jnp.uint8(1)  # [..., D, 8]
+    return bits.reshape(obs.shape[:-1] + (obs.shape[-1] * 8,)).astype(jnp.float32)
+
+
+def scale_obs(obs: jax.Array) -> jax.Array:
+    """Map RAM bytes to float32 in [0, 1].
+
+    Args:
+      obs: [..., D] uint8 RAM bytes, or a float array already in [0, 1] (returned as float32, unscaled).
+
+    Returns:
+      [..., D] float32.
+    """
+    if jnp.issubdtype(obs.dtype, jnp.integer):
+        return obs.astype(jnp.float32) / 255.0
+    return obs.astype(jnp.float32)
+
+
+def encode(obs: jax.Array, encoding: str) -> jax.Array:
+    """Encode RAM observations for the Q-network.
+
+    Args:
+      obs: [..., D] uint8 RAM (``D = K * 128``); for ``"scale"`` also float already in [0, 1].
+      encoding: one of ``OBS_ENCODINGS``.
+
+    Returns:
+      float32: ``[..., D]`` (scale), ``[..., 8 D]`` (bits), ``[..., 82]`` (objects), ``[..., 19, 20, 6 (K - 1)]``
+      (planes).
+    """
+    if encoding == "scale":
+        return scale_obs(obs)
+    if encoding == "bits":
+        return unpack_bits(obs)
+    if encoding in GAME_ENCODINGS and not jnp.issubdtype(obs.dtype, jnp.integer):
+        raise TypeError(f"obs_encoding={encoding!r} decodes integer RAM bytes, got {obs.dtype}")
+    if encoding == "objects":
+        return space_invaders.encode_objects(obs)
+    if encoding == "planes":
+        return space_invaders.encode_planes(obs)
+    raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")

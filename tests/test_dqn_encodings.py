@@ -1,0 +1,175 @@
+"""Observation encodings (scale, bits, objects, planes), the CNN torso, --total-frames, --loop auto, and a
+Q-learning agent that solves the toy env."""
+import importlib.util
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl.cli import main
+from jaxrl.dqn import make_learner
+from jaxrl.dqn import encoders
+from jaxrl.dqn.config import DQNConfig, GAME_ENCODINGS, OBS_ENCODINGS, preset
+from jaxrl.dqn.games import space_invaders
+from jaxrl.dqn.network import QNetwork
+from jaxrl.dqn.toy_env import make_toy_env
+from jaxrl.dqn.train import resolve_loop, train
+from jaxrl.dqn.xla_loop import make_xla_loop, summarize
+from test_dqn_train import assert_same_tree, final_state
+
+HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+needs_envpool = pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed (the XLA loop needs it); "
+                                                           "the same encodings run with --loop python here")
+RNG = np.random.default_rng(0)
+
+
+def quiet(*_):
+    pass
+
+
+def test_config_and_encoders_list_the_same_encodings():
+    assert OBS_ENCODINGS == encoders.OBS_ENCODINGS and GAME_ENCODINGS == encoders.GAME_ENCODINGS
+
+
+@pytest.mark.parametrize("encoding, frames, shape", [
+    ("scale", 1, (128,)), ("bits", 1, (1024,)), ("scale", 3, (384,)),
+    ("objects", 2, (space_invaders.OBJECT_FEATURES,)), ("objects", 4, (space_invaders.OBJECT_FEATURES,)),
+    ("planes", 2, space_invaders.PLANE_SHAPE + (6,)), ("planes", 4, space_invaders.PLANE_SHAPE + (18,)),
+])
+def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
+    obs = RNG.integers(0, 256, (5, 128 * frames), dtype=np.uint8)
+    eager = encoders.encode(obs, encoding)
+    jitted = jax.jit(encoders.encode, static_argnames="encoding")(obs, encoding=encoding)
+    vmapped = jax.vmap(lambda o: encoders.encode(o, encoding))(obs)
+    for out in (eager, jitted, vmapped):
+        assert out.shape == (5,) + shape and out.dtype == np.float32
+        assert np.isfinite(np.asarray(out)).all()
+    np.testing.assert_allclose(eager, jitted, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(eager, vmapped, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", GAME_ENCODINGS)
+def test_game_encodings_need_two_snapshots_of_integer_ram(encoding):
+    with pytest.raises(ValueError, match="K >= 2"):
+        encoders.encode(np.zeros((2, 128), np.uint8), encoding)
+    with pytest.raises(TypeError, match="integer RAM"):
+        encoders.encode(np.zeros((2, 256), np.float32), encoding)
+
+
+def test_planes_draw_each_object_in_its_cell():
+    ram = np.zeros(128, np.uint8)
+    ram[28] = 81  # player x 80 -> centre 83.5 -> column 10; y 185 + 5 -> row 18
+    ram[18 + 5] = 0b000001  # top row, leftmost column alive
+    ram[26], ram[16] = 17, 0  # column 0 at x 16 (+4 centre: column 2); top row at y 31 (+5: row 2)
+    before = ram.copy()
+    ram[85], before[85] = 40, 41  # player bullet y 83 (+5 centre: row 7), moving: visible
+    ram[87] = 62  # x 60: column 7
+    planes = np.asarray(encoders.encode(np.concatenate([before, ram])[None], "planes"))[0]
+    assert planes.shape == space_invaders.PLANE_SHAPE + (6,)
+    player, aliens, bullet = planes[..., 0], planes[..., 1], planes[..., 2]
+    assert player[18, 10] == 1 and player.sum() == 1
+    assert aliens[2, 2] == 1 and aliens.sum() == 1
+    assert bullet[7, 7] == 1 and bullet.sum() == 1
+    assert planes[..., 3].sum() == 0 and planes[..., 5].sum() == 0  # no enemy bullet moved, no ship moved
+
+
+@pytest.mark.parametrize("encoding, frames, kwargs", [
+    ("objects", 2, {}), ("planes", 2, {}), ("planes", 3, dict(dueling=True)), ("planes", 2, dict(num_quantiles=4)),
+])
+def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
+    network = QNetwork(num_actions=6, hidden_sizes=(32,), obs_encoding=encoding, conv_channels=(4, 8), **kwargs)
+    obs = RNG.integers(0, 256, (7, 128 * frames), dtype=np.uint8)
+    params = network.init(jax.random.key(0), obs[:1])
+    q = jax.jit(network.apply)(params, obs)
+    assert q.shape == (7, 6) and q.dtype == np.float32
+    np.testing.assert_allclose(jax.vmap(lambda o: network.apply(params, o))(obs), q, rtol=1e-5, atol=1e-6)
+    values = network.apply(params, obs, method=QNetwork.quantile_values)
+    assert values.shape == (7, 6, max(kwargs.get("num_quantiles", 0), 1))
+    kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(params)}
+    if encoding == "planes":  # 3x3 convolutions: 6 (K - 1) -> 4 (stride 1) -> 8 (stride 2: 10 x 10 cells)
+        assert (3, 3, 6 * (frames - 1), 4) in kernels and (3, 3, 4, 8) in kernels
+        assert (10 * 10 * 8, 32) in kernels
+    else:
+        assert (space_invaders.OBJECT_FEATURES, 32) in kernels
+
+
+def test_config_refuses_game_encodings_without_a_stack_or_on_another_game():
+    with pytest.raises(ValueError, match="needs frame_stack >= 2"):
+        DQNConfig(obs_encoding="objects")
+    with pytest.raises(ValueError, match="is not a SpaceInvaders task"):
+        DQNConfig(obs_encoding="planes", frame_stack=2, env_id="Breakout-v5")
+    with pytest.raises(ValueError, match="conv_channels must be"):
+        DQNConfig(conv_channels=(8, 0))
+    config = DQNConfig(obs_encoding="planes", frame_stack=2, conv_channels=[8, 16])
+    assert config.conv_channels == (8, 16)
+    assert DQNConfig.from_json(config.to_json()) == config
+    old = json.loads(config.to_json())
+    del old["conv_channels"]  # a config.json written before the field existed still loads
+    assert DQNConfig.from_dict(old).conv_channels == DQNConfig().conv_channels
+
+
+def tiny_game(encoding, **overrides):
+    return preset("tiny", obs_encoding=encoding, frame_stack=2, conv_channels=(4, 8), total_steps=800,
+                  **{"backend": "envpool" if HAS_ENVPOOL else "gymnasium", "loop": "python", **overrides})
+
+
+@pytest.mark.parametrize("encoding", GAME_ENCODINGS)
+def test_train_with_game_encodings_on_the_python_loop_then_eval(encoding, tmp_path, capsys):
+    config = tiny_game(encoding)
+    result = train(config, tmp_path / "run", progress=False, log=quiet)
+    assert result.env_steps >= 800 and np.isfinite(result.mean_return)
+    assert main(["dqn", "eval", "--run-dir", str(tmp_path / "run"), "--episodes", "1"]) == 0
+    assert "over 1 episodes" in capsys.readouterr().out
+
+
+@needs_envpool
+@pytest.mark.parametrize("encoding", GAME_ENCODINGS)
+def test_game_encodings_equal_on_both_loops_and_resume_bit_for_bit(encoding, tmp_path):
+    config = tiny_game(encoding, loop="xla", xla_chunk_calls=16)
+    train(config, tmp_path / "xla", progress=False, log=quiet)
+    train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
+    train(config.replace(total_steps=400), tmp_path / "resumed", progress=False, log=quiet)
+    train(config, tmp_path / "resumed", resume=True, progress=False, log=quiet)
+    xla_state, _, xla_step = final_state(tmp_path / "xla", config)
+    python_state, _, python_step = final_state(tmp_path / "python", config)
+    resumed_state, _, resumed_step = final_state(tmp_path / "resumed", config)
+    assert xla_step == python_step == resumed_step >= 800
+    assert_same_tree(xla_state, python_state)
+    assert_same_tree(xla_state, resumed_state)
+
+
+def test_loop_auto_chooses_by_backend():
+    assert resolve_loop("auto", "envpool")[0] == "xla"
+    assert resolve_loop("auto", "gymnasium")[0] == "python"
+    assert "compiled loop" in resolve_loop("auto", "envpool")[1]
+    assert DQNConfig().loop == "auto"
+
+
+def test_total_frames_sets_total_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["dqn", "train", "--preset", "tiny", "--backend", "gymnasium", "--total-frames", "401", "--run-dir",
+            str(run), "--no-progress"]
+    assert main(args) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["total_steps"] == 101 and saved["frame_skip"] == 4 and saved["loop"] == "python"
+    assert main(args[:-3] + ["--total-steps", "10", "--run-dir", str(tmp_path / "b")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_q_learning_solves_the_toy_env():
+    """Reward 1 when the action equals t % 4: the greedy policy must pick it at every step of an episode."""
+    env = make_toy_env(4, num_actions=4, lengths=[8, 8, 8, 8])
+    learner = make_learner(4, 4, buffer_size=4096, batch_size=64, hidden_sizes=(64,), learning_rate=1e-3,
+                           epsilon_start=1.0, epsilon_end=0.05, epsilon_decay_steps=2000, learning_starts=256,
+                           target_update_period=50, gamma=0.9, reward_scale=1.0, obs_encoding="bits")
+    loop = make_xla_loop(learner, env, steps_per_call=1500, donate=False)
+    state, _ = loop.run(loop.init(jax.random.key(0)))
+    state, metrics = loop.run(state)
+    obs = np.zeros((3, 8, 128), np.uint8)
+    obs[..., 0] = np.arange(3)[:, None]  # env id
+    obs[..., 1] = np.arange(8)  # step in the episode
+    obs[..., 2] = np.array([5, 77, 200])[:, None]  # episode counters never seen together with these steps
+    greedy = np.argmax(np.asarray(learner.dqn.q_values(state.learner.dqn.params, obs)), axis=-1)
+    np.testing.assert_array_equal(greedy, np.broadcast_to(np.arange(8) % 4, (3, 8)))
+    assert summarize(metrics)["mean_return"] > 6.5  # of 8; uniform random actions score 2
