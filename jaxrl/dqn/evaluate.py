@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,8 +21,13 @@ from jaxrl.dqn.config import DQNConfig
 MAX_PARALLEL_EPISODES = 16
 
 
-def load_params(run_dir: str | os.PathLike, which: int | str = "latest") -> tuple[Any, DQNConfig, int]:
+def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
+                warn: Callable[[str], None] | None = None) -> tuple[Any, DQNConfig, int]:
     """Online Q-network params of checkpoint ``which`` (``"latest"``, ``"best"`` or a step) of a run.
+
+    A damaged ``"latest"`` / ``"best"`` checkpoint falls back to the newest readable one, with one line per
+    damaged checkpoint to ``warn`` (default: ``warning: ...`` on stderr); a damaged step asked for by number is
+    a ``DamagedCheckpointError`` (see ``jaxrl.dqn.checkpoint``).
 
     Returns:
         (params, config, step).
@@ -40,10 +46,15 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest") -> tupl
     abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
-        state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which)
+        state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which,
+                                                    warn=warn or _warn_on_stderr)
     finally:
         manager.close()
     return state.dqn.params, config, step
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: int):

@@ -97,9 +97,11 @@ def load_run_config(run_dir: str | os.PathLike) -> DQNConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunDirError(f"{path} not found: is {run_dir} a jaxrl dqn run directory?")
-    values = json.loads(path.read_text())
-    values["hidden_sizes"] = tuple(values["hidden_sizes"])
-    return DQNConfig.from_dict(values)
+    try:
+        return DQNConfig.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+    except (ValueError, TypeError) as error:  # not UTF-8, not JSON, not a config
+        raise RunDirError(f"{path} cannot be read as a run config ({error}); each checkpoint holds a copy "
+                          f"(checkpoints/<step>/config/metadata)") from None
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path:
@@ -416,9 +418,15 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
                                 checkpoints=0)
     start_step = 0
     metrics_path = run_dir / METRICS_FILE
-    if resume and manager.latest_step() is not None:
+    if resume and ckpt.saved_steps(manager):
         abstract = abstract_learner_state(learner, config)
-        state, host, _, start_step = ckpt.restore_checkpoint(manager, abstract, config)
+        try:  # the newest readable checkpoint; damaged newer ones are moved aside (the new saves reuse their steps)
+            state, host, _, start_step = ckpt.restore_checkpoint(
+                manager, abstract, config, host_keys=tuple(host), warn=lambda message: log(f"warning: {message}"),
+                set_aside_damaged=True)
+        except BaseException:
+            manager.close()
+            raise
         _truncate_metrics(metrics_path, start_step)
         if host.get("evals"):  # drop an eval written after that checkpoint (a crash between the two)
             _write_evals(run_dir / EVALS_FILE, host["evals"], config.frame_skip)
