@@ -87,9 +87,9 @@ def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
     values = network.apply(params, obs, method=QNetwork.quantile_values)
     assert values.shape == (7, 6, max(kwargs.get("num_quantiles", 0), 1))
     kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(params)}
-    if encoding == "planes":  # 3x3 convolutions: 6 (K - 1) -> 4 (stride 1) -> 8 (stride 2: 10 x 10 cells)
+    if encoding == "planes":  # stride-2 3x3 convolutions: 19 x 20 x 6 (K - 1) -> 10 x 10 x 4 -> 5 x 5 x 8
         assert (3, 3, 6 * (frames - 1), 4) in kernels and (3, 3, 4, 8) in kernels
-        assert (10 * 10 * 8, 32) in kernels
+        assert (5 * 5 * 8, 32) in kernels
     else:
         assert (space_invaders.OBJECT_FEATURES, 32) in kernels
 

@@ -353,7 +353,7 @@ def make_dqn(
     tau: float = 1.0,
     max_grad_norm: float | None = None,
     obs_encoding: str = "scale",
-    conv_channels: Sequence[int] = (32, 64),
+    conv_channels: Sequence[int] = (16, 32),
     dueling: bool = False,
     layer_norm: bool = False,
     num_quantiles: int = 0,

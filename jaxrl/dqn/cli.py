@@ -36,7 +36,7 @@ FIELD_HELP = {
     "obs_encoding": "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded Space "
                     "Invaders objects, egocentric vector) or planes (objects on a grid, CNN); the last two need "
                     "--frame-stack >= 2",
-    "conv_channels": "channels of the 3x3 convolutions on --obs-encoding planes",
+    "conv_channels": "channels of the stride-2 3x3 convolutions on --obs-encoding planes",
     "dueling": "dueling Q-network head (value + advantages)",
     "layer_norm": "LayerNorm in each hidden layer of the Q-network",
     "num_quantiles": "0: DQN; N > 0: QR-DQN with N return quantiles per action (--huber-delta is its kappa)",

@@ -90,7 +90,7 @@ class DQNConfig:
     # network and agent
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
-    conv_channels: tuple[int, ...] = (32, 64)
+    conv_channels: tuple[int, ...] = (16, 32)
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0

@@ -347,7 +347,7 @@ def make_learner(
     epsilon_decay_steps: int = 1_000_000,
     hidden_sizes: Sequence[int] = (256, 256),
     obs_encoding: str = "scale",
-    conv_channels: Sequence[int] = (32, 64),
+    conv_channels: Sequence[int] = (16, 32),
     dueling: bool = False,
     layer_norm: bool = False,
     num_quantiles: int = 0,

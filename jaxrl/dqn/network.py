@@ -24,8 +24,8 @@ class QNetwork(nn.Module):
       num_actions: A, the number of discrete actions (size of the output).
       hidden_sizes: widths of the hidden ReLU layers; the seed preset is (256, 256).
       obs_encoding: one of ``jaxrl.dqn.encoders.OBS_ENCODINGS`` (see the module doc).
-      conv_channels: output channels of the 3x3 convolutions (ReLU; the first with stride 1, the others
-        stride 2) applied to a spatial encoding (``"planes"``) before the hidden layers; unused otherwise.
+      conv_channels: output channels of the 3x3 convolutions (stride 2, ReLU; 19 x 20 cells -> 10 x 10 -> 5 x 5
+        ...) applied to a spatial encoding (``"planes"``) before the hidden layers; unused otherwise.
       dueling: split the head into a state value and action advantages, ``q = v + a - mean(a)`` (Wang et al.,
         2016, "Dueling Network Architectures"): the value is learned from every action's target, which helps
         when the actions' values differ by far less than the state's value.
@@ -43,7 +43,7 @@ class QNetwork(nn.Module):
     num_actions: int
     hidden_sizes: Sequence[int] = (256, 256)
     obs_encoding: str = "scale"
-    conv_channels: Sequence[int] = (32, 64)
+    conv_channels: Sequence[int] = (16, 32)
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0
@@ -77,8 +77,8 @@ class QNetwork(nn.Module):
         if self.obs_encoding in SPATIAL_ENCODINGS:  # [..., H, W, C] -> convolutions -> [..., features]
             lead = x.shape[:-3]
             x = x.reshape((-1,) + x.shape[-3:])
-            for i, channels in enumerate(self.conv_channels):
-                x = nn.relu(nn.Conv(channels, (3, 3), strides=1 if i == 0 else 2, padding="SAME")(x))
+            for channels in self.conv_channels:
+                x = nn.relu(nn.Conv(channels, (3, 3), strides=2, padding="SAME")(x))
             x = x.reshape(lead + (-1,))
         for width in self.hidden_sizes:
             x = nn.Dense(width)(x)

@@ -233,13 +233,20 @@ def abstract_learner_state(learner, config: DQNConfig):
 
 
 def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
-    """The loop to run with the (resolved) ``backend``, and a warning when ``--loop xla`` falls back.
+    """The loop to run with the (resolved) ``backend``, and a line to log about the choice (or None).
 
+    ``loop="auto"`` is the compiled loop whenever the backend is envpool, the Python loop otherwise (both
+    learn the same agent from the same envs; the compiled one is faster), and says which it chose.
     ``loop="xla"`` needs envpool's XLA interface. An explicit ``backend="gymnasium"`` with it is refused by
     ``DQNConfig``; here ``backend`` is already resolved, so ``"gymnasium"`` means ``--backend auto`` found no
     envpool: the run falls back to the Python loop (same agent, same results on the same envs, slower) with a
     warning, and the saved config says ``loop="python"``.
     """
+    if loop == "auto":
+        if backend == "envpool":
+            return "xla", "loop auto: envpool is available, training with the compiled loop (--loop xla)"
+        return "python", ("loop auto: the gymnasium backend has no XLA interface, training with the Python loop "
+                          "(--loop python)")
     if loop == "xla" and backend != "envpool":
         return "python", ("warning: --loop xla needs envpool's XLA interface and envpool is not installed "
                           "(--backend auto chose gymnasium): falling back to --loop python")

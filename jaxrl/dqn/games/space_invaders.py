@@ -40,6 +40,7 @@ mystery ship match frame 4t to the pixel.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -271,38 +272,48 @@ def _cell(x, y, w, h):
         jnp.int32)
 
 
-def _draw(row, col, weight):
-    """Sum of one-hot cells: row, col, weight [..., M] -> [..., H, W] float32."""
-    rows = jax.nn.one_hot(row, PLANE_SHAPE[0], dtype=jnp.float32)  # [..., M, H]
-    cols = jax.nn.one_hot(col, PLANE_SHAPE[1], dtype=jnp.float32)  # [..., M, W]
-    return jnp.einsum("...mh,...mw,...m->...hw", rows, cols, weight.astype(jnp.float32))
-
-
 def object_planes(objects: SpaceInvadersObjects) -> jax.Array:
-    """Draw one decoded snapshot on the coarse grid: [..., H, W, len(PLANE_CLASSES)] float32 in [0, 1]."""
+    """Draw one decoded snapshot on the coarse grid: [..., H, W, len(PLANE_CLASSES)] float32 in [0, 1].
+
+    Each object adds its weight (1; for shields, the share of a cell's pixels still standing) to the cell of
+    its centre, in its class's channel: one scatter-add for all objects of all classes.
+    """
     lead = objects.player_x.shape
-    one = jnp.ones(lead + (1,), jnp.float32)
-    player = _draw(*_cell(objects.player_x[..., None], jnp.full(lead + (1,), PLAYER_Y, jnp.float32),
-                          *PLAYER_SIZE), one)
+    f32 = jnp.float32
+
+    def points(x, y, size, weight, channel):  # -> (flat cell index, weight), both [..., M]
+        row, col = _cell(x, y, *size)
+        index = (row * PLANE_SHAPE[1] + col) * len(PLANE_CLASSES) + channel
+        return index, jnp.broadcast_to(weight, index.shape).astype(f32)
+
+    def full(value, m):
+        return jnp.full(lead + (m,), value, f32)
+
     alien_x = jnp.broadcast_to(objects.alien_x[..., None, :], lead + (6, 6)).reshape(lead + (36,))
     alien_y = jnp.broadcast_to(objects.alien_y[..., :, None], lead + (6, 6)).reshape(lead + (36,))
-    aliens = _draw(*_cell(alien_x, alien_y, *ALIEN_SIZE), objects.alien_alive.reshape(lead + (36,)))
-    player_bullet = _draw(*_cell(objects.player_bullet[..., None, 0], objects.player_bullet[..., None, 1],
-                                 *BULLET_SIZE), objects.player_bullet_visible[..., None])
-    enemy_bullets = _draw(*_cell(objects.enemy_bullets[..., 0], objects.enemy_bullets[..., 1], *BULLET_SIZE),
-                          objects.enemy_bullets_visible)
-    # Shields: each 2-px row of 8 pixels adds its share of live pixels to the cell it falls in.
-    shield_rows = jnp.sum(objects.shield_pixels, axis=-1).astype(jnp.float32)  # [..., 3, 9]
-    shield_x = jnp.broadcast_to(jnp.asarray(SHIELD_X, jnp.float32)[:, None], (3, SHIELD_ROWS))
-    shield_y = jnp.broadcast_to(SHIELD_Y + 2.0 * jnp.arange(SHIELD_ROWS, dtype=jnp.float32), (3, SHIELD_ROWS))
-    shield_cells = _cell(jnp.broadcast_to(shield_x, lead + (3, SHIELD_ROWS)).reshape(lead + (27,)),
-                         jnp.broadcast_to(shield_y, lead + (3, SHIELD_ROWS)).reshape(lead + (27,)),
-                         SHIELD_SIZE[0], 2)
-    shields = _draw(*shield_cells, shield_rows.reshape(lead + (27,)) / (8.0 * PLANE_CELL[1] / 2))
-    ship = _draw(*_cell(objects.mystery_ship_x[..., None], jnp.full(lead + (1,), MYSTERY_SHIP_Y, jnp.float32),
-                        *MYSTERY_SHIP_SIZE), objects.mystery_ship_visible[..., None])
-    planes = jnp.stack([player, aliens, player_bullet, enemy_bullets, shields, ship], axis=-1)
-    return jnp.clip(planes, 0.0, 1.0)
+    shield_x = jnp.broadcast_to(jnp.asarray(SHIELD_X, f32)[:, None], lead + (3, SHIELD_ROWS)).reshape(lead + (27,))
+    shield_y = jnp.broadcast_to(SHIELD_Y + 2.0 * jnp.arange(SHIELD_ROWS, dtype=f32), lead + (3, SHIELD_ROWS))
+    # each 2-px shield row of 8 pixels adds its share of the cell's pixels still standing
+    shield_weight = jnp.sum(objects.shield_pixels, axis=-1).astype(f32) / (8.0 * PLANE_CELL[1] / 2)
+    drawn = [
+        points(objects.player_x[..., None], full(PLAYER_Y, 1), PLAYER_SIZE, 1.0, 0),
+        points(alien_x, alien_y, ALIEN_SIZE, objects.alien_alive.reshape(lead + (36,)), 1),
+        points(objects.player_bullet[..., None, 0], objects.player_bullet[..., None, 1], BULLET_SIZE,
+               objects.player_bullet_visible[..., None], 2),
+        points(objects.enemy_bullets[..., 0], objects.enemy_bullets[..., 1], BULLET_SIZE,
+               objects.enemy_bullets_visible, 3),
+        points(shield_x, shield_y.reshape(lead + (27,)), (SHIELD_SIZE[0], 2), shield_weight.reshape(lead + (27,)),
+               4),
+        points(objects.mystery_ship_x[..., None], full(MYSTERY_SHIP_Y, 1), MYSTERY_SHIP_SIZE,
+               objects.mystery_ship_visible[..., None], 5),
+    ]
+    index = jnp.concatenate([i for i, _ in drawn], axis=-1)  # [..., M]
+    weight = jnp.concatenate([w for _, w in drawn], axis=-1)
+    num_cells = PLANE_SHAPE[0] * PLANE_SHAPE[1] * len(PLANE_CLASSES)
+    rows = math.prod(lead)
+    flat = index.reshape(rows, -1) + num_cells * jnp.arange(rows, dtype=jnp.int32)[:, None]
+    planes = jnp.zeros(rows * num_cells, f32).at[flat.reshape(-1)].add(weight.reshape(-1))
+    return jnp.clip(planes.reshape(lead + PLANE_SHAPE + (len(PLANE_CLASSES),)), 0.0, 1.0)
 
 
 def encode_planes(obs: jax.Array) -> jax.Array:
