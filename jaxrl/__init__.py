@@ -2,7 +2,8 @@
 
 Public names (re-exported explicitly): the estimators `MLPClassifier`, `MLPRegressor`, the grid fitter
 `fit_grid` / `GridResult`, the DQN config `DQNConfig`, and the modules `jaxrl.datasets`, `jaxrl.mlp`
-(functional MLP core), `jaxrl.dqn` (pure DQN core and its shells).
+(functional MLP core), `jaxrl.dqn` (pure DQN core and its shells), `jaxrl.distributed` (joining a
+multi-process run: `jaxrl.distributed.initialize()`).
 
 The names are resolved on first access (PEP 562 module `__getattr__`), so `import jaxrl` and the command
 line's `--help` do not import JAX, scikit-learn or NumPy; `from jaxrl import MLPClassifier` works as usual.
@@ -23,12 +24,12 @@ _EXPORTS = {
     "MLPRegressor": "jaxrl.mlp.estimators",
     "fit_grid": "jaxrl.mlp.grid",
 }
-_SUBMODULES = ("datasets", "dqn", "mlp")
+_SUBMODULES = ("datasets", "distributed", "dqn", "mlp")
 
 __all__ = ["DQNConfig", "GridResult", "MLPClassifier", "MLPRegressor", "datasets", "fit_grid"]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from jaxrl import datasets, dqn, mlp
+    from jaxrl import datasets, distributed, dqn, mlp
     from jaxrl.dqn.config import DQNConfig
     from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
     from jaxrl.mlp.grid import GridResult, fit_grid

@@ -1,4 +1,4 @@
-"""The `jaxrl` command line: `jaxrl mlp ...` and `jaxrl dqn train|eval|play ...`.
+"""The `jaxrl` command line: `jaxrl mlp ...`, `jaxrl dqn train|eval|play ...` and `jaxrl launch ...`.
 
 Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/cli.py`) and exposes
 `add_parser(subparsers)`, which registers its parser and sets `func` to a callable taking the parsed
@@ -7,7 +7,8 @@ Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/
 
 Before running a subcommand, `main` turns on the persistent XLA compilation cache
 (`jaxrl.compilation_cache`: `~/.cache/jaxrl/xla`, `JAXRL_COMPILATION_CACHE=0` turns it off), so a second run
-with the same shapes loads its compiled functions instead of compiling them again.
+with the same shapes loads its compiled functions instead of compiling them again. A subcommand whose parser
+sets the default `compilation_cache=False` (`jaxrl launch`, which only starts other processes) skips this.
 """
 from __future__ import annotations
 
@@ -26,17 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from jaxrl.mlp import cli as mlp_cli
     from jaxrl.dqn import cli as dqn_cli
+    from jaxrl import launch
 
     mlp_cli.add_parser(subparsers)
     dqn_cli.add_parser(subparsers)
+    launch.add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        compilation_cache.enable()
-    except OSError as error:  # e.g. a read-only home: run without the cache
-        print(f"warning: persistent compilation cache off: {error}", file=sys.stderr)
+    if getattr(args, "compilation_cache", True):  # `jaxrl launch` runs no JAX itself
+        try:
+            compilation_cache.enable()
+        except OSError as error:  # e.g. a read-only home: run without the cache
+            print(f"warning: persistent compilation cache off: {error}", file=sys.stderr)
     return int(args.func(args) or 0)

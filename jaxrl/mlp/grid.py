@@ -23,10 +23,18 @@ epochs (one host-to-device copy per chunk, none per batch), and the host
 prepares the next chunk's shuffles while the device trains on the current one.
 
 With ``data_parallel=True`` the minibatch axis is split over a
-``jax.sharding.Mesh`` of all local devices (data replicated once per device,
+``jax.sharding.Mesh`` of all devices (data replicated once per device,
 gradients summed by XLA); with ``shard_runs=True`` the *runs* are split over the
 devices instead (each device trains its share of the models, no communication
 but the "all stopped?" test). See :mod:`jaxrl.mlp.parallel`.
+
+Several processes (``jaxrl.distributed.initialize()``, e.g. under ``jaxrl launch``):
+every process calls ``fit_grid`` with the same arguments; the mesh then spans the
+devices of all processes, and every process gets the same :class:`GridResult` as a
+one-process call. Each process prepares every run on its host (initial weights,
+shuffles: cheap next to training) and copies only its own devices' slices to them;
+the fitted state is gathered to every process at the end (the stopping test each
+chunk), and each process scores the models on its own devices.
 
 ``early_stopping=True`` works per run as in the estimator: the validation split is
 drawn from the run's ``RandomState``, the validation score (accuracy or R^2) is
@@ -444,9 +452,10 @@ def fit_grid(
         classifiers, ``KFold`` otherwise, as ``GridSearchCV``) or a splitter /
         iterable of ``(train, test)`` index pairs. The folds are vmapped too.
       sample_weight: ``[n_samples]`` or None, used for training (not scoring).
-      data_parallel: split each minibatch over all local devices (a 1-D ``Mesh``).
-      shard_runs: split the runs over all local devices (padded with inactive
-        copies to a multiple of the device count); exclusive with ``data_parallel``.
+      data_parallel: split each minibatch over all devices (a 1-D ``Mesh``; with
+        several processes, the devices of all of them).
+      shard_runs: split the runs over all devices, of every process (padded with
+        inactive copies to a multiple of the device count); exclusive with ``data_parallel``.
       epochs_per_call: epochs per compiled call (default: as many as fit in a
         256 MiB index budget, up to ``max_iter``).
       error_score: ``"nan"`` (a diverged model scores nan and keeps its last
@@ -504,7 +513,7 @@ def fit_grid(
             epochs_per_call = max(1, _INDEX_BUDGET_BYTES // per_epoch)
         epochs_per_call = min(int(epochs_per_call), max_iter)
 
-        place = (lambda a: jax.device_put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
+        place = (lambda a: mlp_parallel.put(a, mlp_parallel.replicated(mesh))) if mesh is not None else jnp.asarray
         per_run = place_active = place  # arrays with a leading run axis
         if shard_runs:  # padding runs are copies of the last run that never train
             sharding = mlp_parallel.leading_axis_sharding(mesh)
@@ -546,7 +555,8 @@ def fit_grid(
         train_seconds = time.perf_counter() - start_train - compile_seconds
         _set_fitted(runs, host, curve, early_stopping)
         start_score = time.perf_counter()
-        scores = _run_scores(runs, host, data[0], data[1], np.asarray(y), static["spec"], early_stopping,
+        x_local, y_local = (mlp_parallel.local_replica(a) for a in data[:2])  # this process's copy
+        scores = _run_scores(runs, host, x_local, y_local, np.asarray(y), static["spec"], early_stopping,
                              n_folds * len(grid))
         score_seconds = time.perf_counter() - start_score
 
@@ -658,7 +668,7 @@ def _place_runs(array, *, n_pad: int, sharding, fill=None):
         if fill is not None:
             extra = np.full_like(extra, fill)
         array = np.concatenate([array, extra])
-    return jax.device_put(array, sharding)
+    return mlp_parallel.put(array, sharding)
 
 
 def _initial_state(run_params, opt_states, dtype, place, place_active, early_stopping: bool) -> GridState:
@@ -740,12 +750,13 @@ def _train(state, data, config, shared, static, runs, layout, epochs_per_call, m
         epochs_done += epochs_per_call
         remaining = max_iter - epochs_done
         next_rows = _shuffled_rows(runs, orders, min(epochs_per_call, remaining), layout) if remaining > 0 else None
-        curves.append(np.asarray(curve))
-        if next_rows is None or not bool(np.asarray(state.active).any()):
+        curve, active = mlp_parallel.to_host((curve, state.active))  # gathered from every process
+        curves.append(curve)
+        if next_rows is None or not bool(active.any()):
             break
         pad = epochs_per_call - next_rows.shape[1]  # keep one compiled shape: pad the last chunk (never run)
         rows = place(np.pad(next_rows, ((0, 0), (0, pad), (0, 0), (0, 0))) if pad else next_rows)
-    return jax.tree.map(np.asarray, state), np.concatenate(curves, axis=1), compile_seconds
+    return mlp_parallel.to_host(state), np.concatenate(curves, axis=1), compile_seconds
 
 
 def _set_fitted(runs, host: GridState, curves: np.ndarray, early_stopping: bool):
