@@ -117,3 +117,22 @@ def test_bad_estimator_parameter_writes_nothing(tmp_path, capsys):
     args = parse([*TINY, "--validation-fraction", "1.5", "--early-stopping", "--out", str(out)])
     assert args.func(args) == 2
     assert "validation_fraction" in capsys.readouterr().err and not out.exists()
+
+
+def test_main_job_shows_warm_refit_compile_time_and_an_alpha_sweep(tmp_path, capsys):
+    """The main job's honest view: first fit (with compilation) apart from a warm refit, and an alpha sweep
+    in one fit_grid call next to the same models fitted serially by scikit-learn, accuracies side by side."""
+    out = tmp_path / "digits"
+    args = parse([*TINY, "--compare-sklearn", "--repeats", "2", "--sweep", "3", "--no-figures", "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "compile s (1st - warm)" in printed and "| 3 alphas |" in printed
+    record = json.loads((out / "results.json").read_text())
+    sides = [row["side"] for row in record["sweep"]]
+    assert len(sides) == 3 and sides[-1] == "scikit-learn, serial fits"
+    assert all(0.0 < row["mean_test_accuracy"] <= 1.0 and row["seconds"] > 0 for row in record["sweep"])
+    assert record["sweep"][0]["compile_seconds"] >= 0 and record["sweep"][1]["compile_seconds"] == 0
+    # the sweep fits the same models on both sides: fit_grid's warm and cold calls agree exactly
+    assert record["sweep"][0]["mean_test_accuracy"] == record["sweep"][1]["mean_test_accuracy"]
+    with pytest.raises(ValueError, match="sweep must be >= 0"):
+        ExperimentConfig(sweep=-1)

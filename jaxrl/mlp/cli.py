@@ -115,6 +115,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_group.add_argument("--repeats", type=_positive_int, default=1,
                            help="fit each model this many times; the table shows the first fit (with jit "
                                 "compilation) and the best later one")
+    run_group.add_argument("--sweep", type=_positive_int, default=None, metavar="N",
+                           help="also fit N models over log-spaced alphas in one vmapped fit_grid call (cold and "
+                                "warm), vs N serial scikit-learn fits with --compare-sklearn")
     run_group.add_argument("--blas-threads", type=_positive_int, default=None,
                            help="cap the BLAS threads of NumPy/SciPy (scikit-learn's matrix products) during the "
                                 "fits; on a busy machine 1 avoids oversubscription (default: library default)")
@@ -159,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             figures=args.figures,
             repeats=args.repeats,
             blas_threads=args.blas_threads,
+            sweep=args.sweep or 0,
         )
         run_experiment(config)
     except (DatasetNotFoundError, ChecksumError, DatasetError) as error:

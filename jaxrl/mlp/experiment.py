@@ -25,6 +25,8 @@ __all__ = [
     "fit_and_evaluate",
     "format_table",
     "run_experiment",
+    "SweepResult",
+    "sweep_alphas",
 ]
 
 IMPLEMENTATIONS = ("jaxrl", "sklearn")
@@ -62,6 +64,7 @@ class ExperimentConfig:
     figures: bool = True
     repeats: int = 1                            # fits per implementation (the first includes jit compilation)
     blas_threads: int | None = None             # cap NumPy/SciPy BLAS threads (scikit-learn's maths) during fits
+    sweep: int = 0                              # > 0: also an alpha sweep of this many models (fit_grid vs serial)
 
     def __post_init__(self):
         if self.scale not in ("pixel", "standard"):
@@ -74,6 +77,8 @@ class ExperimentConfig:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}.")
         if self.blas_threads is not None and self.blas_threads < 1:
             raise ValueError(f"blas_threads must be at least 1, got {self.blas_threads}.")
+        if self.sweep < 0:
+            raise ValueError(f"sweep must be >= 0, got {self.sweep}.")
 
 
 class ModelResult(NamedTuple):
@@ -91,6 +96,16 @@ class ModelResult(NamedTuple):
     estimator: Any
 
 
+class SweepResult(NamedTuple):
+    """One side of an alpha sweep: the same N models fitted one vmapped call at a time or serially."""
+
+    side: str
+    seconds: float                      # wall time of the whole sweep
+    compile_seconds: float              # of which XLA compilation (0 when warm or for scikit-learn)
+    mean_test_accuracy: float
+    best_alpha: float                   # the alpha with the best test accuracy (for display only)
+
+
 class ExperimentResult(NamedTuple):
     config: ExperimentConfig
     dataset: datasets.ImageDataset      # flattened, unscaled images
@@ -98,6 +113,7 @@ class ExperimentResult(NamedTuple):
     models: tuple[ModelResult, ...]
     table: str
     files: tuple[Path, ...]             # results and figures written
+    sweep: tuple[SweepResult, ...] = ()
 
 
 def prepare_features(data: datasets.ImageDataset, *, scale: str = "pixel", dtype: str = "float32",
@@ -159,6 +175,54 @@ def fit_and_evaluate(implementation: str, params: Mapping[str, Any], x_train, y_
     )
 
 
+def sweep_alphas(params: Mapping[str, Any], x_train, y_train, x_test, y_test, num_alphas: int, *,
+                 compare_sklearn: bool = True) -> list[SweepResult]:
+    """``num_alphas`` log-spaced alphas in [1e-5, 10]: one ``fit_grid`` call (cold, then warm) and, when
+    ``compare_sklearn``, the same models fitted one after the other by scikit-learn (1 BLAS thread, its
+    fastest setting for serial fits of this size), timed in the same process."""
+    from jaxrl.mlp.estimators import MLPClassifier
+    from jaxrl.mlp.grid import fit_grid
+
+    alphas = [float(a) for a in np.logspace(-5, 1, num_alphas)]
+    params = {key: value for key, value in params.items() if key != "alpha"}
+    template = MLPClassifier(**params)
+    results = []
+
+    def summary(side, seconds, compile_seconds, models):
+        scores = [float(np.mean(np.asarray(m.predict(x_test)) == y_test)) for m in models]
+        return SweepResult(side, seconds, compile_seconds, float(np.mean(scores)), alphas[int(np.argmax(scores))])
+
+    for label in ("cold: compiles", "warm: compiled"):
+        start = time.perf_counter()
+        grid = fit_grid(template, x_train, y_train, alpha=alphas)
+        seconds = time.perf_counter() - start
+        compile_seconds = grid.timings.get("compile", 0.0) if label.startswith("cold") else 0.0
+        results.append(summary(f"jaxrl fit_grid, one vmapped call ({label})", seconds, compile_seconds,
+                               grid.estimators))
+    if compare_sklearn:
+        from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            start = time.perf_counter()
+            models = [SklearnMLPClassifier(alpha=alpha, **params).fit(x_train, y_train) for alpha in alphas]
+            seconds = time.perf_counter() - start
+        results.append(summary("scikit-learn, serial fits", seconds, 0.0, models))
+    return results
+
+
+def format_sweep_table(sweep: Sequence[SweepResult], num_alphas: int) -> str:
+    """A Markdown table of an alpha sweep, speed-ups relative to scikit-learn's serial fits when present."""
+    base = next((r.seconds for r in sweep if r.side.startswith("scikit-learn")), None)
+    lines = [f"| {num_alphas} alphas | wall s | of which compile s | speed-up | mean test acc | best alpha |",
+             "|---|---|---|---|---|---|"]
+    for r in sweep:
+        speedup = f"{base / r.seconds:.1f}x" if base else "-"
+        lines.append(f"| {r.side} | {r.seconds:.2f} | {r.compile_seconds:.2f} | {speedup} | "
+                     f"{r.mean_test_accuracy:.4f} | {r.best_alpha:.2g} |")
+    return "\n".join(lines)
+
+
 def _describe_model(params: Mapping[str, Any]) -> str:
     hidden = params.get("hidden_layer_sizes", (100,))
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
@@ -170,14 +234,18 @@ def format_table(dataset: str, n_train: int, n_test: int, params: Mapping[str, A
     """A Markdown table, one row per model: accuracy, epochs, fit time (first fit and best later fit)."""
     warm = any(len(model.fit_seconds) > 1 for model in models)
     header = ["implementation", "dataset", "n_train", "n_test", "model", "epochs", "fit s (1st)"]
-    header += ["fit s (warm, best)"] if warm else []
+    header += ["fit s (warm, best)", "compile s (1st - warm)"] if warm else []
     header += ["s/epoch (warm)" if warm else "s/epoch (1st fit)", "train acc", "test acc"]
     rows = []
     for model in models:
         best = min(model.fit_seconds[1:]) if len(model.fit_seconds) > 1 else model.fit_seconds[0]
         row = [model.implementation, dataset, str(n_train), str(n_test), _describe_model(params),
                str(model.n_iter), f"{model.fit_seconds[0]:.2f}"]
-        row += [f"{best:.2f}" if len(model.fit_seconds) > 1 else "-"] if warm else []
+        if warm and len(model.fit_seconds) > 1:
+            compile_s = max(0.0, model.fit_seconds[0] - best) if model.implementation == "jaxrl" else 0.0
+            row += [f"{best:.2f}", f"{compile_s:.2f}" if model.implementation == "jaxrl" else "-"]
+        elif warm:
+            row += ["-", "-"]
         row += [f"{best / max(1, model.n_iter):.4f}", f"{model.train_accuracy:.4f}", f"{model.test_accuracy:.4f}"]
         rows.append(row)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -196,7 +264,7 @@ def _jsonable(value):
 
 
 def _write_outputs(config: ExperimentConfig, data: datasets.ImageDataset, models: Sequence[ModelResult],
-                   table: str, n_train: int) -> list[Path]:
+                   table: str, n_train: int, sweep: Sequence[SweepResult] = ()) -> list[Path]:
     from jaxrl.mlp import figures
 
     out = Path(config.out)
@@ -227,6 +295,7 @@ def _write_outputs(config: ExperimentConfig, data: datasets.ImageDataset, models
             {key: _jsonable(value) for key, value in model._asdict().items() if key not in ("y_pred", "estimator")}
             for model in models
         ],
+        "sweep": [_jsonable(r._asdict()) for r in sweep],
     }
     for name, text in (("results.json", json.dumps(record, indent=2)), ("results.md", table + "\n")):
         temp = out / f".{name}.tmp"
@@ -286,9 +355,17 @@ def run_experiment(config: ExperimentConfig, *, implementations: Sequence[str] |
             models.append(fit_and_evaluate(implementation, config.estimator_params, x_train, y_train, x_test,
                                            y_test, repeats=config.repeats,
                                            estimator_class=estimator_classes[implementation]))
+        sweep = []
+        if config.sweep:
+            log(f"alpha sweep: {config.sweep} models, one fit_grid call"
+                + (" vs serial scikit-learn fits" if config.compare_sklearn else ""))
+            sweep = sweep_alphas(config.estimator_params, x_train, y_train, x_test, y_test, config.sweep,
+                                 compare_sklearn=config.compare_sklearn)
     table = format_table(data.name, len(x_train), len(x_test), config.estimator_params, models)
+    if sweep:
+        table += "\n\n" + format_sweep_table(sweep, config.sweep)
     log(table)
-    files = _write_outputs(config, data, models, table, len(x_train)) if config.out is not None else []
+    files = _write_outputs(config, data, models, table, len(x_train), sweep) if config.out is not None else []
     for path in files:
         log(f"wrote {path}")
-    return ExperimentResult(config, data, len(x_train), tuple(models), table, tuple(files))
+    return ExperimentResult(config, data, len(x_train), tuple(models), table, tuple(files), tuple(sweep))
