@@ -14,6 +14,8 @@ no-update warm-up, is dropped).
 """
 from __future__ import annotations
 
+import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
+
 import argparse
 import csv
 import os
@@ -83,6 +85,7 @@ def main(argv=None) -> None:
     from jaxrl.dqn.envs import resolve_backend
 
     backend = resolve_backend(config.backend)
+    print("#", fair_blas.describe_blas())
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; backend {backend}; "
           f"preset {args.preset}; {args.steps} measured steps per row; median of {args.rounds} round(s)")
     if flags:

@@ -16,6 +16,8 @@ Rows:
 """
 from __future__ import annotations
 
+import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
+
 import argparse
 import os
 import statistics
@@ -187,6 +189,7 @@ def main():
             steps, timer = row.measure()
             results[name].append((steps / timer.wall, steps / timer.cpu))
 
+    print(fair_blas.describe_blas())
     print(f"\njax {jax.__version__}, {jax.devices()[0].device_kind}, os.cpu_count()={os.cpu_count()}, "
           f"load average at end {os.getloadavg()[0]:.1f} (other processes share the cores)")
     print(f"replay ratio: {args.updates_per_call} update(s) of batch {args.batch_size} every "

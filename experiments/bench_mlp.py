@@ -21,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
+
 import argparse
 import os
 import platform
@@ -137,6 +139,7 @@ def main(argv=None):
         rows.append(("scikit-learn", 0.0, sk_epoch, sk_model.score(x_test, y_test)))
 
     print()
+    print(fair_blas.describe_blas())
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, jax {jax.__version__} on {jax.devices()[0].platform}")
     print(f"model: hidden ({args.hidden},), relu, adam, batch {args.batch_size}, float32, "
           f"{args.epochs} epochs per fit, median of {args.repeats} fit(s)")

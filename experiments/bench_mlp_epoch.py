@@ -14,6 +14,8 @@ compared by running it again with another ``XLA_FLAGS``.
 
 from __future__ import annotations
 
+import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
+
 import argparse
 import functools
 import itertools
@@ -76,6 +78,7 @@ def main(argv=None):
         parser.error("--models, --unroll, --epochs must be >= 1 and --n-samples >= --batch-size")
     x, y = _data(args.n_samples, 784, 10, 0)
     device = jax.devices()[0]
+    print("#", fair_blas.describe_blas())
     print(f"# {getattr(device, 'device_kind', device.platform)}, jax {jax.__version__}, {os.cpu_count()} CPUs, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"# synthetic {args.n_samples} x 784 float32, hidden ({args.hidden},), relu, adam, batch "

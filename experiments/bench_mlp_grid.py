@@ -27,6 +27,8 @@ Usage:
 
 from __future__ import annotations
 
+import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
+
 import argparse
 import os
 import platform
@@ -79,6 +81,7 @@ def bench_digits(args):
     print(f"digits: train {X_train.shape}, test {X_test.shape}; {len(alphas)} alphas in [{alphas[0]:.0e}, "
           f"{alphas[-1]:.0e}]; {common}; jaxrl float32, scikit-learn {sk_dtype.name}")
     print("machine:", _machine())
+    print(fair_blas.describe_blas())
     rows = []
 
     # 1. no cv
@@ -198,6 +201,7 @@ def bench_mnist_sized(args):
     alphas = [float(a) for a in np.logspace(-5, 1, args.models)]
     print(f"data: {source}; {common}; {args.models} models")
     print("machine:", _machine())
+    print(fair_blas.describe_blas())
     template = MLPClassifier(**common)
     rows = []
     for n_models in (1, args.models):
