@@ -48,7 +48,7 @@ def main() -> None:
                                repeat_action_probability=config.repeat_action_probability,
                                noop_max=config.noop_max, max_episode_frames=config.max_episode_frames,
                                frame_stack=config.frame_stack)
-    learner = make_learner(n, env.num_actions, axis_name="seed", **config.learner_kwargs())
+    learner = make_learner(config, env.num_actions, axis_name="seed")
     loop = make_xla_loop(learner, env, args.steps_per_call, num_seeds=s)
     state = loop.init(jax.random.key(config.seed))
     calls = -(-config.total_steps // (args.steps_per_call * n))

@@ -8,3 +8,11 @@ Run the suite with JAXRL_COMPILATION_CACHE=1 to use the cache anyway.
 import os
 
 os.environ.setdefault("JAXRL_COMPILATION_CACHE", "0")
+
+
+def small_config(num_envs: int = 1, **overrides):
+    """A DQNConfig for unit tests of the agent and the learner: ``num_envs`` envs, one update phase every 4th
+    learner call and a hard target sync every 2,000 updates unless ``overrides`` say otherwise."""
+    from jaxrl.dqn.config import DQNConfig
+
+    return DQNConfig(**{"num_envs": num_envs, "update_every": 4, "target_update_period": 2_000, **overrides})

@@ -16,6 +16,8 @@ from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.toy_env import make_toy_env
 from jaxrl.dqn.train import resolve_loop, train
 from jaxrl.dqn.xla_loop import make_xla_loop, summarize
+
+from conftest import small_config
 from test_dqn_train import assert_same_tree, final_state
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
@@ -160,9 +162,10 @@ def test_total_frames_sets_total_steps(tmp_path, capsys):
 def test_q_learning_solves_the_toy_env():
     """Reward 1 when the action equals t % 4: the greedy policy must pick it at every step of an episode."""
     env = make_toy_env(4, num_actions=4, lengths=[8, 8, 8, 8])
-    learner = make_learner(4, 4, buffer_size=4096, batch_size=64, hidden_sizes=(64,), learning_rate=1e-3,
-                           epsilon_start=1.0, epsilon_end=0.05, epsilon_decay_steps=2000, learning_starts=256,
-                           target_update_period=50, gamma=0.9, reward_scale=1.0, obs_encoding="bits")
+    config = small_config(4, buffer_size=4096, batch_size=64, hidden_sizes=(64,), learning_rate=1e-3, epsilon_start=1.0,
+                          epsilon_end=0.05, epsilon_decay_steps=2000, learning_starts=256, target_update_period=50,
+                          gamma=0.9, reward_scale=1.0, obs_encoding="bits")
+    learner = make_learner(config, 4)
     loop = make_xla_loop(learner, env, steps_per_call=1500, donate=False)
     state, _ = loop.run(loop.init(jax.random.key(0)))
     state, metrics = loop.run(state)

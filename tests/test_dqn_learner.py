@@ -6,6 +6,8 @@ import pytest
 
 from jaxrl.dqn import make_learner
 
+from conftest import small_config
+
 
 class FakeVecEnv:
     """N envs; env i's episodes last `lengths[i]` steps, then end terminated (even i) or truncated (odd i).
@@ -59,7 +61,7 @@ SMALL = dict(buffer_size=256, batch_size=8, hidden_sizes=(16,), epsilon_decay_st
 
 def test_reset_transitions_never_enter_the_buffer():
     lengths = [3, 4, 5, 2]
-    learner = make_learner(4, 3, learning_starts=16, reward_scale=0.5, **SMALL)
+    learner = make_learner(small_config(4, learning_starts=16, reward_scale=0.5, **SMALL), 3)
     state, history = _run(learner, FakeVecEnv(lengths), calls=30)
     size = int(state.replay.size)
     data = jax.device_get(state.replay.data)
@@ -88,7 +90,7 @@ def test_reset_transitions_never_enter_the_buffer():
 
 
 def test_updates_start_after_learning_starts_and_respect_update_every():
-    learner = make_learner(2, 3, learning_starts=20, update_every=2, updates_per_call=3, **SMALL)
+    learner = make_learner(small_config(2, learning_starts=20, update_every=2, updates_per_call=3, **SMALL), 3)
     state, history = _run(learner, FakeVecEnv([50, 50]), calls=20)
     env_steps = np.array([m["env_steps"] for m in history])
     did_update = np.array([m["did_update"] for m in history])
@@ -106,8 +108,8 @@ def test_updates_start_after_learning_starts_and_respect_update_every():
 def test_vmapped_seeds_match_separate_runs(prioritized_replay):
     """axis_name path: seeds that become ready at different calls keep exact per-seed semantics."""
     kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL)
-    learner = make_learner(2, 3, **kwargs)
-    vlearner = make_learner(2, 3, axis_name="seed", **kwargs)
+    learner = make_learner(small_config(2, **kwargs), 3)
+    vlearner = make_learner(small_config(2, **kwargs), 3, axis_name="seed")
     envs = [FakeVecEnv([2, 3]), FakeVecEnv([5, 6])]  # different reset counts -> different env_steps
     keys = jax.random.split(jax.random.key(7), 2)
     obs0 = jnp.stack([jnp.asarray(e.reset()) for e in envs])
@@ -134,19 +136,20 @@ def test_vmapped_seeds_match_separate_runs(prioritized_replay):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_envs"):
-        make_learner(0, 6)
+        make_learner(small_config(0), 6)
     with pytest.raises(ValueError, match="update_every"):
-        make_learner(4, 6, update_every=0)
+        make_learner(small_config(4, update_every=0), 6)
     with pytest.raises(ValueError, match="reward_scale"):
-        make_learner(4, 6, reward_scale=0.0)
+        make_learner(small_config(4, reward_scale=0.0), 6)
 
 
 @pytest.mark.parametrize("life_loss_terminal", [False, True])
 def test_life_loss_terminal_and_clipped_rewards_in_the_buffer(life_loss_terminal):
     """A lost life is stored terminal only with life_loss_terminal (the episode goes on: no reset, the next
     transition is stored); clip_rewards stores sign(reward) * reward_scale, episode returns stay raw."""
-    learner = make_learner(2, 3, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,),
-                           reward_scale=0.5, clip_rewards=True, life_loss_terminal=life_loss_terminal)
+    config = small_config(2, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,), reward_scale=0.5,
+                          clip_rewards=True, life_loss_terminal=life_loss_terminal)
+    learner = make_learner(config, 3)
     obs = lambda t: jnp.full((2, 128), t, jnp.uint8)  # noqa: E731
     state, _ = learner.init(jax.random.key(0), obs(0))
     step = jax.jit(learner.step)

@@ -7,6 +7,8 @@ import pytest
 from jaxrl.dqn import make_learner, make_prioritized_replay_buffer, make_replay_buffer
 from jaxrl.dqn.config import DQNConfig
 
+from conftest import small_config
+
 from test_dqn_learner import SMALL, FakeVecEnv, _run
 from test_dqn_replay import _batch, _example
 
@@ -87,7 +89,7 @@ def test_bad_arguments():
 
 
 def test_learner_updates_priorities_of_the_rows_it_trains_on():
-    learner = make_learner(2, 3, learning_starts=12, update_every=1, prioritized_replay=True, **SMALL)
+    learner = make_learner(small_config(2, learning_starts=12, update_every=1, prioritized_replay=True, **SMALL), 3)
     state, history = _run(learner, FakeVecEnv([4, 5]), 40)
     size = int(state.replay.replay.size)
     priorities = np.asarray(state.replay.priorities)

@@ -14,7 +14,8 @@ import pytest
 
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.train import (METRIC_COLUMNS, DivergenceError, RunDirError, abstract_learner_state, build_learner,
+from jaxrl.dqn.learner import make_learner
+from jaxrl.dqn.train import (METRIC_COLUMNS, DivergenceError, RunDirError, abstract_learner_state,
                              train)
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
@@ -36,7 +37,7 @@ def read_rows(run_dir):
 
 def final_state(run_dir, config, step="latest"):
     """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
-    learner = build_learner(config, num_actions=6)
+    learner = make_learner(config, 6)
     abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, read_only=True)
     try:
@@ -192,7 +193,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_seed_preset_replay_buffer_is_small_uint8():
     config = preset("seed")
-    learner = build_learner(config, num_actions=6)
+    learner = make_learner(config, 6)
     state = abstract_learner_state(learner, config)
     assert state.replay.data.obs.dtype == np.uint8 and state.replay.data.next_obs.dtype == np.uint8
     nbytes = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state.replay))

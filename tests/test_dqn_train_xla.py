@@ -11,6 +11,8 @@ import pytest
 from jaxrl.cli import main
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
 from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
+
+from conftest import small_config
 from test_dqn_train import _finished_checkpoints, _start, _wait_for, assert_same_tree, final_state, read_rows
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
@@ -194,7 +196,7 @@ def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
 
     lengths = [3, 4, 5]  # env 0 terminates, env 1 truncates, env 2 terminates
     env = make_toy_env(3, num_actions=4, lengths=lengths)
-    learner = make_learner(3, 4, buffer_size=256, batch_size=8, hidden_sizes=(8,), learning_starts=16)
+    learner = make_learner(small_config(3, buffer_size=256, batch_size=8, hidden_sizes=(8,), learning_starts=16), 4)
     loop = make_xla_loop(learner, env, steps_per_call=10, donate=False)
     loop_state = loop.init(jax.random.key(0))
     big = 10**6
@@ -229,5 +231,5 @@ def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
     np.testing.assert_array_equal(state.replay.data.terminated, loop_state.learner.replay.data.terminated)
     np.testing.assert_array_equal(state.done_tm1, loop_state.learner.done_tm1)
     with pytest.raises(ValueError, match="one agent"):
-        make_xla_loop(make_learner(3, 4, hidden_sizes=(8,), buffer_size=256, axis_name="seed"),
+        make_xla_loop(make_learner(small_config(3, hidden_sizes=(8,), buffer_size=256), 4, axis_name="seed"),
                       make_toy_env(6, num_actions=4), steps_per_call=5, num_seeds=2).run_until(None, 0, 0)

@@ -273,6 +273,8 @@ def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", 
 
 def make_env_from_config(config: Any, num_envs: int | None = None, seed: int | None = None, *,
                          render: bool = False) -> RamVecEnv:
-    """``make_vec_env`` with a ``DQNConfig``'s env settings."""
-    return make_vec_env(config.num_envs if num_envs is None else num_envs,
-                        config.seed if seed is None else seed, render=render, **config.env_kwargs())
+    """``make_vec_env`` with a ``DQNConfig``'s env settings (``num_envs`` / ``seed``: the config's when None)."""
+    return make_vec_env(config.num_envs if num_envs is None else num_envs, config.seed if seed is None else seed,
+                        env_id=config.env_id, backend=config.backend, frame_skip=config.frame_skip,
+                        repeat_action_probability=config.repeat_action_probability, noop_max=config.noop_max,
+                        max_episode_frames=config.max_episode_frames, frame_stack=config.frame_stack, render=render)

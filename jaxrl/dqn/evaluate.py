@@ -34,7 +34,8 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
     """
     from jaxrl.dqn import checkpoint as ckpt
     from jaxrl.dqn.envs import make_env_from_config
-    from jaxrl.dqn.train import abstract_learner_state, build_learner, load_run_config
+    from jaxrl.dqn.learner import make_learner
+    from jaxrl.dqn.train import abstract_learner_state, load_run_config
 
     config = load_run_config(run_dir)
     if not ckpt.checkpoint_dir(run_dir).is_dir():
@@ -42,7 +43,7 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = build_learner(config, num_actions)
+    learner = make_learner(config, num_actions)
     abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
@@ -66,7 +67,7 @@ def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: i
 
     from jaxrl.dqn.agent import make_dqn
 
-    dqn = make_dqn(num_actions, **config.network_kwargs())
+    dqn = make_dqn(config, num_actions)
     act = jax.jit(dqn.act)
     key = jax.random.PRNGKey(seed)
 

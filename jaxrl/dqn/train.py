@@ -218,12 +218,6 @@ def make_train_step(learner):
     return jax.jit(guard_step(learner.step), donate_argnums=0)
 
 
-def build_learner(config: DQNConfig, num_actions: int):
-    from jaxrl.dqn.learner import make_learner
-
-    return make_learner(config.num_envs, num_actions, **config.learner_kwargs())
-
-
 def abstract_learner_state(learner, config: DQNConfig):
     """Shapes and dtypes of ``learner``'s state for ``config`` (the target of a checkpoint restore)."""
     import jax
@@ -340,13 +334,12 @@ class XlaSegmentRunner:
     def start(self, segment: int, state=None) -> None:
         import jax
 
-        from jaxrl.dqn.xla_env import make_envpool_xla_env
+        from jaxrl.dqn.xla_env import make_xla_env_from_config
         from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
 
         self.close()
-        settings = {k: v for k, v in self.config.env_kwargs().items() if k != "backend"}
-        self.env = make_envpool_xla_env(self.config.num_envs, segment_seed(self.config.seed, segment,
-                                                                           self.config.num_envs), **settings)
+        self.env = make_xla_env_from_config(self.config, segment_seed(self.config.seed, segment,
+                                                                      self.config.num_envs))
         self.loop = make_xla_loop(self.guarded, self.env, steps_per_call=self.config.xla_chunk_calls)
         env_state, obs_0 = self.env.reset()
         if state is None:
@@ -401,6 +394,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     from jaxrl.dqn import checkpoint as ckpt
     from jaxrl.dqn.envs import make_env_from_config, resolve_backend
     from jaxrl.dqn.evaluate import evaluate_returns  # imported up front: a long run never imports mid-way
+    from jaxrl.dqn.learner import make_learner
 
     backend = resolve_backend(config.backend)
     loop, warning = resolve_loop(config.loop, backend)
@@ -414,7 +408,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = build_learner(config, num_actions)
+    learner = make_learner(config, num_actions)
     run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
 

@@ -113,3 +113,11 @@ def make_envpool_xla_env(
         reset=reset, step=step, num_envs=int(num_envs), num_actions=int(pool.action_space.n), close=pool.close
     )
     return stack_xla_env(env, frame_stack)
+
+
+def make_xla_env_from_config(config: Any, seed: int) -> XlaEnv:
+    """``make_envpool_xla_env`` with a ``DQNConfig``'s env settings (its num_envs; env i seeded ``seed + i``)."""
+    return make_envpool_xla_env(config.num_envs, seed, env_id=config.env_id, frame_skip=config.frame_skip,
+                                repeat_action_probability=config.repeat_action_probability,
+                                noop_max=config.noop_max, max_episode_frames=config.max_episode_frames,
+                                frame_stack=config.frame_stack)
