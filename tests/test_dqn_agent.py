@@ -274,6 +274,18 @@ def test_learning_rate_decays_linearly_to_its_end_value():
     assert moves[3] == moves[4] == 0.0  # lr 0 from the 5th update on
 
 
+def test_adam_eps_sets_the_first_step():
+    """Adam's first step is -lr * g / (|g| + eps) per parameter (bias-corrected moments are g and g ** 2)."""
+    batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
+    for eps in (1e-8, 1e-3):
+        dqn = make_dqn(small_config(hidden_sizes=(8,), learning_rate=1e-2, adam_eps=eps), 3)
+        state = dqn.init(jax.random.key(0))
+        grads, _ = jax.grad(dqn.loss, has_aux=True)(state.params, state.target_params, batch)
+        new_state, _ = dqn.update(state, batch)
+        expected = jax.tree.map(lambda p, g: p - 1e-2 * g / (jnp.abs(g) + eps), state.params, grads)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_state.params, expected)
+
+
 def test_hard_target_sync_every_period():
     dqn = make_dqn(small_config(hidden_sizes=(8,), target_update_period=3), 3)
     state = dqn.init(jax.random.key(0))

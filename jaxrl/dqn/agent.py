@@ -377,7 +377,7 @@ def _optimizer(config: DQNConfig) -> optax.GradientTransformation:
     if config.learning_rate_end is not None:
         learning_rate = optax.linear_schedule(config.learning_rate, config.learning_rate_end,
                                               config.learning_rate_decay_updates)
-    optimizer = optax.adam(learning_rate)
+    optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     if config.max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optimizer)
     return optimizer

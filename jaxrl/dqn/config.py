@@ -184,6 +184,8 @@ class DQNConfig:
         None, "loss", "Adam step size reached linearly after --learning-rate-decay-steps, then kept (none: "
         "constant; the schedule does not depend on --total-steps, so a resumed run keeps it)",
         Real(0.0, math.inf, optional=True))
+    adam_eps: float = _field(1e-8, "loss", "Adam's epsilon, added to the root of its second-moment estimate",
+                             _POSITIVE)
     learning_rate_decay_steps: int = _field(2_500_000, "loss", "env steps over which the step size decays to "
                                                                "--learning-rate-end", Int(1))
     huber_delta: float = _field(1.0, "loss", "Huber loss threshold", _POSITIVE)
