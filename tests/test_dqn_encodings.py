@@ -1,6 +1,5 @@
 """Observation encodings (scale, bits, objects, planes), the CNN torso, --total-frames, --loop auto, and a
 Q-learning agent that solves the toy env."""
-import importlib.util
 import json
 
 import jax
@@ -17,10 +16,8 @@ from jaxrl.dqn.toy_env import make_toy_env
 from jaxrl.dqn.train import resolve_loop, train
 from jaxrl.dqn.xla_loop import make_xla_loop, summarize
 
-from conftest import small_config
-from test_dqn_train import assert_same_tree, final_state
+from conftest import HAS_ENVPOOL, assert_same_tree, final_state, small_config
 
-HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 needs_envpool = pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed (the XLA loop needs it); "
                                                            "the same encodings run with --loop python here")
 RNG = np.random.default_rng(0)

@@ -6,63 +6,13 @@ import pytest
 
 from jaxrl.dqn import make_learner
 
-from conftest import small_config
-
-
-class FakeVecEnv:
-    """N envs; env i's episodes last `lengths[i]` steps, then end terminated (even i) or truncated (odd i).
-
-    RAM byte 0 = env id, byte 1 = step within episode, byte 2 = episode count (mod 256). Reward = 1 + action.
-    Next-step auto-reset: the call after an episode ends returns the reset obs, reward 0, and ignores the action.
-    """
-
-    def __init__(self, lengths):
-        self.lengths = np.asarray(lengths)
-        self.n = len(lengths)
-        self.t = np.zeros(self.n, int)
-        self.episode = np.zeros(self.n, int)
-        self.needs_reset = np.zeros(self.n, bool)
-
-    def obs(self):
-        ram = np.zeros((self.n, 128), np.uint8)
-        ram[:, 0] = np.arange(self.n)
-        ram[:, 1] = self.t
-        ram[:, 2] = self.episode % 256
-        return ram
-
-    def reset(self):
-        return self.obs()
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        reward = np.where(self.needs_reset, 0.0, 1.0 + actions).astype(np.float32)
-        self.t = np.where(self.needs_reset, 0, self.t + 1)
-        self.episode = self.episode + self.needs_reset
-        ended = ~self.needs_reset & (self.t >= self.lengths)
-        terminated = ended & (np.arange(self.n) % 2 == 0)
-        truncated = ended & (np.arange(self.n) % 2 == 1)
-        self.needs_reset = ended
-        return self.obs(), reward, terminated, truncated
-
-
-def _run(learner, env, calls, key=0):
-    state, actions = jax.jit(learner.init)(jax.random.key(key), jnp.asarray(env.reset()))
-    step = jax.jit(learner.step, donate_argnums=0)
-    history = []
-    for _ in range(calls):
-        obs, reward, terminated, truncated = env.step(np.asarray(actions))
-        state, actions, metrics = step(state, obs, reward, terminated, truncated)
-        history.append(jax.device_get(metrics))
-    return state, history
-
-
-SMALL = dict(buffer_size=256, batch_size=8, hidden_sizes=(16,), epsilon_decay_steps=100)
+from conftest import SMALL_AGENT, FakeVecEnv, run_learner, small_config
 
 
 def test_reset_transitions_never_enter_the_buffer():
     lengths = [3, 4, 5, 2]
-    learner = make_learner(small_config(4, learning_starts=16, reward_scale=0.5, **SMALL), 3)
-    state, history = _run(learner, FakeVecEnv(lengths), calls=30)
+    learner = make_learner(small_config(4, learning_starts=16, reward_scale=0.5, **SMALL_AGENT), 3)
+    state, history = run_learner(learner, FakeVecEnv(lengths), calls=30)
     size = int(state.replay.size)
     data = jax.device_get(state.replay.data)
     obs, next_obs = data.obs[:size], data.next_obs[:size]
@@ -90,8 +40,8 @@ def test_reset_transitions_never_enter_the_buffer():
 
 
 def test_updates_start_after_learning_starts_and_respect_update_every():
-    learner = make_learner(small_config(2, learning_starts=20, update_every=2, updates_per_call=3, **SMALL), 3)
-    state, history = _run(learner, FakeVecEnv([50, 50]), calls=20)
+    learner = make_learner(small_config(2, learning_starts=20, update_every=2, updates_per_call=3, **SMALL_AGENT), 3)
+    state, history = run_learner(learner, FakeVecEnv([50, 50]), calls=20)
     env_steps = np.array([m["env_steps"] for m in history])
     did_update = np.array([m["did_update"] for m in history])
     num_updates = np.array([m["num_updates"] for m in history])
@@ -107,7 +57,7 @@ def test_updates_start_after_learning_starts_and_respect_update_every():
 @pytest.mark.parametrize("prioritized_replay", [False, True], ids=["uniform", "prioritized"])
 def test_vmapped_seeds_match_separate_runs(prioritized_replay):
     """axis_name path: seeds that become ready at different calls keep exact per-seed semantics."""
-    kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL)
+    kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL_AGENT)
     learner = make_learner(small_config(2, **kwargs), 3)
     vlearner = make_learner(small_config(2, **kwargs), 3, axis_name="seed")
     envs = [FakeVecEnv([2, 3]), FakeVecEnv([5, 6])]  # different reset counts -> different env_steps
