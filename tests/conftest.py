@@ -121,8 +121,7 @@ def read_rows(run_dir):
 def final_state(run_dir, config, step="latest"):
     """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
     from jaxrl.dqn import checkpoint as ckpt  # orbax: only for the tests that read checkpoints
-    from jaxrl.dqn.learner import make_learner
-    from jaxrl.dqn.train import abstract_learner_state
+    from jaxrl.dqn.learner import abstract_learner_state, make_learner
 
     learner = make_learner(config, 6)
     abstract = abstract_learner_state(learner, config)

@@ -16,8 +16,8 @@ import pytest
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.evaluate import load_params
-from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.train import abstract_learner_state, train
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
+from jaxrl.dqn.train import train
 
 BACKEND = "envpool" if importlib.util.find_spec("envpool") is not None else "gymnasium"
 # 1,200 steps with checkpoints at 400, 800 and 1,200 (the last two at least are kept).

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl.dqn.config import NUM_RAM_BYTES, DQNConfig, check_int
+from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.config import DQNConfig, check_int
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.replay import Transition
 

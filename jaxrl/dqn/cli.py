@@ -137,7 +137,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.train import DivergenceError, load_run_config, prepare_run_dir, train
+    from jaxrl.dqn.run_dir import load_run_config, prepare_run_dir
+    from jaxrl.dqn.train import DivergenceError, train
 
     try:
         if args.resume:
@@ -177,7 +178,7 @@ def _agent(args: argparse.Namespace):
     """(params or None, config, description) from --run-dir / --random."""
     from jaxrl.dqn.config import preset
     from jaxrl.dqn.evaluate import load_params
-    from jaxrl.dqn.train import load_run_config
+    from jaxrl.dqn.run_dir import load_run_config
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

@@ -23,13 +23,14 @@ import math
 import numbers
 from typing import Any, Mapping
 
+from jaxrl.dqn.atari import NUM_RAM_BYTES
+
 BACKENDS = ("auto", "envpool", "gymnasium")
 # As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
 OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
 GAME_ENCODINGS = ("objects", "planes")
 GAME_ENV_PREFIX = "SpaceInvaders"
 LOOPS = ("auto", "python", "xla")
-NUM_RAM_BYTES = 128  # an Atari 2600's RAM: the observation of one env per stacked snapshot
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
 # shapes nor what the agent learns from a given stream of transitions. ``loop`` and ``xla_chunk_calls`` are

@@ -347,3 +347,9 @@ def _make_replay(config: DQNConfig) -> ReplayBuffer | PrioritizedReplayBuffer:
                                               priority_exponent=config.priority_exponent,
                                               importance_exponent=config.importance_exponent)
     return make_replay_buffer(config.buffer_size, config.batch_size, min_size=min_size)
+
+
+def abstract_learner_state(learner: Learner, config: DQNConfig) -> LearnerState:
+    """Shapes and dtypes of ``learner``'s state (``jax.ShapeDtypeStruct`` leaves): a checkpoint restore's target."""
+    obs_0 = jax.ShapeDtypeStruct((config.num_envs, config.obs_size), jnp.uint8)
+    return jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_0)[0]

@@ -32,23 +32,29 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import DQNConfig
+from jaxrl.dqn.envs import make_env_from_config, resolve_backend
+from jaxrl.dqn.evaluate import evaluate_returns
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
 from jaxrl.dqn.plots import EVALS_FILE
+from jaxrl.dqn.run_dir import CONFIG_FILE, METRICS_FILE, load_run_config, prepare_run_dir, write_json_atomic
+from jaxrl.dqn.xla_env import make_xla_env_from_config
+from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
 
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.json"
 TENSORBOARD_SUBDIR = "tb"
 METRIC_COLUMNS = ("step", "frames", "episodes", "mean_return", "window_return", "loss", "q_mean", "epsilon",
                   "updates", "steps_per_s", "wall_s")
@@ -57,10 +63,6 @@ RECENT_EPISODES = 100
 
 class DivergenceError(RuntimeError):
     """A loss or parameter became NaN/inf; the run stopped without saving over the last good checkpoint."""
-
-
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked (exists without --resume/--overwrite, or nothing to resume)."""
 
 
 @dataclasses.dataclass
@@ -84,47 +86,6 @@ def segment_seed(seed: int, segment: int, num_envs: int) -> int:
 
 def eval_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(step), 7]).generate_state(1)[0]) % (2**31 - 4096)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def load_run_config(run_dir: str | os.PathLike) -> DQNConfig:
-    """The ``DQNConfig`` saved in ``run_dir/config.json``."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path} not found: is {run_dir} a jaxrl dqn run directory?")
-    try:
-        return DQNConfig.from_dict(json.loads(path.read_bytes().decode("utf-8")))
-    except (ValueError, TypeError) as error:  # not UTF-8, not JSON, not a config
-        raise RunDirError(f"{path} cannot be read as a run config ({error}); each checkpoint holds a copy "
-                          f"(checkpoints/<step>/config/metadata)") from None
-
-
-def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path:
-    """Check (and for a new run, create) ``run_dir``. An existing non-empty directory is only touched with
-    ``resume`` (continue it) or ``overwrite`` (delete it first)."""
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other")
-    if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunDirError(f"cannot resume: {run_dir} has no {CONFIG_FILE} (not a run directory, or never "
-                              f"started); start a new run without --resume")
-        return run_dir
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty; pass --resume to "
-                              f"continue it, --overwrite to replace it, or choose another --run-dir")
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunDirError(f"refusing to --overwrite {run_dir}: it is not a jaxrl dqn run directory "
-                              f"(no {CONFIG_FILE}); delete it yourself or choose another --run-dir")
-        shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -200,9 +161,6 @@ def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
 
 def guard_step(step):
     """``learner.step`` plus a ``params_finite`` metric (all parameters finite) for the divergence guard."""
-    import jax
-    import jax.numpy as jnp
-
     def guarded_step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t=None):
         state, actions_t, metrics = step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t)
         finite = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.dqn.params)]
@@ -213,17 +171,7 @@ def guard_step(step):
 
 def make_train_step(learner):
     """``learner.step`` with the divergence metric (``guard_step``), jitted with the state donated."""
-    import jax
-
     return jax.jit(guard_step(learner.step), donate_argnums=0)
-
-
-def abstract_learner_state(learner, config: DQNConfig):
-    """Shapes and dtypes of ``learner``'s state for ``config`` (the target of a checkpoint restore)."""
-    import jax
-
-    obs_example = np.zeros((config.num_envs, config.obs_size), np.uint8)
-    return jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
 
 
 def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
@@ -258,8 +206,6 @@ class Chunk(NamedTuple):
 def _begin_segment(train_step, state, obs_0):
     """First learner call on freshly made envs (a new segment, or a resume): ``obs_0`` [N, 128] is not the
     result of the previous actions, so ``done_tm1`` is set for every env and nothing enters the buffer."""
-    import jax.numpy as jnp
-
     num_envs = obs_0.shape[0]
     state = state._replace(done_tm1=jnp.ones_like(state.done_tm1))
     no = np.zeros(num_envs, bool)
@@ -279,10 +225,6 @@ class PythonSegmentRunner:
 
     def start(self, segment: int, state=None) -> None:
         """(Re)make the envs of ``segment``; a fresh agent when ``state`` is None, else continue ``state``."""
-        import jax
-
-        from jaxrl.dqn.envs import make_env_from_config
-
         self.close()
         self.env = make_env_from_config(self.config, seed=segment_seed(self.config.seed, segment,
                                                                         self.config.num_envs))
@@ -296,8 +238,6 @@ class PythonSegmentRunner:
 
     def advance(self, pause_at: int, stop_at: int) -> Chunk:
         """One env step and learner call; it is a segment boundary when ``stop_at`` env steps are due."""
-        import jax
-
         obs, reward, terminated, truncated = self.env.step(self.actions)
         cut = self._env_steps + int(np.sum(~self._done_tm1)) >= stop_at
         forced = ~self._done_tm1 & ~(terminated | truncated) & cut
@@ -332,11 +272,6 @@ class XlaSegmentRunner:
         self.env = None
 
     def start(self, segment: int, state=None) -> None:
-        import jax
-
-        from jaxrl.dqn.xla_env import make_xla_env_from_config
-        from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
-
         self.close()
         self.env = make_xla_env_from_config(self.config, segment_seed(self.config.seed, segment,
                                                                       self.config.num_envs))
@@ -353,8 +288,6 @@ class XlaSegmentRunner:
         return self.loop_state.learner
 
     def advance(self, pause_at: int, stop_at: int) -> Chunk:
-        import jax
-
         limit = np.iinfo(np.int32).max
         self.loop_state, metrics, num_calls = self.loop.run_until(
             self.loop_state, np.int32(min(pause_at, limit)), np.int32(min(stop_at, limit)))
@@ -388,14 +321,6 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         TrainResult. Raises ``DivergenceError`` on NaN/inf (nothing saved after the last good checkpoint),
         ``RunDirError`` / ``ConfigMismatchError`` (a ValueError) on a run dir that cannot be used.
     """
-    import jax
-    from tqdm.auto import tqdm
-
-    from jaxrl.dqn import checkpoint as ckpt
-    from jaxrl.dqn.envs import make_env_from_config, resolve_backend
-    from jaxrl.dqn.evaluate import evaluate_returns  # imported up front: a long run never imports mid-way
-    from jaxrl.dqn.learner import make_learner
-
     backend = resolve_backend(config.backend)
     loop, warning = resolve_loop(config.loop, backend)
     config = config.replace(backend=backend, loop=loop)  # the resolved backend and loop are what gets saved

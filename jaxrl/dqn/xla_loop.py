@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl.dqn.learner import Learner, LearnerState
-from jaxrl.dqn.xla_env import XlaEnv
+from jaxrl.dqn.atari import XlaEnv
 
 
 class LoopState(NamedTuple):
