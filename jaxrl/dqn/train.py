@@ -147,6 +147,16 @@ def _non_finite(metrics: dict) -> str | None:
     return None
 
 
+def keep_recent(recent: list[float], returns) -> list[float]:
+    """``recent`` with ``returns`` appended, cut to the last RECENT_EPISODES: the "last 100 episodes" window."""
+    return (list(recent) + [float(value) for value in returns])[-RECENT_EPISODES:]
+
+
+def mean_or_nan(values) -> float:
+    """Mean of ``values``, NaN when there are none (no episode finished yet)."""
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
 def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
     """Add one call's update metrics and the returns of episodes that ``ended`` [N] bool to ``host``."""
     if metrics["did_update"]:
@@ -155,7 +165,7 @@ def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
         host["loss_count"] += 1
     for value in np.asarray(metrics["episode_return"])[ended]:
         host["episodes"] += 1
-        host["recent_returns"] = (host["recent_returns"] + [float(value)])[-RECENT_EPISODES:]
+        host["recent_returns"] = keep_recent(host["recent_returns"], [value])
         host["window_returns"].append(float(value))
 
 
@@ -399,8 +409,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         speed = (step - window_start_step) / max(now - window_start_time, 1e-9)
         recent, window = host["recent_returns"], host["window_returns"]
         row = dict(step=step, frames=step * config.frame_skip, episodes=host["episodes"],
-                   mean_return=float(np.mean(recent)) if recent else float("nan"),
-                   window_return=float(np.mean(window)) if window else float("nan"),
+                   mean_return=mean_or_nan(recent), window_return=mean_or_nan(window),
                    loss=host["loss_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    q_mean=host["q_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    epsilon=float(metrics["epsilon"]), updates=int(metrics["num_updates"]),
@@ -477,6 +486,6 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
 
     recent = host["recent_returns"]
     return TrainResult(run_dir=run_dir, env_steps=env_steps, frames=env_steps * config.frame_skip,
-                       episodes=host["episodes"], mean_return=float(np.mean(recent)) if recent else float("nan"),
+                       episodes=host["episodes"], mean_return=mean_or_nan(recent),
                        interrupted=interrupted, last_checkpoint=last_checkpoint,
                        wall_s=time.perf_counter() - wall_start)
