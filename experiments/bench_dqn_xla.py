@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl.dqn.config import DQNConfig
 from jaxrl.dqn.learner import make_learner
 from jaxrl.dqn.xla_env import make_envpool_xla_env
 from jaxrl.dqn.xla_loop import make_xla_loop
@@ -103,10 +104,10 @@ class RawXla:
 
 
 def _learner(num_envs, num_actions, args, axis_name=None):
-    return make_learner(num_envs, num_actions, buffer_size=args.buffer_size, batch_size=args.batch_size,
-                        learning_starts=args.learning_starts, update_every=args.update_every,
-                        updates_per_call=args.updates_per_call, target_update_period=250,
-                        axis_name=axis_name)
+    config = DQNConfig(num_envs=num_envs, buffer_size=args.buffer_size, batch_size=args.batch_size,
+                       learning_starts=args.learning_starts, update_every=args.update_every,
+                       updates_per_call=args.updates_per_call, target_update_period=250)
+    return make_learner(config, num_actions, axis_name=axis_name)
 
 
 class TrainXla:

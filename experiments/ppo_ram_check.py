@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrl.dqn.xla_env import XlaEnv
+from jaxrl.dqn.atari import XlaEnv
+from jaxrl.dqn.train import keep_recent, mean_or_nan
 
 
 class ActorCritic(nn.Module):
@@ -232,12 +233,12 @@ def train(env: XlaEnv, args, log=print) -> tuple[object, object, list[dict]]:
     for i in range(1, ppo.iterations + 1):
         state, finished, losses = ppo.iteration(state)
         finished = np.asarray(finished)
-        recent = (recent + finished[~np.isnan(finished)].tolist())[-100:]
+        recent = keep_recent(recent, finished[~np.isnan(finished)])
         if i % args.log_every == 0 or i == ppo.iterations:
             steps = i * env.num_envs * args.num_steps
             wall = time.perf_counter() - start
             row = dict(iteration=i, env_steps=steps, frames=4 * steps,
-                       mean_return_100=float(np.mean(recent)) if recent else float("nan"), episodes_in_mean=len(recent),
+                       mean_return_100=mean_or_nan(recent), episodes_in_mean=len(recent),
                        loss=float(losses[0]), value_loss=float(losses[2]), entropy=float(losses[3]),
                        steps_per_s=steps / wall, wall_s=wall)
             rows.append(row)

@@ -23,6 +23,7 @@ import numpy as np
 from jaxrl.dqn.cli import add_config_flags, config_overrides
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.learner import make_learner
+from jaxrl.dqn.train import keep_recent, mean_or_nan
 from jaxrl.dqn.xla_env import make_envpool_xla_env
 from jaxrl.dqn.xla_loop import make_xla_loop
 
@@ -48,7 +49,7 @@ def main() -> None:
                                repeat_action_probability=config.repeat_action_probability,
                                noop_max=config.noop_max, max_episode_frames=config.max_episode_frames,
                                frame_stack=config.frame_stack)
-    learner = make_learner(n, env.num_actions, axis_name="seed", **config.learner_kwargs())
+    learner = make_learner(config, env.num_actions, axis_name="seed")
     loop = make_xla_loop(learner, env, args.steps_per_call, num_seeds=s)
     state = loop.init(jax.random.key(config.seed))
     calls = -(-config.total_steps // (args.steps_per_call * n))
@@ -65,11 +66,11 @@ def main() -> None:
             speed = args.steps_per_call * n * s / (time.perf_counter() - tick)
             for seed in range(s):
                 done = np.asarray(metrics["episode_done"][:, seed])
-                recent[seed] = (recent[seed] + list(np.asarray(metrics["episode_return"][:, seed])[done]))[-100:]
+                recent[seed] = keep_recent(recent[seed], np.asarray(metrics["episode_return"][:, seed])[done])
                 updated = np.asarray(metrics["did_update"][:, seed])
                 loss = float(np.mean(metrics["loss"][:, seed][updated])) if updated.any() else float("nan")
                 env_steps = int(metrics["env_steps"][-1, seed])
-                mean_return = float(np.mean(recent[seed])) if recent[seed] else float("nan")
+                mean_return = mean_or_nan(recent[seed])
                 writer.writerow([call, seed, env_steps, env_steps * config.frame_skip, int(done.sum()),
                                  mean_return, loss, float(metrics["epsilon"][-1, seed]), speed,
                                  time.perf_counter() - start])

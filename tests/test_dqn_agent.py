@@ -8,6 +8,8 @@ from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.agent import munchausen_target, quantile_midpoints, quantile_td_loss
 
+from conftest import small_config
+
 
 def _huber(x, delta=1.0):
     x = abs(x)
@@ -57,7 +59,7 @@ def test_terminated_is_not_bootstrapped_truncated_is():
     bootstrapped exactly like the second row here (see tests/test_dqn_learner.py).
     """
     gamma = 0.9
-    dqn = make_dqn(3, hidden_sizes=(8,), gamma=gamma)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), gamma=gamma), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([10, 10], [2, 2], [1.0, 1.0], [200, 200], [True, False])
     q_tm1 = dqn.q_values(state.params, batch.obs)[:, 2]
@@ -74,7 +76,7 @@ def test_terminated_is_not_bootstrapped_truncated_is():
 def test_weighted_update_scales_each_row_and_returns_its_td_error():
     """update_weighted (prioritized replay): loss = mean(w * huber(td)); td errors are the pre-step ones."""
     gamma = 0.9
-    dqn = make_dqn(3, hidden_sizes=(8,), gamma=gamma, learning_rate=1e-2)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), gamma=gamma, learning_rate=1e-2), 3)
     state = dqn.init(jax.random.key(1))
     batch = _batch_from([10, 20, 30], [0, 1, 2], [1.0, -0.5, 0.25], [40, 50, 60], [True, False, False])
     q_tm1 = dqn.q_values(state.params, batch.obs)
@@ -122,8 +124,8 @@ def test_munchausen_target_hand_computed_and_its_limits():
 
 
 def test_munchausen_loss_uses_the_target_network_and_updates():
-    dqn = make_dqn(3, hidden_sizes=(8,), gamma=0.9, munchausen_alpha=0.9, munchausen_temperature=0.1,
-                   learning_rate=1e-2)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), gamma=0.9, munchausen_alpha=0.9, munchausen_temperature=0.1,
+                                learning_rate=1e-2), 3)
     state = dqn.init(jax.random.key(2))
     state = state._replace(target_params=jax.tree.map(lambda x: 1.5 * x, state.params))  # target != online
     batch = _batch_from([10, 20], [0, 2], [1.0, 0.5], [30, 40], [False, True])
@@ -137,10 +139,10 @@ def test_munchausen_loss_uses_the_target_network_and_updates():
                                               for i, t in enumerate(targets)]), rtol=1e-5)
     new_state, _ = jax.jit(dqn.update)(state, batch)
     assert float(dqn.loss(new_state.params, state.target_params, batch)[0]) < float(loss)
-    with pytest.raises(ValueError, match="double_dqn with munchausen"):
-        make_dqn(3, double_dqn=True, munchausen_alpha=0.9)
+    with pytest.raises(ValueError, match="double_dqn cannot be combined with munchausen"):
+        make_dqn(small_config(double_dqn=True, munchausen_alpha=0.9), 3)
     with pytest.raises(ValueError, match="munchausen_temperature"):
-        make_dqn(3, munchausen_alpha=0.9, munchausen_temperature=0.0)
+        make_dqn(small_config(munchausen_alpha=0.9, munchausen_temperature=0.0), 3)
 
 
 def _quantile_loss_by_hand(theta, target, delta):
@@ -202,7 +204,8 @@ def test_quantile_regression_moves_each_value_to_its_quantile():
 def test_qr_dqn_loss_update_and_acting():
     gamma = 0.9
     for double in (False, True):
-        dqn = make_dqn(3, hidden_sizes=(16,), gamma=gamma, num_quantiles=5, learning_rate=1e-2, double_dqn=double)
+        dqn = make_dqn(small_config(hidden_sizes=(16,), gamma=gamma, num_quantiles=5, learning_rate=1e-2,
+                                    double_dqn=double), 3)
         state = dqn.init(jax.random.key(2))
         batch = _batch_from([10, 20, 30], [0, 1, 2], [1.0, -0.5, 0.25], [40, 50, 60], [True, False, False])
         net = QNetwork(num_actions=3, hidden_sizes=(16,), num_quantiles=5)
@@ -219,10 +222,10 @@ def test_qr_dqn_loss_update_and_acting():
         assert float(after) < float(loss)
         assert dqn.q_values(state.params, batch.obs).shape == (3, 3)
         assert dqn.act(state.params, batch.obs, jax.random.key(0), 0.0).shape == (3,)
-    with pytest.raises(ValueError, match="num_quantiles > 0 with munchausen"):
-        make_dqn(3, num_quantiles=5, munchausen_alpha=0.9)
+    with pytest.raises(ValueError, match="num_quantiles > 0 cannot be combined with munchausen"):
+        make_dqn(small_config(num_quantiles=5, munchausen_alpha=0.9), 3)
     with pytest.raises(ValueError, match="num_quantiles"):
-        make_dqn(3, num_quantiles=-2)
+        make_dqn(small_config(num_quantiles=-2), 3)
 
 
 def test_epsilon_schedule_values():
@@ -235,7 +238,7 @@ def test_epsilon_schedule_values():
 
 
 def test_one_jitted_update_decreases_loss_on_fixed_batch():
-    dqn = make_dqn(6, hidden_sizes=(32, 32), learning_rate=1e-2)
+    dqn = make_dqn(small_config(hidden_sizes=(32, 32), learning_rate=1e-2), 6)
     state = dqn.init(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = _batch_from(rng.integers(0, 256, 16), rng.integers(0, 6, 16), rng.normal(size=16),
@@ -251,8 +254,10 @@ def test_one_jitted_update_decreases_loss_on_fixed_batch():
 def test_learning_rate_decays_linearly_to_its_end_value():
     # Adam's step is lr * (normalised gradient): with lr going 1e-2 -> 0 over 4 updates, updates 1-4 move the
     # parameters by shrinking amounts and later ones not at all
-    dqn = make_dqn(3, hidden_sizes=(8,), learning_rate=1e-2, learning_rate_end=0.0, learning_rate_decay_updates=4)
-    constant = make_dqn(3, hidden_sizes=(8,), learning_rate=1e-2)
+    # one update per env step, so the 4 decay steps are 4 updates
+    dqn = make_dqn(small_config(hidden_sizes=(8,), learning_rate=1e-2, learning_rate_end=0.0,
+                                learning_rate_decay_steps=4, update_every=1), 3)
+    constant = make_dqn(small_config(hidden_sizes=(8,), learning_rate=1e-2), 3)
     state = constant_state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
     update, constant_update = jax.jit(dqn.update), jax.jit(constant.update)
@@ -269,8 +274,20 @@ def test_learning_rate_decays_linearly_to_its_end_value():
     assert moves[3] == moves[4] == 0.0  # lr 0 from the 5th update on
 
 
+def test_adam_eps_sets_the_first_step():
+    """Adam's first step is -lr * g / (|g| + eps) per parameter (bias-corrected moments are g and g ** 2)."""
+    batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
+    for eps in (1e-8, 1e-3):
+        dqn = make_dqn(small_config(hidden_sizes=(8,), learning_rate=1e-2, adam_eps=eps), 3)
+        state = dqn.init(jax.random.key(0))
+        grads, _ = jax.grad(dqn.loss, has_aux=True)(state.params, state.target_params, batch)
+        new_state, _ = dqn.update(state, batch)
+        expected = jax.tree.map(lambda p, g: p - 1e-2 * g / (jnp.abs(g) + eps), state.params, grads)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_state.params, expected)
+
+
 def test_hard_target_sync_every_period():
-    dqn = make_dqn(3, hidden_sizes=(8,), target_update_period=3)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), target_update_period=3), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
     update = jax.jit(dqn.update)
@@ -283,7 +300,7 @@ def test_hard_target_sync_every_period():
 
 
 def test_polyak_target_with_tau():
-    dqn = make_dqn(3, hidden_sizes=(8,), tau=0.25)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), tau=0.25), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
     new_state, _ = dqn.update(state, batch)
@@ -293,7 +310,7 @@ def test_polyak_target_with_tau():
 
 
 def test_double_dqn_and_clipping_update_runs():
-    dqn = make_dqn(3, hidden_sizes=(8,), double_dqn=True, max_grad_norm=0.1)
+    dqn = make_dqn(small_config(hidden_sizes=(8,), double_dqn=True, max_grad_norm=0.1), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [100.0, -100.0], [3, 4], [False, True])
     new_state, metrics = jax.jit(dqn.update)(state, batch)
@@ -302,7 +319,7 @@ def test_double_dqn_and_clipping_update_runs():
 
 
 def test_random_actions_cover_all_actions_and_are_per_env():
-    dqn = make_dqn(6, hidden_sizes=(8,))
+    dqn = make_dqn(small_config(hidden_sizes=(8,)), 6)
     params = dqn.init(jax.random.key(0)).params
     obs = jnp.zeros((600, 128), jnp.uint8)  # identical obs: only per-env randomness can make them differ
     actions = jax.jit(dqn.act)(params, obs, jax.random.key(1), 1.0)
@@ -313,7 +330,7 @@ def test_random_actions_cover_all_actions_and_are_per_env():
 
 
 def test_vmap_init_and_update_over_two_seeds():
-    dqn = make_dqn(6, hidden_sizes=(16,))
+    dqn = make_dqn(small_config(hidden_sizes=(16,)), 6)
     states = jax.vmap(dqn.init)(jax.random.split(jax.random.key(0), 2))
     batch = _batch_from([1, 2, 3], [0, 5, 2], [1.0, 0.0, -1.0], [2, 3, 4], [False, False, True])
     new_states, metrics = jax.jit(jax.vmap(dqn.update, in_axes=(0, None)))(states, batch)
@@ -326,14 +343,14 @@ def test_vmap_init_and_update_over_two_seeds():
 
 def test_bad_hyper_parameters():
     with pytest.raises(ValueError, match="gamma"):
-        make_dqn(6, gamma=1.5)
+        make_dqn(small_config(gamma=1.5), 6)
     with pytest.raises(ValueError, match="num_actions"):
-        make_dqn(0)
+        make_dqn(small_config(), 0)
     with pytest.raises(ValueError, match="tau"):
-        make_dqn(6, tau=0.0)
+        make_dqn(small_config(tau=0.0), 6)
     with pytest.raises(ValueError, match="target_update_period"):
-        make_dqn(6, target_update_period=0)
+        make_dqn(small_config(target_update_period=0), 6)
     with pytest.raises(ValueError, match="learning_rate_end"):
-        make_dqn(6, learning_rate_end=-1e-3, learning_rate_decay_updates=10)
-    with pytest.raises(ValueError, match="learning_rate_decay_updates"):
-        make_dqn(6, learning_rate_end=0.0)
+        make_dqn(small_config(learning_rate_end=-1e-3), 6)
+    with pytest.raises(ValueError, match="learning_rate_decay_steps"):
+        make_dqn(small_config(learning_rate_end=0.0, learning_rate_decay_steps=0), 6)

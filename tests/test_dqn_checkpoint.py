@@ -6,14 +6,15 @@ import pytest
 
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.train import build_learner, train
+from jaxrl.dqn.learner import make_learner
+from jaxrl.dqn.train import train
 
 CONFIG = preset("tiny", backend="gymnasium")
 
 
 @pytest.fixture(scope="module")
 def learner_state():
-    learner = build_learner(CONFIG, num_actions=6)
+    learner = make_learner(CONFIG, 6)
     obs = np.random.default_rng(0).integers(0, 256, size=(CONFIG.num_envs, 128), dtype=np.uint8)
     state, _ = jax.jit(learner.init)(jax.random.PRNGKey(3), obs)
     step = jax.jit(learner.step)

@@ -16,7 +16,8 @@ import pytest
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.evaluate import load_params
-from jaxrl.dqn.train import abstract_learner_state, build_learner, train
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
+from jaxrl.dqn.train import train
 
 BACKEND = "envpool" if importlib.util.find_spec("envpool") is not None else "gymnasium"
 # 1,200 steps with checkpoints at 400, 800 and 1,200 (the last two at least are kept).
@@ -58,7 +59,7 @@ def _steps(run_dir: Path) -> list[int]:
 def _full_state(run_dir: Path, step):
     manager = ckpt.open_manager(run_dir, read_only=True)
     try:
-        abstract = abstract_learner_state(build_learner(CONFIG, num_actions=6), CONFIG)
+        abstract = abstract_learner_state(make_learner(CONFIG, 6), CONFIG)
         return ckpt.restore_checkpoint(manager, abstract, CONFIG, step=step)
     finally:
         manager.close()
@@ -123,7 +124,7 @@ def test_restore_for_a_resume_sets_the_damaged_checkpoint_aside_and_saves_over_i
     newest_dir = run / "checkpoints" / str(NEWEST)
     damaged_files = sorted(p.relative_to(newest_dir) for p in newest_dir.rglob("*"))
     manager = ckpt.open_manager(run, CONFIG.keep_checkpoints)
-    abstract = abstract_learner_state(build_learner(CONFIG, num_actions=6), CONFIG)
+    abstract = abstract_learner_state(make_learner(CONFIG, 6), CONFIG)
     lines = []
     try:
         state, host, _, step = ckpt.restore_checkpoint(manager, abstract, CONFIG, host_keys=("segment",),
@@ -175,7 +176,7 @@ def test_host_json_without_the_training_counters_counts_as_damaged(trained_run, 
     shutil.copytree(trained_run, run)
     (run / "checkpoints" / str(NEWEST) / "host" / "metadata").write_text('{"segment": 3}')  # valid JSON, too few keys
     manager = ckpt.open_manager(run, read_only=True)
-    abstract = abstract_learner_state(build_learner(CONFIG, num_actions=6), CONFIG)
+    abstract = abstract_learner_state(make_learner(CONFIG, 6), CONFIG)
     lines = []
     try:
         assert ckpt.restore_checkpoint(manager, abstract, CONFIG)[3] == NEWEST  # eval needs no counters

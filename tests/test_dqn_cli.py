@@ -179,5 +179,4 @@ def test_presets_and_serialisation():
         preset("big")
     with pytest.raises(ValueError, match="unknown DQNConfig field"):
         DQNConfig.from_dict({"num_env": 4})
-    kwargs = seed.learner_kwargs()
-    assert kwargs["hidden_sizes"] == (256, 256) and kwargs["update_every"] == 1 and kwargs["reward_scale"] == 0.01
+    assert seed.hidden_sizes == (256, 256) and seed.update_every == 1 and seed.reward_scale == 0.01

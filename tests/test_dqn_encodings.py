@@ -1,6 +1,5 @@
 """Observation encodings (scale, bits, objects, planes), the CNN torso, --total-frames, --loop auto, and a
 Q-learning agent that solves the toy env."""
-import importlib.util
 import json
 
 import jax
@@ -16,9 +15,9 @@ from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.toy_env import make_toy_env
 from jaxrl.dqn.train import resolve_loop, train
 from jaxrl.dqn.xla_loop import make_xla_loop, summarize
-from test_dqn_train import assert_same_tree, final_state
 
-HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+from conftest import HAS_ENVPOOL, assert_same_tree, final_state, small_config
+
 needs_envpool = pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed (the XLA loop needs it); "
                                                            "the same encodings run with --loop python here")
 RNG = np.random.default_rng(0)
@@ -162,9 +161,10 @@ def test_total_frames_sets_total_steps(tmp_path, capsys):
 def test_q_learning_solves_the_toy_env():
     """Reward 1 when the action equals t % 4: the greedy policy must pick it at every step of an episode."""
     env = make_toy_env(4, num_actions=4, lengths=[8, 8, 8, 8])
-    learner = make_learner(4, 4, buffer_size=4096, batch_size=64, hidden_sizes=(64,), learning_rate=1e-3,
-                           epsilon_start=1.0, epsilon_end=0.05, epsilon_decay_steps=2000, learning_starts=256,
-                           target_update_period=50, gamma=0.9, reward_scale=1.0, obs_encoding="bits")
+    config = small_config(4, buffer_size=4096, batch_size=64, hidden_sizes=(64,), learning_rate=1e-3, epsilon_start=1.0,
+                          epsilon_end=0.05, epsilon_decay_steps=2000, learning_starts=256, target_update_period=50,
+                          gamma=0.9, reward_scale=1.0, obs_encoding="bits")
+    learner = make_learner(config, 4)
     loop = make_xla_loop(learner, env, steps_per_call=1500, donate=False)
     state, _ = loop.run(loop.init(jax.random.key(0)))
     state, metrics = loop.run(state)

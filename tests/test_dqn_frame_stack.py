@@ -120,10 +120,10 @@ def test_config_rejects_bad_frame_stack(bad):
 
 def test_config_obs_size_and_learner_input():
     config = preset("tiny", frame_stack=4)
-    assert config.obs_size == 512 and config.env_kwargs()["frame_stack"] == 4
-    from jaxrl.dqn.train import build_learner
+    assert config.obs_size == 512 and config.frame_stack == 4
+    from jaxrl.dqn.learner import make_learner
 
-    learner = build_learner(config, 6)
+    learner = make_learner(config, 6)
     state, actions = learner.init(jax.random.PRNGKey(0), jnp.zeros((config.num_envs, 512), jnp.uint8))
     assert state.replay.data.obs.shape[1:] == (512,) and actions.shape == (config.num_envs,)
     first_kernel = jax.tree.leaves(state.dqn.params)

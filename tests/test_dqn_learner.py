@@ -6,61 +6,13 @@ import pytest
 
 from jaxrl.dqn import make_learner
 
-
-class FakeVecEnv:
-    """N envs; env i's episodes last `lengths[i]` steps, then end terminated (even i) or truncated (odd i).
-
-    RAM byte 0 = env id, byte 1 = step within episode, byte 2 = episode count (mod 256). Reward = 1 + action.
-    Next-step auto-reset: the call after an episode ends returns the reset obs, reward 0, and ignores the action.
-    """
-
-    def __init__(self, lengths):
-        self.lengths = np.asarray(lengths)
-        self.n = len(lengths)
-        self.t = np.zeros(self.n, int)
-        self.episode = np.zeros(self.n, int)
-        self.needs_reset = np.zeros(self.n, bool)
-
-    def obs(self):
-        ram = np.zeros((self.n, 128), np.uint8)
-        ram[:, 0] = np.arange(self.n)
-        ram[:, 1] = self.t
-        ram[:, 2] = self.episode % 256
-        return ram
-
-    def reset(self):
-        return self.obs()
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        reward = np.where(self.needs_reset, 0.0, 1.0 + actions).astype(np.float32)
-        self.t = np.where(self.needs_reset, 0, self.t + 1)
-        self.episode = self.episode + self.needs_reset
-        ended = ~self.needs_reset & (self.t >= self.lengths)
-        terminated = ended & (np.arange(self.n) % 2 == 0)
-        truncated = ended & (np.arange(self.n) % 2 == 1)
-        self.needs_reset = ended
-        return self.obs(), reward, terminated, truncated
-
-
-def _run(learner, env, calls, key=0):
-    state, actions = jax.jit(learner.init)(jax.random.key(key), jnp.asarray(env.reset()))
-    step = jax.jit(learner.step, donate_argnums=0)
-    history = []
-    for _ in range(calls):
-        obs, reward, terminated, truncated = env.step(np.asarray(actions))
-        state, actions, metrics = step(state, obs, reward, terminated, truncated)
-        history.append(jax.device_get(metrics))
-    return state, history
-
-
-SMALL = dict(buffer_size=256, batch_size=8, hidden_sizes=(16,), epsilon_decay_steps=100)
+from conftest import SMALL_AGENT, FakeVecEnv, run_learner, small_config
 
 
 def test_reset_transitions_never_enter_the_buffer():
     lengths = [3, 4, 5, 2]
-    learner = make_learner(4, 3, learning_starts=16, reward_scale=0.5, **SMALL)
-    state, history = _run(learner, FakeVecEnv(lengths), calls=30)
+    learner = make_learner(small_config(4, learning_starts=16, reward_scale=0.5, **SMALL_AGENT), 3)
+    state, history = run_learner(learner, FakeVecEnv(lengths), calls=30)
     size = int(state.replay.size)
     data = jax.device_get(state.replay.data)
     obs, next_obs = data.obs[:size], data.next_obs[:size]
@@ -88,8 +40,8 @@ def test_reset_transitions_never_enter_the_buffer():
 
 
 def test_updates_start_after_learning_starts_and_respect_update_every():
-    learner = make_learner(2, 3, learning_starts=20, update_every=2, updates_per_call=3, **SMALL)
-    state, history = _run(learner, FakeVecEnv([50, 50]), calls=20)
+    learner = make_learner(small_config(2, learning_starts=20, update_every=2, updates_per_call=3, **SMALL_AGENT), 3)
+    state, history = run_learner(learner, FakeVecEnv([50, 50]), calls=20)
     env_steps = np.array([m["env_steps"] for m in history])
     did_update = np.array([m["did_update"] for m in history])
     num_updates = np.array([m["num_updates"] for m in history])
@@ -105,9 +57,9 @@ def test_updates_start_after_learning_starts_and_respect_update_every():
 @pytest.mark.parametrize("prioritized_replay", [False, True], ids=["uniform", "prioritized"])
 def test_vmapped_seeds_match_separate_runs(prioritized_replay):
     """axis_name path: seeds that become ready at different calls keep exact per-seed semantics."""
-    kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL)
-    learner = make_learner(2, 3, **kwargs)
-    vlearner = make_learner(2, 3, axis_name="seed", **kwargs)
+    kwargs = dict(learning_starts=12, update_every=1, prioritized_replay=prioritized_replay, **SMALL_AGENT)
+    learner = make_learner(small_config(2, **kwargs), 3)
+    vlearner = make_learner(small_config(2, **kwargs), 3, axis_name="seed")
     envs = [FakeVecEnv([2, 3]), FakeVecEnv([5, 6])]  # different reset counts -> different env_steps
     keys = jax.random.split(jax.random.key(7), 2)
     obs0 = jnp.stack([jnp.asarray(e.reset()) for e in envs])
@@ -134,19 +86,20 @@ def test_vmapped_seeds_match_separate_runs(prioritized_replay):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_envs"):
-        make_learner(0, 6)
+        make_learner(small_config(0), 6)
     with pytest.raises(ValueError, match="update_every"):
-        make_learner(4, 6, update_every=0)
+        make_learner(small_config(4, update_every=0), 6)
     with pytest.raises(ValueError, match="reward_scale"):
-        make_learner(4, 6, reward_scale=0.0)
+        make_learner(small_config(4, reward_scale=0.0), 6)
 
 
 @pytest.mark.parametrize("life_loss_terminal", [False, True])
 def test_life_loss_terminal_and_clipped_rewards_in_the_buffer(life_loss_terminal):
     """A lost life is stored terminal only with life_loss_terminal (the episode goes on: no reset, the next
     transition is stored); clip_rewards stores sign(reward) * reward_scale, episode returns stay raw."""
-    learner = make_learner(2, 3, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,),
-                           reward_scale=0.5, clip_rewards=True, life_loss_terminal=life_loss_terminal)
+    config = small_config(2, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,), reward_scale=0.5,
+                          clip_rewards=True, life_loss_terminal=life_loss_terminal)
+    learner = make_learner(config, 3)
     obs = lambda t: jnp.full((2, 128), t, jnp.uint8)  # noqa: E731
     state, _ = learner.init(jax.random.key(0), obs(0))
     step = jax.jit(learner.step)

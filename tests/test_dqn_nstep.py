@@ -8,6 +8,8 @@ import pytest
 from jaxrl.dqn.learner import make_learner
 from jaxrl.dqn.nstep import make_nstep
 
+from conftest import small_config
+
 
 def reference_rows(stream, n, gamma):
     """Brute force: per env, cut the stream into segments at ends; each transition t gives one row summing
@@ -116,9 +118,9 @@ def test_make_nstep_rejects_bad_arguments():
 
 
 def test_learner_with_n_step_stores_n_step_rows_and_updates():
-    learner = make_learner(2, 3, buffer_size=64, batch_size=4, learning_starts=4, update_every=1,
-                           hidden_sizes=(8,), gamma=0.5, n_step=3, reward_scale=1.0, epsilon_start=1.0,
-                           epsilon_end=1.0)
+    config = small_config(2, buffer_size=64, batch_size=4, learning_starts=4, update_every=1, hidden_sizes=(8,),
+                          gamma=0.5, n_step=3, reward_scale=1.0, epsilon_start=1.0, epsilon_end=1.0)
+    learner = make_learner(config, 3)
     obs = lambda t: jnp.full((2, 128), t, jnp.uint8)  # noqa: E731
     state, _ = learner.init(jax.random.key(0), obs(0))
     step = jax.jit(learner.step)

@@ -7,23 +7,22 @@ import pytest
 from jaxrl.dqn import make_learner, make_prioritized_replay_buffer, make_replay_buffer
 from jaxrl.dqn.config import DQNConfig
 
-from test_dqn_learner import SMALL, FakeVecEnv, _run
-from test_dqn_replay import _batch, _example
+from conftest import SMALL_AGENT, FakeVecEnv, run_learner, small_config, transition_batch, transition_example
 
 
 def test_add_writes_the_same_ring_as_the_uniform_buffer_at_max_priority():
     capacity = 5
     prioritized = make_prioritized_replay_buffer(capacity, batch_size=2)
     uniform = make_replay_buffer(capacity, batch_size=2)
-    state, ring = prioritized.init(_example()), uniform.init(_example())
+    state, ring = prioritized.init(transition_example()), uniform.init(transition_example())
     assert float(state.max_priority) == 1.0 and not np.any(np.asarray(state.priorities))
     rng = np.random.default_rng(0)
     for call in range(6):
         ids = np.arange(3 * call + 1, 3 * call + 4)  # ids > 0: an unwritten row reads 0
         valid = jnp.asarray(rng.random(3) < 0.7)
         before = np.asarray(state.priorities).copy()
-        state = jax.jit(prioritized.add)(state, _batch(ids), valid)
-        ring = uniform.add(ring, _batch(ids), valid)
+        state = jax.jit(prioritized.add)(state, transition_batch(ids), valid)
+        ring = uniform.add(ring, transition_batch(ids), valid)
         jax.tree.map(np.testing.assert_array_equal, state.replay, ring)
         written = np.asarray(state.replay.data.action)
         for slot in range(capacity):  # rows written by this add carry the max priority, the others kept theirs
@@ -39,7 +38,7 @@ def test_draws_follow_priorities_and_weights_match_the_formula():
     alpha, beta, eps = 0.5, 0.4, 1e-6
     buffer = make_prioritized_replay_buffer(512, batch_size=400, priority_exponent=alpha, importance_exponent=beta,
                                             eps=eps)
-    state = buffer.add(buffer.init(_example()), _batch(np.arange(4)))  # 4 of 512 rows filled
+    state = buffer.add(buffer.init(transition_example()), transition_batch(np.arange(4)))  # 4 of 512 rows filled
     td = jnp.array([1.0, -3.0, 0.0, 8.0])
     state = buffer.update(state, jnp.arange(4), td)
     p = (np.abs(np.asarray(td)) + eps) ** alpha
@@ -63,7 +62,7 @@ def test_draws_follow_priorities_and_weights_match_the_formula():
 
 def test_alpha_zero_is_uniform_with_unit_weights():
     buffer = make_prioritized_replay_buffer(64, batch_size=64, priority_exponent=0.0)
-    state = buffer.add(buffer.init(_example()), _batch(np.arange(10)))
+    state = buffer.add(buffer.init(transition_example()), transition_batch(np.arange(10)))
     state = buffer.update(state, jnp.arange(10), jnp.linspace(0.0, 5.0, 10))
     np.testing.assert_allclose(state.priorities[:10], 1.0)
     drawn = buffer.sample(state, jax.random.key(0))
@@ -87,13 +86,13 @@ def test_bad_arguments():
 
 
 def test_learner_updates_priorities_of_the_rows_it_trains_on():
-    learner = make_learner(2, 3, learning_starts=12, update_every=1, prioritized_replay=True, **SMALL)
-    state, history = _run(learner, FakeVecEnv([4, 5]), 40)
+    learner = make_learner(small_config(2, learning_starts=12, update_every=1, prioritized_replay=True, **SMALL_AGENT), 3)
+    state, history = run_learner(learner, FakeVecEnv([4, 5]), 40)
     size = int(state.replay.replay.size)
     priorities = np.asarray(state.replay.priorities)
     updates = int(state.dqn.num_updates)
     assert updates == sum(bool(m["did_update"]) for m in history) > 20
     assert np.all(priorities[:size] > 0) and not np.any(priorities[size:])
     # trained-on rows got their |TD error| priority (far below the initial max 1); rows not drawn yet keep 1
-    assert 0 < np.sum(priorities[:size] < 1.0) <= updates * SMALL["batch_size"]
+    assert 0 < np.sum(priorities[:size] < 1.0) <= updates * SMALL_AGENT["batch_size"]
     assert float(state.replay.max_priority) == 1.0  # TD errors of rewards 1..3 at init stay below 1

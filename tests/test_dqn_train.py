@@ -1,24 +1,19 @@
 """End-to-end DQN training runs on tiny settings: both backends, exact resume, SIGKILL/SIGINT, NaN guard."""
-import csv
-import importlib.util
-import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.train import (METRIC_COLUMNS, DivergenceError, RunDirError, abstract_learner_state, build_learner,
-                             train)
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
+from jaxrl.dqn.run_dir import RunDirError
+from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, train
 
-HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
-FAST_BACKEND = "envpool" if HAS_ENVPOOL else "gymnasium"
+from conftest import (FAST_BACKEND, HAS_ENVPOOL, assert_same_tree, final_state, finished_checkpoints, read_rows,
+                      start_training, train_command, wait_for)
+
 BACKENDS = [
     "gymnasium",
     pytest.param("envpool", marks=pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed")),
@@ -27,30 +22,6 @@ BACKENDS = [
 
 def tiny(**overrides):
     return preset("tiny", **{"backend": FAST_BACKEND, **overrides})
-
-
-def read_rows(run_dir):
-    with (Path(run_dir) / "metrics.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def final_state(run_dir, config, step="latest"):
-    """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
-    learner = build_learner(config, num_actions=6)
-    abstract = abstract_learner_state(learner, config)
-    manager = ckpt.open_manager(run_dir, read_only=True)
-    try:
-        state, host, _, step = ckpt.restore_checkpoint(manager, abstract, step=step)
-    finally:
-        manager.close()
-    return state, host, step
-
-
-def assert_same_tree(a, b):
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b) and len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -111,42 +82,15 @@ def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     assert strip(read_rows(tmp_path / "straight")) == strip(read_rows(tmp_path / "resumed"))
 
 
-def _cli(*args):
-    return [sys.executable, "-m", "jaxrl", "dqn", "train", "--preset", "tiny", "--backend", FAST_BACKEND,
-            "--no-progress", *args]
-
-
-def _finished_checkpoints(run_dir):
-    directory = Path(run_dir) / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-
-
-def _start(args, run_dir):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(_cli("--run-dir", str(run_dir), *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-
-
-def _wait_for(predicate, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early:\n{proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out waiting for the training run")
-        time.sleep(0.02)
-
-
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     run = tmp_path / "killed"
-    proc = _start(["--total-steps", "1000000"], run)
-    _wait_for(lambda: len(_finished_checkpoints(run)) >= 2, proc)
+    proc = start_training(["--total-steps", "1000000"], run)
+    wait_for(lambda: len(finished_checkpoints(run)) >= 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    kept = _finished_checkpoints(run)
+    kept = finished_checkpoints(run)
     assert 2 <= len(kept) and kept[-1] < 1_200, kept  # killed between the 2nd and 3rd checkpoint
-    resumed = subprocess.run(_cli("--run-dir", str(run), "--resume", "--total-steps", "1200"),
+    resumed = subprocess.run(train_command("--run-dir", str(run), "--resume", "--total-steps", "1200"),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"from checkpoint {kept[-1]}" in resumed.stdout
@@ -161,14 +105,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "interrupted"
-    proc = _start(["--total-steps", "1000000"], run)
-    _wait_for(lambda: len(_finished_checkpoints(run)) >= 1 and (run / "metrics.csv").stat().st_size > 200, proc)
+    proc = start_training(["--total-steps", "1000000"], run)
+    wait_for(lambda: len(finished_checkpoints(run)) >= 1 and (run / "metrics.csv").stat().st_size > 200, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out
     assert "SIGINT at step" in out and "checkpoint saved" in out
-    saved = _finished_checkpoints(run)
+    saved = finished_checkpoints(run)
     state, _, step = final_state(run, tiny())
     assert step == saved[-1] == int(state.env_steps) > 400
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
@@ -181,7 +125,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(DivergenceError, match=r"diverged at step \d+") as info:
         train(config, tmp_path / "run", progress=False, log=lambda *_: None)
     assert "intact" in str(info.value)
-    saved = _finished_checkpoints(tmp_path / "run")
+    saved = finished_checkpoints(tmp_path / "run")
     assert saved and saved[-1] < 128
     state, _, step = final_state(tmp_path / "run", config)
     assert step == saved[-1]
@@ -192,7 +136,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_seed_preset_replay_buffer_is_small_uint8():
     config = preset("seed")
-    learner = build_learner(config, num_actions=6)
+    learner = make_learner(config, 6)
     state = abstract_learner_state(learner, config)
     assert state.replay.data.obs.dtype == np.uint8 and state.replay.data.next_obs.dtype == np.uint8
     nbytes = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state.replay))

@@ -1,6 +1,5 @@
 """``jaxrl dqn train --loop xla``: the compiled segment runner behind the same run-directory shell as the
 Python loop (metrics.csv, config.json, TensorBoard, checkpoints, exact resume, SIGINT, NaN guard)."""
-import importlib.util
 import json
 import signal
 
@@ -11,9 +10,10 @@ import pytest
 from jaxrl.cli import main
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
 from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
-from test_dqn_train import _finished_checkpoints, _start, _wait_for, assert_same_tree, final_state, read_rows
 
-HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+from conftest import (HAS_ENVPOOL, assert_same_tree, final_state, finished_checkpoints, read_rows, small_config,
+                      start_training, wait_for)
+
 needs_envpool = pytest.mark.skipif(not HAS_ENVPOOL, reason="envpool is not installed (the XLA loop needs its "
                                                            "XLA interface); the same shell is tested with "
                                                            "--loop python in test_dqn_train.py")
@@ -55,7 +55,7 @@ def test_xla_run_writes_the_run_directory_and_equals_the_python_loop(straight_xl
     saved = json.loads((run / "config.json").read_text())
     assert saved["loop"] == "xla" and saved["backend"] == "envpool"
     assert any((run / "tb").iterdir())
-    kept = _finished_checkpoints(run)  # keep_checkpoints=2, taken at the segment boundaries
+    kept = finished_checkpoints(run)  # keep_checkpoints=2, taken at the segment boundaries
     assert len(kept) == 2 and kept[-1] == result.env_steps and 400 <= kept[0] < 404
     state, host, step = final_state(run, config)
     assert step == result.env_steps == int(state.env_steps) and host["episodes"] == result.episodes
@@ -129,7 +129,7 @@ def test_xla_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     with pytest.raises(DivergenceError, match=r"diverged at step \d+") as info:
         train(config, tmp_path / "run", progress=False, log=quiet)
     assert "intact" in str(info.value)
-    saved = _finished_checkpoints(tmp_path / "run")
+    saved = finished_checkpoints(tmp_path / "run")
     assert saved and saved[-1] < 128  # learning starts at 128 steps; nothing saved after the NaN
     state, _, step = final_state(tmp_path / "run", config)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
@@ -140,15 +140,15 @@ def test_xla_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
 def test_xla_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
     run = tmp_path / "interrupted"
     # Ctrl-C after the first metrics row, during the first segment: the next compiled call is cut at once
-    proc = _start(["--loop", "xla", "--xla-chunk-calls", "16", "--log-every", "40", "--total-steps", "1000000"],
+    proc = start_training(["--loop", "xla", "--xla-chunk-calls", "16", "--log-every", "40", "--total-steps", "1000000"],
                   run)
-    _wait_for(lambda: (run / "metrics.csv").is_file() and (run / "metrics.csv").read_text().count("\n") >= 2, proc)
+    wait_for(lambda: (run / "metrics.csv").is_file() and (run / "metrics.csv").read_text().count("\n") >= 2, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "SIGINT at step" in out and "checkpoint saved" in out
     state, _, step = final_state(run, tiny_xla())
-    assert [step] == _finished_checkpoints(run) and int(state.env_steps) == step >= 40
+    assert [step] == finished_checkpoints(run) and int(state.env_steps) == step >= 40
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.dqn.params))
 
 
@@ -194,7 +194,7 @@ def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
 
     lengths = [3, 4, 5]  # env 0 terminates, env 1 truncates, env 2 terminates
     env = make_toy_env(3, num_actions=4, lengths=lengths)
-    learner = make_learner(3, 4, buffer_size=256, batch_size=8, hidden_sizes=(8,), learning_starts=16)
+    learner = make_learner(small_config(3, buffer_size=256, batch_size=8, hidden_sizes=(8,), learning_starts=16), 4)
     loop = make_xla_loop(learner, env, steps_per_call=10, donate=False)
     loop_state = loop.init(jax.random.key(0))
     big = 10**6
@@ -229,5 +229,5 @@ def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
     np.testing.assert_array_equal(state.replay.data.terminated, loop_state.learner.replay.data.terminated)
     np.testing.assert_array_equal(state.done_tm1, loop_state.learner.done_tm1)
     with pytest.raises(ValueError, match="one agent"):
-        make_xla_loop(make_learner(3, 4, hidden_sizes=(8,), buffer_size=256, axis_name="seed"),
+        make_xla_loop(make_learner(small_config(3, hidden_sizes=(8,), buffer_size=256), 4, axis_name="seed"),
                       make_toy_env(6, num_actions=4), steps_per_call=5, num_seeds=2).run_until(None, 0, 0)

@@ -10,6 +10,8 @@ from jaxrl.dqn import make_learner
 from jaxrl.dqn.toy_env import make_toy_env
 from jaxrl.dqn.xla_loop import make_xla_loop, summarize
 
+from conftest import small_config
+
 SMALL = dict(buffer_size=512, batch_size=8, hidden_sizes=(16,), epsilon_decay_steps=100, learning_starts=16)
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 needs_envpool = pytest.mark.skipif(
@@ -31,7 +33,7 @@ def _check_buffer_has_no_reset_pairs(replay, lengths):
 def test_scan_loop_equals_python_loop_on_toy_env():
     lengths = [3, 4, 5]
     env = make_toy_env(3, num_actions=4, lengths=lengths)
-    learner = make_learner(3, 4, update_every=2, **SMALL)
+    learner = make_learner(small_config(3, update_every=2, **SMALL), 4)
     loop = make_xla_loop(learner, env, steps_per_call=20, donate=False)
     loop_state = loop.init(jax.random.key(0))
     loop_state, metrics = loop.run(loop_state)
@@ -59,7 +61,7 @@ def test_scan_loop_equals_python_loop_on_toy_env():
 def test_vmapped_seeds_on_toy_env():
     seeds, num_envs = 2, 3
     env = make_toy_env(seeds * num_envs, num_actions=4, lengths=[3, 4, 5, 6, 7, 8])
-    learner = make_learner(num_envs, 4, axis_name="seed", **SMALL)
+    learner = make_learner(small_config(num_envs, **SMALL), 4, axis_name="seed")
     loop = make_xla_loop(learner, env, steps_per_call=30, num_seeds=seeds)
     loop_state, metrics = loop.run(loop.init(jax.random.key(1)))
     assert metrics["episode_done"].shape == (30, seeds, num_envs)
@@ -77,11 +79,11 @@ def test_vmapped_seeds_on_toy_env():
 
 def test_size_mismatch_is_refused():
     with pytest.raises(ValueError, match="num_envs"):
-        make_xla_loop(make_learner(3, 4, **SMALL), make_toy_env(4, num_actions=4), steps_per_call=5)
+        make_xla_loop(make_learner(small_config(3, **SMALL), 4), make_toy_env(4, num_actions=4), steps_per_call=5)
     with pytest.raises(ValueError, match="actions"):
-        make_xla_loop(make_learner(3, 4, **SMALL), make_toy_env(3, num_actions=6), steps_per_call=5)
+        make_xla_loop(make_learner(small_config(3, **SMALL), 4), make_toy_env(3, num_actions=6), steps_per_call=5)
     with pytest.raises(ValueError, match="axis_name"):
-        make_xla_loop(make_learner(3, 4, **SMALL), make_toy_env(6, num_actions=4), 5, num_seeds=2)
+        make_xla_loop(make_learner(small_config(3, **SMALL), 4), make_toy_env(6, num_actions=4), 5, num_seeds=2)
 
 
 @needs_envpool
@@ -129,7 +131,7 @@ def test_envpool_xla_loop_two_seeds():
     from jaxrl.dqn.xla_env import make_envpool_xla_env
 
     env = make_envpool_xla_env(4, seed=0, max_episode_frames=40)  # 10 agent steps, then truncation
-    learner = make_learner(2, env.num_actions, axis_name="seed", **SMALL)
+    learner = make_learner(small_config(2, **SMALL), env.num_actions, axis_name="seed")
     loop = make_xla_loop(learner, env, steps_per_call=25, num_seeds=2)
     try:
         loop_state, metrics = loop.run(loop.init(jax.random.key(0)))

@@ -20,7 +20,8 @@ _EXPORTS = {
                      "make_prioritized_replay_buffer"), "jaxrl.dqn.prioritized"),
     **dict.fromkeys(("ReplayBuffer", "ReplayState", "Transition", "make_replay_buffer"), "jaxrl.dqn.replay"),
     "make_toy_env": "jaxrl.dqn.toy_env",
-    **dict.fromkeys(("XlaEnv", "make_envpool_xla_env"), "jaxrl.dqn.xla_env"),
+    "XlaEnv": "jaxrl.dqn.atari",
+    "make_envpool_xla_env": "jaxrl.dqn.xla_env",
     **dict.fromkeys(("LoopState", "XlaLoop", "make_xla_loop", "summarize"), "jaxrl.dqn.xla_loop"),
 }
 

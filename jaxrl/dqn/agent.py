@@ -5,7 +5,7 @@ References:
   van Hasselt et al., 2016, "Deep Reinforcement Learning with Double Q-learning" (double DQN).
   Dabney et al., 2018, "Distributional Reinforcement Learning with Quantile Regression" (QR-DQN).
 
-    dqn = make_dqn(num_actions=6)
+    dqn = make_dqn(DQNConfig(), num_actions=6)
     state = dqn.init(key)
     state, metrics = jax.jit(dqn.update)(state, batch)            # batch: Transition, leaves [B, ...]
     actions = dqn.act(state.params, obs, key, epsilon)            # obs [N, 128] uint8 -> [N] int32
@@ -13,18 +13,18 @@ References:
 from __future__ import annotations
 
 import functools
-import numbers
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl.dqn.network import OBS_ENCODINGS, QNetwork
+from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.config import DQNConfig, check_int
+from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.replay import Transition
 
 Params = Any
-NUM_RAM_BYTES = 128
 
 
 class DQNState(NamedTuple):
@@ -329,123 +329,56 @@ def epsilon_schedule(
     for name, value in (("start", start), ("end", end)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"epsilon {name} must be in [0, 1], got {value}.")
-    if isinstance(decay_steps, bool) or not isinstance(decay_steps, numbers.Integral) or decay_steps < 0:
-        raise ValueError(f"decay_steps must be an int >= 0, got {decay_steps!r}.")
-    return optax.linear_schedule(start, end, int(decay_steps))
+    return optax.linear_schedule(start, end, check_int("decay_steps", decay_steps, 0))
 
 
-def _check(name: str, ok: bool, value) -> None:
-    if not ok:
-        raise ValueError(f"invalid {name}: {value!r}")
+def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
+    """Build the DQN agent's pure functions from ``config``'s network and loss fields.
 
-
-def make_dqn(
-    num_actions: int,
-    *,
-    hidden_sizes: Sequence[int] = (256, 256),
-    learning_rate: float = 2e-3,
-    learning_rate_end: float | None = None,
-    learning_rate_decay_updates: int = 0,
-    gamma: float = 0.98,
-    huber_delta: float = 1.0,
-    double_dqn: bool = False,
-    target_update_period: int = 2_000,
-    tau: float = 1.0,
-    max_grad_norm: float | None = None,
-    obs_encoding: str = "scale",
-    conv_channels: Sequence[int] = (16, 32),
-    dueling: bool = False,
-    layer_norm: bool = False,
-    num_quantiles: int = 0,
-    munchausen_alpha: float = 0.0,
-    munchausen_temperature: float = 0.03,
-    obs_size: int = NUM_RAM_BYTES,
-) -> DQN:
-    """Build the DQN agent's pure functions.
+    Reads: hidden_sizes, obs_encoding, conv_channels, dueling, layer_norm, num_quantiles (the Q-network,
+    `jaxrl.dqn.network.QNetwork`; its input is ``config.obs_size`` bytes), learning_rate, learning_rate_end
+    (a linear decay over ``config.learning_rate_decay_updates`` updates, ``optax.linear_schedule``),
+    max_grad_norm (global-norm clipping before Adam), gamma, huber_delta, double_dqn (van Hasselt et al.,
+    2016), munchausen_alpha / munchausen_temperature (`munchausen_target`; with n-step rows the bonus is that
+    of the row's first action only), num_quantiles > 0 (QR-DQN, `quantile_td_loss`: huber_delta is then the
+    quantile Huber threshold kappa), target_update_period (hard copy every this many updates when tau == 1)
+    and tau (< 1: Polyak averaging after every update). ``config`` was validated on construction.
 
     Args:
+      config: the run's DQNConfig.
       num_actions: A, size of the discrete action set.
-      hidden_sizes: Q-network hidden widths.
-      obs_encoding: how the Q-network reads RAM bytes: ``"scale"`` (/ 255), ``"bits"``, ``"objects"`` or
-        ``"planes"`` (`jaxrl.dqn.encoders`; the last two need >= 2 stacked Space Invaders snapshots).
-      conv_channels: channels of the convolutions applied to ``"planes"`` (`jaxrl.dqn.network.QNetwork`).
-      dueling: dueling head (value + advantages) instead of one linear layer.
-      layer_norm: LayerNorm in each hidden layer (`jaxrl.dqn.network.QNetwork`).
-      num_quantiles: 0 for DQN; N > 0 for QR-DQN (`quantile_td_loss`): the network predicts N quantiles of
-        the return per action and acts on their mean; huber_delta is then the quantile Huber threshold kappa.
-      learning_rate: Adam step size (the initial one when learning_rate_end is set).
-      learning_rate_end: None for a constant step size; else it goes linearly from learning_rate to this over
-        learning_rate_decay_updates updates and stays there (``optax.linear_schedule``).
-      learning_rate_decay_updates: length of that decay in updates (>= 1 when learning_rate_end is set).
-      gamma: discount in [0, 1].
-      huber_delta: Huber loss threshold (> 0).
-      double_dqn: select the bootstrap action with the online network (van Hasselt et al., 2016).
-      target_update_period: with tau == 1, copy params to target every this many updates.
-      tau: if < 1, Polyak-average the target after EVERY update: target <- tau*params + (1-tau)*target
-        (target_update_period is then unused).
-      max_grad_norm: if set, clip gradients by this global norm before Adam.
-      munchausen_alpha: > 0 uses Munchausen-DQN targets (`munchausen_target`) with this bonus weight (the paper:
-        0.9); 0 is plain (double) DQN. Not combinable with double_dqn. With n-step rows the bonus is that of
-        the row's first action only.
-      munchausen_temperature: the softmax temperature of Munchausen targets, in reward units (the paper: 0.03
-        for rewards clipped to [-1, 1]).
-      obs_size: bytes per observation (128 RAM bytes, times k with frame stacking); sizes the network's input.
 
     Returns:
       DQN(init, loss, update, update_weighted, act, q_values).
     """
-    _check("num_actions (int >= 1)", isinstance(num_actions, numbers.Integral) and num_actions >= 1, num_actions)
-    _check("obs_size (int >= 1)", isinstance(obs_size, numbers.Integral) and obs_size >= 1, obs_size)
-    _check(
-        "hidden_sizes (positive ints)",
-        all(isinstance(h, numbers.Integral) and h >= 1 for h in hidden_sizes),
-        hidden_sizes,
-    )
-    _check("learning_rate (> 0)", learning_rate > 0, learning_rate)
-    _check("learning_rate_end (None or >= 0)", learning_rate_end is None or learning_rate_end >= 0,
-           learning_rate_end)
-    _check("learning_rate_decay_updates (int >= 1 when learning_rate_end is set)",
-           learning_rate_end is None or (isinstance(learning_rate_decay_updates, numbers.Integral)
-                                         and learning_rate_decay_updates >= 1), learning_rate_decay_updates)
-    _check("gamma (in [0, 1])", 0.0 <= gamma <= 1.0, gamma)
-    _check("huber_delta (> 0)", huber_delta > 0, huber_delta)
-    _check(
-        "target_update_period (int >= 1)",
-        isinstance(target_update_period, numbers.Integral) and target_update_period >= 1,
-        target_update_period,
-    )
-    _check("tau (in (0, 1])", 0.0 < tau <= 1.0, tau)
-    _check("max_grad_norm (None or > 0)", max_grad_norm is None or max_grad_norm > 0, max_grad_norm)
-    _check("munchausen_alpha (in [0, 1])", 0.0 <= munchausen_alpha <= 1.0, munchausen_alpha)
-    _check("munchausen_temperature (> 0)", munchausen_temperature > 0, munchausen_temperature)
-    _check("num_quantiles (int >= 0)", isinstance(num_quantiles, numbers.Integral) and num_quantiles >= 0,
-           num_quantiles)
-    _check("num_quantiles > 0 with munchausen_alpha > 0 (Munchausen targets are defined for Q-values here)",
-           not (num_quantiles > 0 and munchausen_alpha > 0), num_quantiles)
-    _check("double_dqn with munchausen_alpha > 0 (Munchausen targets bootstrap a soft value, not an argmax)",
-           not (double_dqn and munchausen_alpha > 0), double_dqn)
-
-    _check("obs_encoding (one of " + ", ".join(OBS_ENCODINGS) + ")", obs_encoding in OBS_ENCODINGS, obs_encoding)
-    network = QNetwork(num_actions=int(num_actions), hidden_sizes=tuple(int(h) for h in hidden_sizes),
-                       obs_encoding=obs_encoding, conv_channels=tuple(int(c) for c in conv_channels),
-                       dueling=bool(dueling),
-                       layer_norm=bool(layer_norm), num_quantiles=int(num_quantiles))
-    if learning_rate_end is not None:
-        learning_rate = optax.linear_schedule(learning_rate, learning_rate_end, int(learning_rate_decay_updates))
-    optimizer = optax.adam(learning_rate)
-    if max_grad_norm is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)
+    num_actions = check_int("num_actions", num_actions)
+    network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
+                       obs_encoding=config.obs_encoding, conv_channels=config.conv_channels,
+                       dueling=config.dueling, layer_norm=config.layer_norm, num_quantiles=config.num_quantiles)
+    optimizer = _optimizer(config)
     loss_fn = functools.partial(
-        _loss, network=network, gamma=float(gamma), huber_delta=float(huber_delta), double_dqn=bool(double_dqn),
-        munchausen_alpha=float(munchausen_alpha), munchausen_temperature=float(munchausen_temperature),
+        _loss, network=network, gamma=config.gamma, huber_delta=config.huber_delta, double_dqn=config.double_dqn,
+        munchausen_alpha=config.munchausen_alpha, munchausen_temperature=config.munchausen_temperature,
     )
-    update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=int(target_update_period),
-                         tau=float(tau))
+    update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=config.target_update_period,
+                         tau=config.tau)
     return DQN(
-        init=functools.partial(_init, network=network, optimizer=optimizer, obs_size=int(obs_size)),
+        init=functools.partial(_init, network=network, optimizer=optimizer, obs_size=config.obs_size),
         loss=loss_fn,
         update=functools.partial(_update, **update_kwargs),
         update_weighted=functools.partial(_update_weighted, **update_kwargs),
-        act=functools.partial(_act, network=network, num_actions=int(num_actions)),
+        act=functools.partial(_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
     )
+
+
+def _optimizer(config: DQNConfig) -> optax.GradientTransformation:
+    """Adam at learning_rate (decaying linearly to learning_rate_end when set), after optional clipping."""
+    learning_rate = config.learning_rate
+    if config.learning_rate_end is not None:
+        learning_rate = optax.linear_schedule(config.learning_rate, config.learning_rate_end,
+                                              config.learning_rate_decay_updates)
+    optimizer = optax.adam(learning_rate, eps=config.adam_eps)
+    if config.max_grad_norm is not None:
+        optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optimizer)
+    return optimizer

@@ -15,68 +15,11 @@ import argparse
 import dataclasses
 import sys
 import time
-import typing
 
-from jaxrl.dqn.config import BACKENDS, LOOPS, OBS_ENCODINGS, PRESETS, DQNConfig
+from jaxrl.dqn.config import GROUPS, PRESETS, Choice, DQNConfig, Flag, Int, Real, Sizes
 
 DEFAULT_RUN_ROOT = "checkpoints"
 _EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
-
-
-FIELD_HELP = {
-    "env_id": "envpool task id (gymnasium adds ALE/)",
-    "backend": "envpool when installed (auto), or gymnasium + ale-py",
-    "num_envs": "envs stepped together",
-    "frame_skip": "emulator frames per agent step",
-    "repeat_action_probability": "sticky actions, per frame",
-    "noop_max": "uniform [1, N] no-op frames after each reset",
-    "max_episode_frames": "truncate (bootstrap) an episode after this many frames",
-    "frame_stack": "observe each env's last K RAM snapshots (K * 128 bytes)",
-    "hidden_sizes": "Q-network hidden widths",
-    "obs_encoding": "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded Space "
-                    "Invaders objects, egocentric vector) or planes (objects on a grid, CNN); the last two need "
-                    "--frame-stack >= 2",
-    "conv_channels": "channels of the stride-2 3x3 convolutions on --obs-encoding planes",
-    "dueling": "dueling Q-network head (value + advantages)",
-    "layer_norm": "LayerNorm in each hidden layer of the Q-network",
-    "num_quantiles": "0: DQN; N > 0: QR-DQN with N return quantiles per action (--huber-delta is its kappa)",
-    "buffer_size": "replay capacity (transitions)",
-    "batch_size": "transitions per update",
-    "gamma": "discount",
-    "learning_rate": "Adam step size",
-    "huber_delta": "Huber loss threshold",
-    "max_grad_norm": "global gradient-norm clip (none: off)",
-    "learning_rate_end": "Adam step size reached linearly after --learning-rate-decay-steps (none: constant)",
-    "learning_rate_decay_steps": "env steps over which the step size decays to --learning-rate-end",
-    "double_dqn": "double-DQN targets",
-    "munchausen_alpha": "> 0: Munchausen-DQN targets with this log-policy bonus weight (paper: 0.9)",
-    "munchausen_temperature": "Munchausen softmax temperature, in stored reward units (paper: 0.03)",
-    "target_update_period": "updates between hard target syncs",
-    "tau": "1: hard sync; < 1: Polyak averaging every update",
-    "reward_scale": "reward multiplier before storing",
-    "clip_rewards": "store sign(reward) * reward_scale (Nature DQN clipping)",
-    "life_loss_terminal": "store a life-losing step as terminal (the game goes on)",
-    "n_step": "n-step returns (1: one-step DQN targets)",
-    "prioritized_replay": "proportional prioritized replay (Schaul et al. 2016)",
-    "priority_exponent": "prioritized replay: alpha, priority = |TD error| ** alpha",
-    "importance_exponent": "prioritized replay: beta of the importance weights",
-    "epsilon_start": "initial exploration rate",
-    "epsilon_end": "final exploration rate",
-    "epsilon_decay_steps": "env steps of linear epsilon decay",
-    "learning_starts": "env steps before the first update",
-    "update_every": "learner calls (one per vectorised env step) between update phases",
-    "updates_per_call": "DQN updates per update phase",
-    "seed": "run seed (network init, exploration, env seeds)",
-    "total_steps": "env steps to train (all envs)",
-    "checkpoint_every": "env steps between checkpoints (segment boundaries)",
-    "keep_checkpoints": "latest checkpoints kept (plus the best)",
-    "eval_episodes": "eval episodes at each checkpoint (0: off)",
-    "eval_epsilon": "epsilon of those evals",
-    "log_every": "env steps between metrics.csv rows",
-    "loop": "auto: xla with envpool, else python; python: host env loop, one jitted learner call per env step; xla: envpool's XLA step and the "
-            "learner compiled together (envpool only)",
-    "xla_chunk_calls": "--loop xla: most learner calls per compiled call (the host checks Ctrl-C between them)",
-}
 
 
 def _flag(name: str) -> str:
@@ -92,36 +35,35 @@ def _optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
+def _argparse_kwargs(rule) -> dict:
+    """How a field with validation ``rule`` (``jaxrl.dqn.config``) is read from the command line."""
+    if isinstance(rule, Flag):
+        return dict(action=argparse.BooleanOptionalAction)
+    if isinstance(rule, Choice):
+        return dict(choices=rule.options)
+    if isinstance(rule, Sizes):
+        return dict(nargs="+", type=int, metavar="WIDTH")
+    if isinstance(rule, Int):
+        return dict(type=int, metavar="N")
+    if isinstance(rule, Real):
+        return dict(type=_optional_float, metavar="X|none") if rule.optional else dict(type=float, metavar="X")
+    return dict(type=str)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
-    """One flag per DQNConfig field (but those in ``exclude``); absent flags stay absent (argparse.SUPPRESS) so
-    presets apply. Read them back with ``config_overrides``."""
-    hints = typing.get_type_hints(DQNConfig)
+    """One flag per DQNConfig field (but those in ``exclude``), built from the field's metadata (help text,
+    validation rule, group); absent flags stay absent (argparse.SUPPRESS) so presets apply. Read them back
+    with ``config_overrides``."""
     defaults = DQNConfig()
-    group = parser.add_argument_group("config (defaults: the chosen --preset; shown: the seed preset)")
+    groups = {name: parser.add_argument_group(f"config: {name} (defaults: the chosen --preset; shown: the seed "
+                                              f"preset)") for name in GROUPS}
     for field in dataclasses.fields(DQNConfig):
         if field.name in exclude:
             continue
-        hint, default = hints[field.name], getattr(defaults, field.name)
-        kwargs: dict = dict(dest=field.name, default=argparse.SUPPRESS,
-                            help=f"{FIELD_HELP.get(field.name, field.name)} (seed: {default!r})")
-        if field.name == "backend":
-            group.add_argument(_flag(field.name), choices=BACKENDS, **kwargs)
-        elif field.name == "loop":
-            group.add_argument(_flag(field.name), choices=LOOPS, **kwargs)
-        elif field.name == "obs_encoding":
-            group.add_argument(_flag(field.name), choices=OBS_ENCODINGS, **kwargs)
-        elif hint is bool:
-            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
-        elif field.name in ("hidden_sizes", "conv_channels"):
-            group.add_argument(_flag(field.name), nargs="+", type=int, metavar="WIDTH", **kwargs)
-        elif field.name in ("max_grad_norm", "learning_rate_end"):
-            group.add_argument(_flag(field.name), type=_optional_float, metavar="X|none", **kwargs)
-        elif hint is int:
-            group.add_argument(_flag(field.name), type=int, metavar="N", **kwargs)
-        elif hint is float:
-            group.add_argument(_flag(field.name), type=float, metavar="X", **kwargs)
-        else:
-            group.add_argument(_flag(field.name), type=str, **kwargs)
+        help_text = f"{field.metadata['help']} (seed: {getattr(defaults, field.name)!r})"
+        groups[field.metadata["group"]].add_argument(
+            _flag(field.name), dest=field.name, default=argparse.SUPPRESS, help=help_text,
+            **_argparse_kwargs(field.metadata["rule"]))
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -195,7 +137,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.train import DivergenceError, load_run_config, prepare_run_dir, train
+    from jaxrl.dqn.run_dir import load_run_config, prepare_run_dir
+    from jaxrl.dqn.train import DivergenceError, train
 
     try:
         if args.resume:
@@ -235,7 +178,7 @@ def _agent(args: argparse.Namespace):
     """(params or None, config, description) from --run-dir / --random."""
     from jaxrl.dqn.config import preset
     from jaxrl.dqn.evaluate import load_params
-    from jaxrl.dqn.train import load_run_config
+    from jaxrl.dqn.run_dir import load_run_config
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

@@ -1,5 +1,10 @@
 """Every hyper-parameter and run setting of a DQN run, as one frozen, validated dataclass.
 
+Each field carries, in its ``dataclasses.field`` metadata, its ``group`` (the concern it belongs to), its
+``help`` text and its validation ``rule`` (``Int``, ``Real``, ``Choice``, ``Flag``, ``Sizes``, ``Text``);
+``_validate`` applies the rules and then the checks that relate several fields, and ``jaxrl.dqn.cli`` builds
+one flag per field from the same metadata. Adding an option is: a field here, the code that uses it, its test.
+
 Units: a *step* is one agent-environment transition of one env (so a call to the vectorised env with
 ``num_envs`` envs is ``num_envs`` steps); an env *frame* is one emulator frame (``step * frame_skip``).
 ``update_every`` counts calls of the learner (one call per vectorised env step), so the replay ratio is
@@ -18,6 +23,8 @@ import math
 import numbers
 from typing import Any, Mapping
 
+from jaxrl.dqn.atari import NUM_RAM_BYTES
+
 BACKENDS = ("auto", "envpool", "gymnasium")
 # As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
 OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
@@ -34,102 +41,201 @@ RESUMABLE_FIELDS = frozenset({"total_steps", "log_every", "keep_checkpoints", "e
                               "loop", "xla_chunk_calls"})
 
 
+# -- validation rules (one per field, in its metadata) ----------------------------------------------------
+def check_int(name: str, value, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (no bool), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a float in [low, high] (``(low, high]`` with ``low_open``; no bool, no NaN), or a
+    ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if (value <= low if low_open else value < low) or value > high:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An integer in [low, high] (high None: no upper bound)."""
+
+    low: int = 1
+    high: int | None = None
+
+    def __call__(self, name: str, value) -> None:
+        check_int(name, value, self.low, self.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class Real:
+    """A real number in [low, high] (``(low, high]`` with low_open); None too when ``optional``."""
+
+    low: float = 0.0
+    high: float = math.inf
+    low_open: bool = False
+    optional: bool = False
+    finite: bool = False
+
+    def __call__(self, name: str, value) -> None:
+        if value is None and self.optional:
+            return
+        check_real(name, value, self.low, self.high, low_open=self.low_open)
+        if self.finite and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of ``options`` (strings)."""
+
+    options: tuple[str, ...]
+
+    def __call__(self, name: str, value) -> None:
+        if value not in self.options:
+            raise ValueError(f"{name} must be one of {', '.join(self.options)}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A bool."""
+
+    def __call__(self, name: str, value) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """A non-empty tuple of positive integers (layer widths, channels)."""
+
+    def __call__(self, name: str, value) -> None:
+        if not value or not all(not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
+                                for v in value):
+            raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A non-empty string."""
+
+    def __call__(self, name: str, value) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+GROUPS = ("env", "network", "loss", "replay", "exploration", "run")
+
+
+def _field(default, group: str, help: str, rule) -> Any:
+    """A DQNConfig field with its metadata: the concern it belongs to, its help text and validation rule."""
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, "rule": rule})
+
+
+_PROBABILITY = Real(0.0, 1.0)
+_POSITIVE = Real(0.0, math.inf, low_open=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
     """Hyper-parameters and run settings of a DQN run on Atari RAM (validated on construction).
 
-    Environment (both backends; see ``jaxrl.dqn.envs``):
-        env_id: envpool task id, e.g. ``"SpaceInvaders-v5"`` (gymnasium uses ``"ALE/SpaceInvaders-v5"``).
-        backend: ``"auto"`` (envpool when importable, else gymnasium), ``"envpool"`` or ``"gymnasium"``.
-        num_envs: N envs stepped together.
-        frame_skip: emulator frames per agent step (action repeated, rewards summed).
-        repeat_action_probability: sticky-action probability per frame (Machado et al. 2018; ALE v5: 0.25).
-        noop_max: after each reset, a uniform random number in [1, noop_max] of no-op frames (envpool's rule).
-        max_episode_frames: an episode is truncated (bootstrapped, not terminal) after this many frames.
-        frame_stack: the agent sees each env's last k RAM snapshots (``[k * 128]`` bytes, oldest first, refilled
-            at every reset; ``jaxrl.dqn.frame_stack``); 1: the current RAM only.
-    Agent (``jaxrl.dqn.learner.make_learner``):
-        hidden_sizes, obs_encoding (``"scale"``: RAM / 255; ``"bits"``: 8 binary inputs per byte), dueling
-        (value + advantage head), layer_norm (LayerNorm in each hidden layer), num_quantiles (0: DQN's
-        expected-value head; N > 0: QR-DQN, N quantiles of the return per action; huber_delta is then its
-        quantile Huber threshold), buffer_size, batch_size, gamma,
-        learning_rate, learning_rate_end (None: constant; else Adam's step size goes linearly from
-        learning_rate to it over the updates of the first learning_rate_decay_steps env steps, then stays:
-        like epsilon, the schedule does not depend on total_steps, so a resumed run keeps it), huber_delta,
-        max_grad_norm (None: no clipping), double_dqn, munchausen_alpha (> 0:
-        Munchausen-DQN targets, ``jaxrl.dqn.agent.munchausen_target``) and munchausen_temperature (in stored
-        reward units), target_update_period (updates between hard syncs), tau (1.0: hard copy,
-        < 1: Polyak averaging every update), reward_scale (multiplies rewards before they are stored),
-        clip_rewards (store sign(reward) * reward_scale, the Nature DQN's clipping), life_loss_terminal (a
-        step that loses a life is stored as terminal, the game goes on: CleanRL's EpisodicLifeEnv without
-        its resets), n_step (1: one-step targets; n: n-step returns, ``jaxrl.dqn.nstep``), prioritized_replay
-        (proportional prioritized replay, ``jaxrl.dqn.prioritized``) with priority_exponent (alpha) and
-        importance_exponent (beta of the importance weights),
-        epsilon_start, epsilon_end, epsilon_decay_steps (linear, in steps), learning_starts (steps before
-        the first update), update_every (calls between update phases), updates_per_call.
-    Run:
-        seed, total_steps, checkpoint_every (steps), keep_checkpoints (last N kept, plus the best by eval
-        return), eval_episodes (run at each checkpoint with ``eval_epsilon``; 0: best by training return),
-        log_every (steps between ``metrics.csv`` rows), loop (``"auto"``, the default: ``"xla"`` when the
-        backend is envpool, else ``"python"``; ``"python"``: the host steps the envs and calls
-        the jitted learner step once per vectorised step; ``"xla"``: envpool's XLA interface and the learner
-        step compiled together in one ``lax.while_loop``, needs the envpool backend), xla_chunk_calls (most
-        learner calls per compiled call of the XLA loop; a compiled call also ends at each ``metrics.csv``
-        row and segment boundary; the host checks Ctrl-C and updates the progress bar between them).
+    Fields by group (``metadata["group"]``; their help texts are ``jaxrl dqn train --help``): ``env`` (both
+    backends, ``jaxrl.dqn.envs``), ``network`` (``jaxrl.dqn.network``), ``loss`` (``jaxrl.dqn.agent``),
+    ``replay`` (``jaxrl.dqn.learner``, ``replay``, ``prioritized``, ``nstep``), ``exploration`` and ``run``
+    (``jaxrl.dqn.train``).
     """
 
-    # environment
-    env_id: str = "SpaceInvaders-v5"
-    backend: str = "auto"
-    num_envs: int = 8
-    frame_skip: int = 4
-    repeat_action_probability: float = 0.25
-    noop_max: int = 30
-    max_episode_frames: int = 108_000
-    frame_stack: int = 1
-    # network and agent
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    obs_encoding: str = "scale"
-    conv_channels: tuple[int, ...] = (16, 32)
-    dueling: bool = False
-    layer_norm: bool = False
-    num_quantiles: int = 0
-    buffer_size: int = 100_000
-    batch_size: int = 128
-    gamma: float = 0.98
-    learning_rate: float = 2e-3
-    learning_rate_end: float | None = None
-    learning_rate_decay_steps: int = 2_500_000
-    huber_delta: float = 1.0
-    max_grad_norm: float | None = None
-    double_dqn: bool = False
-    munchausen_alpha: float = 0.0
-    munchausen_temperature: float = 0.03
-    target_update_period: int = 250
-    tau: float = 1.0
-    reward_scale: float = 0.01
-    clip_rewards: bool = False
-    life_loss_terminal: bool = False
-    n_step: int = 1
-    prioritized_replay: bool = False
-    priority_exponent: float = 0.5
-    importance_exponent: float = 0.5
-    epsilon_start: float = 0.08
-    epsilon_end: float = 0.01
-    epsilon_decay_steps: int = 1_000_000
-    learning_starts: int = 2_000
-    update_every: int = 1
-    updates_per_call: int = 1
+    # env
+    env_id: str = _field("SpaceInvaders-v5", "env", "envpool task id (gymnasium adds ALE/)", Text())
+    backend: str = _field("auto", "env", "envpool when installed (auto), or gymnasium + ale-py", Choice(BACKENDS))
+    num_envs: int = _field(8, "env", "envs stepped together", Int(1, 4096))
+    frame_skip: int = _field(4, "env", "emulator frames per agent step (action repeated, rewards summed)",
+                             Int(1, 64))
+    repeat_action_probability: float = _field(0.25, "env", "sticky actions, per frame (Machado et al. 2018)",
+                                              _PROBABILITY)
+    noop_max: int = _field(30, "env", "uniform [1, N] no-op frames after each reset", Int(1, 10_000))
+    max_episode_frames: int = _field(108_000, "env", "truncate (bootstrap) an episode after this many frames",
+                                     Int(1))
+    frame_stack: int = _field(1, "env", "observe each env's last K RAM snapshots (K * 128 bytes, oldest first, "
+                                        "refilled at every reset)", Int(1, 16))
+    # network
+    hidden_sizes: tuple[int, ...] = _field((256, 256), "network", "Q-network hidden widths", Sizes())
+    obs_encoding: str = _field(
+        "scale", "network", "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded "
+        "Space Invaders objects, egocentric vector) or planes (objects on a grid, CNN); the last two need "
+        "--frame-stack >= 2", Choice(OBS_ENCODINGS))
+    conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the stride-2 3x3 convolutions on "
+                                                                 "--obs-encoding planes", Sizes())
+    dueling: bool = _field(False, "network", "dueling Q-network head (value + advantages)", Flag())
+    layer_norm: bool = _field(False, "network", "LayerNorm in each hidden layer of the Q-network", Flag())
+    num_quantiles: int = _field(0, "network", "0: DQN; N > 0: QR-DQN with N return quantiles per action "
+                                              "(--huber-delta is its kappa)", Int(0, 10_000))
+    # loss and optimizer
+    gamma: float = _field(0.98, "loss", "discount", _PROBABILITY)
+    learning_rate: float = _field(2e-3, "loss", "Adam step size", Real(0.0, math.inf, low_open=True, finite=True))
+    learning_rate_end: float | None = _field(
+        None, "loss", "Adam step size reached linearly after --learning-rate-decay-steps, then kept (none: "
+        "constant; the schedule does not depend on --total-steps, so a resumed run keeps it)",
+        Real(0.0, math.inf, optional=True))
+    adam_eps: float = _field(1e-8, "loss", "Adam's epsilon, added to the root of its second-moment estimate",
+                             _POSITIVE)
+    learning_rate_decay_steps: int = _field(2_500_000, "loss", "env steps over which the step size decays to "
+                                                               "--learning-rate-end", Int(1))
+    huber_delta: float = _field(1.0, "loss", "Huber loss threshold", _POSITIVE)
+    max_grad_norm: float | None = _field(None, "loss", "global gradient-norm clip (none: off)",
+                                         Real(0.0, math.inf, low_open=True, optional=True))
+    double_dqn: bool = _field(False, "loss", "double-DQN targets", Flag())
+    munchausen_alpha: float = _field(0.0, "loss", "> 0: Munchausen-DQN targets with this log-policy bonus weight "
+                                                  "(paper: 0.9)", _PROBABILITY)
+    munchausen_temperature: float = _field(0.03, "loss", "Munchausen softmax temperature, in stored reward units "
+                                                         "(paper: 0.03)", _POSITIVE)
+    target_update_period: int = _field(250, "loss", "updates between hard target syncs", Int(1))
+    tau: float = _field(1.0, "loss", "1: hard sync; < 1: Polyak averaging every update",
+                        Real(0.0, 1.0, low_open=True))
+    # replay
+    buffer_size: int = _field(100_000, "replay", "replay capacity (transitions)", Int(1))
+    batch_size: int = _field(128, "replay", "transitions per update", Int(1))
+    reward_scale: float = _field(0.01, "replay", "reward multiplier before storing", _POSITIVE)
+    clip_rewards: bool = _field(False, "replay", "store sign(reward) * reward_scale (Nature DQN clipping)", Flag())
+    life_loss_terminal: bool = _field(False, "replay", "store a life-losing step as terminal (the game goes on)",
+                                      Flag())
+    n_step: int = _field(1, "replay", "n-step returns (1: one-step DQN targets)", Int(1, 100))
+    prioritized_replay: bool = _field(False, "replay", "proportional prioritized replay (Schaul et al. 2016)",
+                                      Flag())
+    priority_exponent: float = _field(0.5, "replay", "prioritized replay: alpha, priority = |TD error| ** alpha",
+                                      _PROBABILITY)
+    importance_exponent: float = _field(0.5, "replay", "prioritized replay: beta of the importance weights",
+                                        _PROBABILITY)
+    learning_starts: int = _field(2_000, "replay", "env steps before the first update", Int(0))
+    update_every: int = _field(1, "replay", "learner calls (one per vectorised env step) between update phases",
+                               Int(1))
+    updates_per_call: int = _field(1, "replay", "DQN updates per update phase", Int(1))
+    # exploration
+    epsilon_start: float = _field(0.08, "exploration", "initial exploration rate", _PROBABILITY)
+    epsilon_end: float = _field(0.01, "exploration", "final exploration rate", _PROBABILITY)
+    epsilon_decay_steps: int = _field(1_000_000, "exploration", "env steps of linear epsilon decay", Int(1))
     # run
-    seed: int = 0
-    total_steps: int = 2_500_000
-    checkpoint_every: int = 100_000
-    keep_checkpoints: int = 3
-    eval_episodes: int = 8
-    eval_epsilon: float = 0.05
-    log_every: int = 10_000
-    loop: str = "auto"
-    xla_chunk_calls: int = 256
+    seed: int = _field(0, "run", "run seed (network init, exploration, env seeds)", Int(0, 2**31 - 1))
+    total_steps: int = _field(2_500_000, "run", "env steps to train (all envs)", Int(1))
+    checkpoint_every: int = _field(100_000, "run", "env steps between checkpoints (segment boundaries)", Int(1))
+    keep_checkpoints: int = _field(3, "run", "latest checkpoints kept (plus the best)", Int(1))
+    eval_episodes: int = _field(8, "run", "eval episodes at each checkpoint (0: off; the best checkpoint is then "
+                                          "the best by training return)", Int(0))
+    eval_epsilon: float = _field(0.05, "run", "epsilon of those evals", _PROBABILITY)
+    log_every: int = _field(10_000, "run", "env steps between metrics.csv rows", Int(1))
+    loop: str = _field("auto", "run", "auto: xla with envpool, else python; python: host env loop, one jitted "
+                                      "learner call per env step; xla: envpool's XLA step and the learner compiled "
+                                      "together (envpool only)", Choice(LOOPS))
+    xla_chunk_calls: int = _field(256, "run", "--loop xla: most learner calls per compiled call (the host checks "
+                                              "Ctrl-C between them)", Int(1, 100_000))
 
     def __post_init__(self) -> None:
         for name in ("hidden_sizes", "conv_channels"):
@@ -144,13 +250,9 @@ class DQNConfig:
         return self.update_every * self.num_envs / self.updates_per_call
 
     @property
-    def frames_per_step(self) -> int:
-        return self.frame_skip
-
-    @property
     def obs_size(self) -> int:
         """Bytes the agent observes per env: 128 RAM bytes per stacked snapshot."""
-        return 128 * self.frame_stack
+        return NUM_RAM_BYTES * self.frame_stack
 
     @property
     def learning_rate_decay_updates(self) -> int:
@@ -158,56 +260,6 @@ class DQNConfig:
         if self.learning_rate_end is None:
             return 0
         return max(1, math.ceil(self.learning_rate_decay_steps / self.steps_per_update))
-
-    def learner_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``make_learner(num_envs, num_actions, **kwargs)``."""
-        return dict(
-            buffer_size=self.buffer_size,
-            batch_size=self.batch_size,
-            gamma=self.gamma,
-            learning_rate=self.learning_rate,
-            learning_rate_end=self.learning_rate_end,
-            learning_rate_decay_updates=self.learning_rate_decay_updates,
-            learning_starts=self.learning_starts,
-            update_every=self.update_every,
-            updates_per_call=self.updates_per_call,
-            target_update_period=self.target_update_period,
-            tau=self.tau,
-            double_dqn=self.double_dqn,
-            munchausen_alpha=self.munchausen_alpha,
-            munchausen_temperature=self.munchausen_temperature,
-            reward_scale=self.reward_scale,
-            clip_rewards=self.clip_rewards,
-            life_loss_terminal=self.life_loss_terminal,
-            n_step=self.n_step,
-            prioritized_replay=self.prioritized_replay,
-            priority_exponent=self.priority_exponent,
-            importance_exponent=self.importance_exponent,
-            epsilon_start=self.epsilon_start,
-            epsilon_end=self.epsilon_end,
-            epsilon_decay_steps=self.epsilon_decay_steps,
-            **self.network_kwargs(),
-            huber_delta=self.huber_delta,
-            max_grad_norm=self.max_grad_norm,
-        )
-
-    def network_kwargs(self) -> dict[str, Any]:
-        """The Q-network's keyword arguments of ``make_dqn`` / ``make_learner`` (to rebuild it for evaluation)."""
-        return dict(hidden_sizes=self.hidden_sizes, obs_encoding=self.obs_encoding,
-                    conv_channels=self.conv_channels, dueling=self.dueling,
-                    layer_norm=self.layer_norm, num_quantiles=self.num_quantiles, obs_size=self.obs_size)
-
-    def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``jaxrl.dqn.envs.make_vec_env`` (besides num_envs and seed)."""
-        return dict(
-            env_id=self.env_id,
-            backend=self.backend,
-            frame_skip=self.frame_skip,
-            repeat_action_probability=self.repeat_action_probability,
-            noop_max=self.noop_max,
-            max_episode_frames=self.max_episode_frames,
-            frame_stack=self.frame_stack,
-        )
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -275,47 +327,17 @@ def preset(name: str, **overrides: Any) -> DQNConfig:
 
 
 # -- validation -------------------------------------------------------------------------------------
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _validate(config: DQNConfig) -> None:
-    def need_int(name, low, high=None):
-        value = getattr(config, name)
-        if not _is_int(value):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ValueError(f"{name} must be {bound}, got {value}")
+    """Each field's own rule (its metadata), in field order, then the checks that relate fields."""
+    for field in dataclasses.fields(config):
+        field.metadata["rule"](field.name, getattr(config, field.name))
+    _validate_combinations(config)
 
-    def need_real(name, low, high, *, low_open=False):
-        value = getattr(config, name)
-        if not _is_real(value) or value != value:
-            raise ValueError(f"{name} must be a real number, got {value!r}")
-        if (value <= low if low_open else value < low) or value > high:
-            bound = f"{'(' if low_open else '['}{low}, {high}]"
-            raise ValueError(f"{name} must be in {bound}, got {value}")
 
-    if not isinstance(config.env_id, str) or not config.env_id:
-        raise ValueError(f"env_id must be a non-empty string, got {config.env_id!r}")
-    if config.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
-    need_int("num_envs", 1, 4096)
-    need_int("frame_skip", 1, 64)
-    need_real("repeat_action_probability", 0.0, 1.0)
+def _validate_combinations(config: DQNConfig) -> None:
     if config.repeat_action_probability >= 1.0:
         raise ValueError("repeat_action_probability must be < 1 (1 would repeat the first action forever)")
-    need_int("noop_max", 1, 10_000)
-    need_int("max_episode_frames", config.frame_skip)
-    need_int("frame_stack", 1, 16)
-    if not config.hidden_sizes or not all(_is_int(h) and h >= 1 for h in config.hidden_sizes):
-        raise ValueError(f"hidden_sizes must be a non-empty sequence of positive integers, got {config.hidden_sizes!r}")
-    if config.obs_encoding not in OBS_ENCODINGS:
-        raise ValueError(f"obs_encoding must be one of {', '.join(OBS_ENCODINGS)}, got {config.obs_encoding!r}")
+    check_int("max_episode_frames", config.max_episode_frames, config.frame_skip)
     if config.obs_encoding in GAME_ENCODINGS:
         if not config.env_id.startswith(GAME_ENV_PREFIX):
             raise ValueError(f"obs_encoding={config.obs_encoding!r} decodes Space Invaders' RAM; env_id "
@@ -323,58 +345,19 @@ def _validate(config: DQNConfig) -> None:
         if config.frame_stack < 2:
             raise ValueError(f"obs_encoding={config.obs_encoding!r} needs frame_stack >= 2 (bullets are seen as "
                              f"changes between consecutive RAM snapshots), got {config.frame_stack}")
-    if not config.conv_channels or not all(_is_int(c) and c >= 1 for c in config.conv_channels):
-        raise ValueError(f"conv_channels must be a non-empty sequence of positive integers, got "
-                         f"{config.conv_channels!r}")
-    need_int("buffer_size", 1)
-    need_int("batch_size", 1)
     if config.batch_size > config.buffer_size:
         raise ValueError(f"batch_size ({config.batch_size}) must be <= buffer_size ({config.buffer_size})")
-    need_real("gamma", 0.0, 1.0)
-    need_real("learning_rate", 0.0, float("inf"), low_open=True)
-    if config.learning_rate == float("inf"):
-        raise ValueError("learning_rate must be finite")
+    if config.num_envs * config.n_step > config.buffer_size:
+        raise ValueError(f"num_envs * n_step ({config.num_envs} * {config.n_step}) must be <= buffer_size "
+                         f"({config.buffer_size})")
     if config.learning_rate_end is not None:
-        need_real("learning_rate_end", 0.0, config.learning_rate)
-    need_int("learning_rate_decay_steps", 1)
-    need_real("huber_delta", 0.0, float("inf"), low_open=True)
-    if config.max_grad_norm is not None:
-        need_real("max_grad_norm", 0.0, float("inf"), low_open=True)
-    for name in ("double_dqn", "clip_rewards", "life_loss_terminal", "dueling", "layer_norm",
-                 "prioritized_replay"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"{name} must be a bool, got {getattr(config, name)!r}")
-    need_int("num_quantiles", 0, 10_000)
+        check_real("learning_rate_end", config.learning_rate_end, 0.0, config.learning_rate)
     if config.num_quantiles > 0 and config.munchausen_alpha > 0:
         raise ValueError("num_quantiles > 0 cannot be combined with munchausen_alpha > 0 (Munchausen targets are "
                          "implemented for Q-values only)")
-    need_int("target_update_period", 1)
-    need_real("tau", 0.0, 1.0, low_open=True)
-    need_real("munchausen_alpha", 0.0, 1.0)
-    need_real("munchausen_temperature", 0.0, float("inf"), low_open=True)
     if config.munchausen_alpha > 0 and config.double_dqn:
         raise ValueError("double_dqn cannot be combined with munchausen_alpha > 0 (Munchausen targets bootstrap "
                          "a soft value, not an argmax)")
-    need_real("reward_scale", 0.0, float("inf"), low_open=True)
-    need_real("epsilon_start", 0.0, 1.0)
-    need_real("epsilon_end", 0.0, 1.0)
-    need_int("epsilon_decay_steps", 1)
-    need_int("learning_starts", 0)
-    need_int("update_every", 1)
-    need_int("updates_per_call", 1)
-    need_int("n_step", 1, 100)
-    need_real("priority_exponent", 0.0, 1.0)
-    need_real("importance_exponent", 0.0, 1.0)
-    need_int("seed", 0, 2**31 - 1)
-    need_int("total_steps", 1)
-    need_int("checkpoint_every", 1)
-    need_int("keep_checkpoints", 1)
-    need_int("eval_episodes", 0)
-    need_real("eval_epsilon", 0.0, 1.0)
-    need_int("log_every", 1)
-    if config.loop not in LOOPS:
-        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {config.loop!r}")
     if config.loop == "xla" and config.backend == "gymnasium":
         raise ValueError("loop='xla' needs the envpool backend (gymnasium has no XLA interface); use --backend "
                          "envpool (or auto) or --loop python")
-    need_int("xla_chunk_calls", 1, 100_000)

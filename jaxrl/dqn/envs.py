@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from jaxrl.dqn import frame_stack as _frame_stack
-
-RAM_SIZE = 128
+from jaxrl.dqn.atari import envpool_kwargs, gymnasium_env_id, max_episode_steps
+from jaxrl.dqn.config import check_int
 
 
 def envpool_available() -> bool:
@@ -49,15 +49,6 @@ def resolve_backend(backend: str) -> str:
     if backend == "gymnasium":
         return backend
     raise ValueError(f"backend must be 'auto', 'envpool' or 'gymnasium', got {backend!r}")
-
-
-def gymnasium_env_id(env_id: str) -> str:
-    """envpool's ``"SpaceInvaders-v5"`` -> gymnasium's ``"ALE/SpaceInvaders-v5"``."""
-    return env_id if env_id.startswith("ALE/") else f"ALE/{env_id}"
-
-
-def envpool_env_id(env_id: str) -> str:
-    return env_id[len("ALE/"):] if env_id.startswith("ALE/") else env_id
 
 
 class RamVecEnv:
@@ -116,16 +107,9 @@ class EnvpoolRamVecEnv(RamVecEnv):
                  max_episode_frames, render=False):
         import envpool
 
-        image = dict(img_height=210, img_width=160, gray_scale=False) if render else \
-            dict(img_height=8, img_width=8, gray_scale=True)
-        self._env = envpool.make(
-            envpool_env_id(env_id), env_type="gymnasium", num_envs=num_envs, batch_size=num_envs,
-            seed=int(seed), frame_skip=frame_skip, repeat_action_probability=float(repeat_action_probability),
-            noop_max=int(noop_max),  # envpool: uniform in [1, noop_max] no-op frames after reset
-            max_episode_steps=max(1, int(max_episode_frames) // frame_skip), stack_num=1,
-            episodic_life=False, reward_clip=False, use_fire_reset=False, full_action_space=False,
-            **image,
-        )
+        self._env = envpool.make(**envpool_kwargs(
+            env_id, num_envs, seed, frame_skip=frame_skip, repeat_action_probability=repeat_action_probability,
+            noop_max=noop_max, max_episode_frames=max_episode_frames, render=render))
         self.num_envs = num_envs
         self.num_actions = int(self._env.action_space.n)
         self._render = render
@@ -208,14 +192,14 @@ class GymnasiumRamVecEnv(RamVecEnv):
         gym.register_envs(ale_py)
         episode_rules = _atari_reset_wrapper()
         name = gymnasium_env_id(env_id)
-        max_episode_steps = max(1, int(max_episode_frames) // frame_skip)
+        steps_limit = max_episode_steps(max_episode_frames, frame_skip)
 
         def make_one():
             env = gym.make(name, obs_type="ram", frameskip=frame_skip,
                            repeat_action_probability=float(repeat_action_probability),
                            max_num_frames_per_episode=int(max_episode_frames) + int(noop_max) + 4 * frame_skip,
                            full_action_space=False, render_mode="rgb_array" if render else None)
-            return episode_rules(env, noop_max, max_episode_steps)
+            return episode_rules(env, noop_max, steps_limit)
 
         self._env = SyncVectorEnv([make_one for _ in range(num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
         self.num_envs = num_envs
@@ -260,12 +244,11 @@ def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", 
             (``jaxrl.dqn.frame_stack``).
         render: also keep RGB frames ``[N, 210, 160, 3]`` for ``render()`` (for ``play``).
     """
-    if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    num_envs = check_int("num_envs", num_envs)
     backend = resolve_backend(backend)
     cls = EnvpoolRamVecEnv if backend == "envpool" else GymnasiumRamVecEnv
     frame_stack = _frame_stack.check_frame_stack(frame_stack)  # before an env is made
-    env = cls(env_id, int(num_envs), int(seed), frame_skip=frame_skip,
+    env = cls(env_id, num_envs, int(seed), frame_skip=frame_skip,
               repeat_action_probability=repeat_action_probability, noop_max=noop_max,
               max_episode_frames=max_episode_frames, render=render)
     return _frame_stack.stack_vec_env(env, frame_stack)
@@ -273,6 +256,8 @@ def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", 
 
 def make_env_from_config(config: Any, num_envs: int | None = None, seed: int | None = None, *,
                          render: bool = False) -> RamVecEnv:
-    """``make_vec_env`` with a ``DQNConfig``'s env settings."""
-    return make_vec_env(config.num_envs if num_envs is None else num_envs,
-                        config.seed if seed is None else seed, render=render, **config.env_kwargs())
+    """``make_vec_env`` with a ``DQNConfig``'s env settings (``num_envs`` / ``seed``: the config's when None)."""
+    return make_vec_env(config.num_envs if num_envs is None else num_envs, config.seed if seed is None else seed,
+                        env_id=config.env_id, backend=config.backend, frame_skip=config.frame_skip,
+                        repeat_action_probability=config.repeat_action_probability, noop_max=config.noop_max,
+                        max_episode_frames=config.max_episode_frames, frame_stack=config.frame_stack, render=render)

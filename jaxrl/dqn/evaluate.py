@@ -1,6 +1,6 @@
 """Evaluate and watch a DQN agent: ε-greedy returns (mean ± std) and ``play`` to an MP4 or GIF.
 
-    params, config = load_params("checkpoints/my-run")            # latest checkpoint ("best" or a step too)
+    params, config, step = load_params("checkpoints/my-run")      # latest checkpoint ("best" or a step too)
     returns = evaluate_returns(config, params, episodes=10, epsilon=0.05, seed=1)
     play(config, params, "agent.mp4", episodes=1)
 
@@ -14,9 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
+from jaxrl.dqn import checkpoint as ckpt
+from jaxrl.dqn.agent import make_dqn
 from jaxrl.dqn.config import DQNConfig
+from jaxrl.dqn.envs import make_env_from_config
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
+from jaxrl.dqn.run_dir import load_run_config
 
 MAX_PARALLEL_EPISODES = 16
 
@@ -32,17 +38,13 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
     Returns:
         (params, config, step).
     """
-    from jaxrl.dqn import checkpoint as ckpt
-    from jaxrl.dqn.envs import make_env_from_config
-    from jaxrl.dqn.train import abstract_learner_state, build_learner, load_run_config
-
     config = load_run_config(run_dir)
     if not ckpt.checkpoint_dir(run_dir).is_dir():
         raise FileNotFoundError(f"no checkpoints in {run_dir}: train it first (jaxrl dqn train --run-dir {run_dir})")
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = build_learner(config, num_actions)
+    learner = make_learner(config, num_actions)
     abstract = abstract_learner_state(learner, config)
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
@@ -62,11 +64,7 @@ def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: i
     if params is None:
         rng = np.random.default_rng(seed)
         return lambda obs: rng.integers(0, num_actions, size=len(obs)).astype(np.int32)
-    import jax
-
-    from jaxrl.dqn.agent import make_dqn
-
-    dqn = make_dqn(num_actions, **config.network_kwargs())
+    dqn = make_dqn(config, num_actions)
     act = jax.jit(dqn.act)
     key = jax.random.PRNGKey(seed)
 
@@ -92,8 +90,6 @@ def evaluate_returns(config: DQNConfig, params, episodes: int, *, epsilon: float
     Returns:
         returns: [episodes] float64.
     """
-    from jaxrl.dqn.envs import make_env_from_config
-
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     if not 0.0 <= float(epsilon) <= 1.0:
@@ -176,8 +172,6 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
 
 def _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps) -> list[float]:
     """Write ``episodes`` rendered episodes to ``writer`` (closed here; ``tmp_path`` removed on error)."""
-    from jaxrl.dqn.envs import make_env_from_config
-
     returns = []
     try:
         for episode in range(episodes):

@@ -4,7 +4,7 @@ A pure pair over an explicit history (``init`` / ``update``), and two wrappers t
 interfaces with the same semantics:
 
 * :func:`stack_vec_env` for a host :class:`~jaxrl.dqn.envs.RamVecEnv` (``--loop python``, eval, play);
-* :func:`stack_xla_env` for an :class:`~jaxrl.dqn.xla_env.XlaEnv` (``--loop xla``; jit-able, its history is
+* :func:`stack_xla_env` for an :class:`~jaxrl.dqn.atari.XlaEnv` (``--loop xla``; jit-able, its history is
   part of the env state).
 
 At a reset every slot holds the first observation (gymnasium's ``FrameStackObservation`` with
@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl.dqn.xla_env import XlaEnv
+from jaxrl.dqn.atari import XlaEnv
+from jaxrl.dqn.config import check_int
 
 
 def _array_module(x):
@@ -48,9 +49,7 @@ def flatten(history: jax.Array) -> jax.Array:
 
 def check_frame_stack(num_frames) -> int:
     """``num_frames`` as an int, or a ValueError naming ``frame_stack`` (checked before any env is made)."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-        raise ValueError(f"frame_stack must be a positive int, got {num_frames!r}")
-    return int(num_frames)
+    return check_int("frame_stack", num_frames)
 
 
 class StackedEnvState(NamedTuple):

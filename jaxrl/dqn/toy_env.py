@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl.dqn.xla_env import XlaEnv
+from jaxrl.dqn.atari import NUM_RAM_BYTES, XlaEnv
 
-NUM_RAM_BYTES = 128
 
 
 class ToyEnvState(NamedTuple):

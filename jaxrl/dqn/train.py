@@ -32,23 +32,29 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import DQNConfig
+from jaxrl.dqn.envs import make_env_from_config, resolve_backend
+from jaxrl.dqn.evaluate import evaluate_returns
+from jaxrl.dqn.learner import abstract_learner_state, make_learner
 from jaxrl.dqn.plots import EVALS_FILE
+from jaxrl.dqn.run_dir import CONFIG_FILE, METRICS_FILE, load_run_config, prepare_run_dir, write_json_atomic
+from jaxrl.dqn.xla_env import make_xla_env_from_config
+from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
 
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.json"
 TENSORBOARD_SUBDIR = "tb"
 METRIC_COLUMNS = ("step", "frames", "episodes", "mean_return", "window_return", "loss", "q_mean", "epsilon",
                   "updates", "steps_per_s", "wall_s")
@@ -57,10 +63,6 @@ RECENT_EPISODES = 100
 
 class DivergenceError(RuntimeError):
     """A loss or parameter became NaN/inf; the run stopped without saving over the last good checkpoint."""
-
-
-class RunDirError(ValueError):
-    """The run directory cannot be used as asked (exists without --resume/--overwrite, or nothing to resume)."""
 
 
 @dataclasses.dataclass
@@ -84,47 +86,6 @@ def segment_seed(seed: int, segment: int, num_envs: int) -> int:
 
 def eval_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(step), 7]).generate_state(1)[0]) % (2**31 - 4096)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def load_run_config(run_dir: str | os.PathLike) -> DQNConfig:
-    """The ``DQNConfig`` saved in ``run_dir/config.json``."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path} not found: is {run_dir} a jaxrl dqn run directory?")
-    try:
-        return DQNConfig.from_dict(json.loads(path.read_bytes().decode("utf-8")))
-    except (ValueError, TypeError) as error:  # not UTF-8, not JSON, not a config
-        raise RunDirError(f"{path} cannot be read as a run config ({error}); each checkpoint holds a copy "
-                          f"(checkpoints/<step>/config/metadata)") from None
-
-
-def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path:
-    """Check (and for a new run, create) ``run_dir``. An existing non-empty directory is only touched with
-    ``resume`` (continue it) or ``overwrite`` (delete it first)."""
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other")
-    if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunDirError(f"cannot resume: {run_dir} has no {CONFIG_FILE} (not a run directory, or never "
-                              f"started); start a new run without --resume")
-        return run_dir
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty; pass --resume to "
-                              f"continue it, --overwrite to replace it, or choose another --run-dir")
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise RunDirError(f"refusing to --overwrite {run_dir}: it is not a jaxrl dqn run directory "
-                              f"(no {CONFIG_FILE}); delete it yourself or choose another --run-dir")
-        shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -186,6 +147,16 @@ def _non_finite(metrics: dict) -> str | None:
     return None
 
 
+def keep_recent(recent: list[float], returns) -> list[float]:
+    """``recent`` with ``returns`` appended, cut to the last RECENT_EPISODES: the "last 100 episodes" window."""
+    return (list(recent) + [float(value) for value in returns])[-RECENT_EPISODES:]
+
+
+def mean_or_nan(values) -> float:
+    """Mean of ``values``, NaN when there are none (no episode finished yet)."""
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
 def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
     """Add one call's update metrics and the returns of episodes that ``ended`` [N] bool to ``host``."""
     if metrics["did_update"]:
@@ -194,15 +165,12 @@ def _record(host: dict, metrics: dict, ended: np.ndarray) -> None:
         host["loss_count"] += 1
     for value in np.asarray(metrics["episode_return"])[ended]:
         host["episodes"] += 1
-        host["recent_returns"] = (host["recent_returns"] + [float(value)])[-RECENT_EPISODES:]
+        host["recent_returns"] = keep_recent(host["recent_returns"], [value])
         host["window_returns"].append(float(value))
 
 
 def guard_step(step):
     """``learner.step`` plus a ``params_finite`` metric (all parameters finite) for the divergence guard."""
-    import jax
-    import jax.numpy as jnp
-
     def guarded_step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t=None):
         state, actions_t, metrics = step(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t)
         finite = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.dqn.params)]
@@ -213,23 +181,7 @@ def guard_step(step):
 
 def make_train_step(learner):
     """``learner.step`` with the divergence metric (``guard_step``), jitted with the state donated."""
-    import jax
-
     return jax.jit(guard_step(learner.step), donate_argnums=0)
-
-
-def build_learner(config: DQNConfig, num_actions: int):
-    from jaxrl.dqn.learner import make_learner
-
-    return make_learner(config.num_envs, num_actions, **config.learner_kwargs())
-
-
-def abstract_learner_state(learner, config: DQNConfig):
-    """Shapes and dtypes of ``learner``'s state for ``config`` (the target of a checkpoint restore)."""
-    import jax
-
-    obs_example = np.zeros((config.num_envs, config.obs_size), np.uint8)
-    return jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_example)[0]
 
 
 def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
@@ -264,8 +216,6 @@ class Chunk(NamedTuple):
 def _begin_segment(train_step, state, obs_0):
     """First learner call on freshly made envs (a new segment, or a resume): ``obs_0`` [N, 128] is not the
     result of the previous actions, so ``done_tm1`` is set for every env and nothing enters the buffer."""
-    import jax.numpy as jnp
-
     num_envs = obs_0.shape[0]
     state = state._replace(done_tm1=jnp.ones_like(state.done_tm1))
     no = np.zeros(num_envs, bool)
@@ -285,10 +235,6 @@ class PythonSegmentRunner:
 
     def start(self, segment: int, state=None) -> None:
         """(Re)make the envs of ``segment``; a fresh agent when ``state`` is None, else continue ``state``."""
-        import jax
-
-        from jaxrl.dqn.envs import make_env_from_config
-
         self.close()
         self.env = make_env_from_config(self.config, seed=segment_seed(self.config.seed, segment,
                                                                         self.config.num_envs))
@@ -302,8 +248,6 @@ class PythonSegmentRunner:
 
     def advance(self, pause_at: int, stop_at: int) -> Chunk:
         """One env step and learner call; it is a segment boundary when ``stop_at`` env steps are due."""
-        import jax
-
         obs, reward, terminated, truncated = self.env.step(self.actions)
         cut = self._env_steps + int(np.sum(~self._done_tm1)) >= stop_at
         forced = ~self._done_tm1 & ~(terminated | truncated) & cut
@@ -338,15 +282,9 @@ class XlaSegmentRunner:
         self.env = None
 
     def start(self, segment: int, state=None) -> None:
-        import jax
-
-        from jaxrl.dqn.xla_env import make_envpool_xla_env
-        from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
-
         self.close()
-        settings = {k: v for k, v in self.config.env_kwargs().items() if k != "backend"}
-        self.env = make_envpool_xla_env(self.config.num_envs, segment_seed(self.config.seed, segment,
-                                                                           self.config.num_envs), **settings)
+        self.env = make_xla_env_from_config(self.config, segment_seed(self.config.seed, segment,
+                                                                      self.config.num_envs))
         self.loop = make_xla_loop(self.guarded, self.env, steps_per_call=self.config.xla_chunk_calls)
         env_state, obs_0 = self.env.reset()
         if state is None:
@@ -360,8 +298,6 @@ class XlaSegmentRunner:
         return self.loop_state.learner
 
     def advance(self, pause_at: int, stop_at: int) -> Chunk:
-        import jax
-
         limit = np.iinfo(np.int32).max
         self.loop_state, metrics, num_calls = self.loop.run_until(
             self.loop_state, np.int32(min(pause_at, limit)), np.int32(min(stop_at, limit)))
@@ -395,13 +331,6 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         TrainResult. Raises ``DivergenceError`` on NaN/inf (nothing saved after the last good checkpoint),
         ``RunDirError`` / ``ConfigMismatchError`` (a ValueError) on a run dir that cannot be used.
     """
-    import jax
-    from tqdm.auto import tqdm
-
-    from jaxrl.dqn import checkpoint as ckpt
-    from jaxrl.dqn.envs import make_env_from_config, resolve_backend
-    from jaxrl.dqn.evaluate import evaluate_returns  # imported up front: a long run never imports mid-way
-
     backend = resolve_backend(config.backend)
     loop, warning = resolve_loop(config.loop, backend)
     config = config.replace(backend=backend, loop=loop)  # the resolved backend and loop are what gets saved
@@ -414,7 +343,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = build_learner(config, num_actions)
+    learner = make_learner(config, num_actions)
     run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
 
@@ -480,8 +409,7 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
         speed = (step - window_start_step) / max(now - window_start_time, 1e-9)
         recent, window = host["recent_returns"], host["window_returns"]
         row = dict(step=step, frames=step * config.frame_skip, episodes=host["episodes"],
-                   mean_return=float(np.mean(recent)) if recent else float("nan"),
-                   window_return=float(np.mean(window)) if window else float("nan"),
+                   mean_return=mean_or_nan(recent), window_return=mean_or_nan(window),
                    loss=host["loss_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    q_mean=host["q_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    epsilon=float(metrics["epsilon"]), updates=int(metrics["num_updates"]),
@@ -558,6 +486,6 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
 
     recent = host["recent_returns"]
     return TrainResult(run_dir=run_dir, env_steps=env_steps, frames=env_steps * config.frame_skip,
-                       episodes=host["episodes"], mean_return=float(np.mean(recent)) if recent else float("nan"),
+                       episodes=host["episodes"], mean_return=mean_or_nan(recent),
                        interrupted=interrupted, last_checkpoint=last_checkpoint,
                        wall_s=time.perf_counter() - wall_start)

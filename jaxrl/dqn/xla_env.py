@@ -7,30 +7,19 @@ batch_size == num_envs): rows come back in env-id order, and auto-reset is next-
 terminated (game over) or truncated returns the reset observation with elapsed_step 0 and reward 0
 (tests/test_dqn_xla_loop.py checks it), which is what `jaxrl.dqn.learner` assumes.
 
-envpool is imported only inside `make_envpool_xla_env`.
+envpool is imported only inside `make_envpool_xla_env` (an optional dependency); the `XlaEnv` interface is
+`jaxrl.dqn.atari`'s.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-class XlaEnv(NamedTuple):
-    """M envs with a jit-able step (next-step auto-reset).
-
-    reset() runs on the host and returns (env_state, obs_0 [M, 128] uint8); step(env_state, actions [M] int32)
-    -> (env_state, (obs [M, 128] uint8, reward [M] float32, terminated [M] bool, truncated [M] bool,
-    life_lost [M] bool)); life_lost: the step lost a life (never on an auto-reset row).
-    """
-
-    reset: Callable[[], tuple[Any, jax.Array]]
-    step: Callable[[Any, jax.Array], tuple[Any, tuple[jax.Array, jax.Array, jax.Array, jax.Array]]]
-    num_envs: int  # M
-    num_actions: int  # A
-    close: Callable[[], None]
+from jaxrl.dqn.atari import XlaEnv, envpool_kwargs
+from jaxrl.dqn.config import check_int
+from jaxrl.dqn.frame_stack import check_frame_stack, stack_xla_env
 
 
 def make_envpool_xla_env(
@@ -62,34 +51,13 @@ def make_envpool_xla_env(
       XlaEnv whose state is (envpool's handle [8] uint8, a token threaded through `step`; lives [M] int32 of
       the last result, to tell when a life was lost).
     """
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}.")
-    from jaxrl.dqn.frame_stack import check_frame_stack, stack_xla_env
-
+    num_envs = check_int("num_envs", num_envs)
     frame_stack = check_frame_stack(frame_stack)
     import envpool
 
-    name = env_id[len("ALE/"):] if env_id.startswith("ALE/") else env_id
-    pool = envpool.make(
-        name,
-        env_type="gymnasium",
-        num_envs=int(num_envs),
-        batch_size=int(num_envs),  # sync mode: every call steps all envs, rows in env-id order
-        num_threads=int(num_threads),
-        seed=int(seed),
-        frame_skip=int(frame_skip),
-        repeat_action_probability=float(repeat_action_probability),
-        noop_max=int(noop_max),
-        max_episode_steps=max(1, int(max_episode_frames) // int(frame_skip)),
-        stack_num=1,
-        episodic_life=False,
-        reward_clip=False,
-        use_fire_reset=False,
-        full_action_space=False,
-        img_height=8,
-        img_width=8,
-        gray_scale=True,
-    )
+    pool = envpool.make(**envpool_kwargs(env_id, num_envs, seed, frame_skip=frame_skip,
+                                         repeat_action_probability=repeat_action_probability, noop_max=noop_max,
+                                         max_episode_frames=max_episode_frames, num_threads=num_threads))
     handle, _recv, _send, xla_step = pool.xla()
 
     def reset():
@@ -109,7 +77,13 @@ def make_envpool_xla_env(
             lives < lives_tm1,  # a reset row has lives back at the start value: never a loss
         )
 
-    env = XlaEnv(
-        reset=reset, step=step, num_envs=int(num_envs), num_actions=int(pool.action_space.n), close=pool.close
-    )
+    env = XlaEnv(reset=reset, step=step, num_envs=num_envs, num_actions=int(pool.action_space.n), close=pool.close)
     return stack_xla_env(env, frame_stack)
+
+
+def make_xla_env_from_config(config: Any, seed: int) -> XlaEnv:
+    """``make_envpool_xla_env`` with a ``DQNConfig``'s env settings (its num_envs; env i seeded ``seed + i``)."""
+    return make_envpool_xla_env(config.num_envs, seed, env_id=config.env_id, frame_skip=config.frame_skip,
+                                repeat_action_probability=config.repeat_action_probability,
+                                noop_max=config.noop_max, max_episode_frames=config.max_episode_frames,
+                                frame_stack=config.frame_stack)

@@ -4,7 +4,7 @@ Each call of `run` is one jitted function that steps the envs (envpool's XLA cus
 stores transitions, updates and acts K times with no host round-trip; the host only logs between calls:
 
     env = make_envpool_xla_env(num_envs=8, seed=0)
-    learner = make_learner(8, env.num_actions)
+    learner = make_learner(preset("seed", num_envs=8), env.num_actions)
     loop = make_xla_loop(learner, env, steps_per_call=1_000)
     loop_state = loop.init(jax.random.key(0))
     for _ in range(100):
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl.dqn.learner import Learner, LearnerState
-from jaxrl.dqn.xla_env import XlaEnv
+from jaxrl.dqn.atari import XlaEnv
 
 
 class LoopState(NamedTuple):
@@ -125,7 +125,7 @@ def make_xla_loop(
     """Compile the training loop of `learner` on `env`.
 
     Args:
-      learner: from `make_learner(N, A, ...)`; with num_seeds, built with `axis_name` set (e.g. "seed").
+      learner: from `make_learner(config, A)` (config.num_envs = N); with num_seeds, built with `axis_name` set (e.g. "seed").
       env: XlaEnv with M = N (or S * N) envs and A actions.
       steps_per_call: K env steps (K * M transitions) per call of `run`.
       num_seeds: S independent agents, or None.
@@ -146,7 +146,7 @@ def make_xla_loop(
         if isinstance(num_seeds, bool) or not isinstance(num_seeds, (int, np.integer)) or num_seeds < 1:
             raise ValueError(f"num_seeds must be a positive int or None, got {num_seeds!r}.")
         if learner.axis_name is None:
-            raise ValueError("num_seeds needs a learner built with make_learner(..., axis_name='seed').")
+            raise ValueError("num_seeds needs a learner built with make_learner(config, num_actions, axis_name='seed').")
     elif learner.axis_name is not None:
         raise ValueError(f"learner has axis_name={learner.axis_name!r} but num_seeds is None.")
     seeds = 1 if num_seeds is None else int(num_seeds)

@@ -53,7 +53,6 @@ __all__ = [
     "make_batches",
     "train_epoch",
     "params_to_numpy",
-    "params_from_numpy",
 ]
 
 Params = tuple  # tuple of (W [fan_in, fan_out], b [fan_out]) per layer
@@ -383,7 +382,3 @@ def params_to_numpy(params: Params):
     intercepts = [np.asarray(b) for _, b in params]
     return coefs, intercepts
 
-
-def params_from_numpy(coefs, intercepts) -> Params:
-    """Parameter pytree (device arrays) from sklearn-style ``coefs_`` / ``intercepts_``."""
-    return tuple((jnp.asarray(w), jnp.asarray(b)) for w, b in zip(coefs, intercepts))
