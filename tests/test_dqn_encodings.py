@@ -175,3 +175,16 @@ def test_q_learning_solves_the_toy_env():
     greedy = np.argmax(np.asarray(learner.dqn.q_values(state.learner.dqn.params, obs)), axis=-1)
     np.testing.assert_array_equal(greedy, np.broadcast_to(np.arange(8) % 4, (3, 8)))
     assert summarize(metrics)["mean_return"] > 6.5  # of 8; uniform random actions score 2
+
+
+def test_train_defaults_to_the_objects_preset_and_seed_stays_the_reference(tmp_path):
+    assert preset("seed") == DQNConfig()  # the reference agent: every default of the config
+    objects = preset("objects")
+    assert (objects.obs_encoding, objects.frame_stack) == ("objects", 2)
+    assert objects.replace(obs_encoding="scale", frame_stack=1) == preset("tuned")
+    run = tmp_path / "run"
+    assert main(["dqn", "train", "--backend", "gymnasium", "--num-envs", "2", "--total-steps", "16",
+                 "--learning-starts", "8", "--buffer-size", "64", "--batch-size", "8", "--checkpoint-every", "16",
+                 "--eval-episodes", "0", "--max-episode-frames", "64", "--run-dir", str(run), "--no-progress"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["obs_encoding"] == "objects" and saved["frame_stack"] == 2 and saved["n_step"] == 3

@@ -162,7 +162,7 @@ def test_xla_loop_with_gymnasium_is_refused_in_one_line(tmp_path, capsys):
     assert not run.exists()
     with pytest.raises(ValueError, match="gymnasium has no XLA interface"):
         DQNConfig(loop="xla", backend="gymnasium")
-    with pytest.raises(ValueError, match="loop must be one of python, xla"):
+    with pytest.raises(ValueError, match="loop must be one of auto, python, xla"):
         DQNConfig(loop="jit")
     with pytest.raises(ValueError, match="xla_chunk_calls must be"):
         DQNConfig(xla_chunk_calls=0)

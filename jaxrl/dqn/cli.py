@@ -16,7 +16,7 @@ import dataclasses
 import sys
 import time
 
-from jaxrl.dqn.config import GROUPS, PRESETS, Choice, DQNConfig, Flag, Int, Real, Sizes
+from jaxrl.dqn.config import DEFAULT_PRESET, GROUPS, PRESETS, Choice, DQNConfig, Flag, Int, Real, Sizes
 
 DEFAULT_RUN_ROOT = "checkpoints"
 _EXIT_BAD_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 1, 130
@@ -94,7 +94,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train an agent into a run directory")
     train.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                       help="base config (default: seed; with --resume: the run's saved config)")
+                       help=f"base config (default: {DEFAULT_PRESET}; with --resume: the run's saved config)")
     train.add_argument("--run-dir", default=None,
                        help=f"run directory (default: {DEFAULT_RUN_ROOT}/dqn-<preset>-<date>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
@@ -147,9 +147,9 @@ def _train(args: argparse.Namespace) -> int:
             prepare_run_dir(args.run_dir, resume=True, overwrite=args.overwrite)  # only checks when resuming
             base = preset(args.preset) if args.preset else load_run_config(args.run_dir)
         else:
-            base = preset(args.preset or "seed")
+            base = preset(args.preset or DEFAULT_PRESET)
         config = with_total_frames(base.replace(**config_overrides(args)), args)
-        run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"run directory: {run_dir}")
         result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress)
