@@ -11,8 +11,9 @@ line's `--help` do not import JAX, scikit-learn or NumPy; `from jaxrl import MLP
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxrl._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -34,18 +35,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
     from jaxrl.mlp.grid import GridResult, fit_grid
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access and cache the name in this module."""
-    if name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    elif name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, _SUBMODULES)

@@ -25,6 +25,8 @@ import threading
 import time
 from typing import IO, Mapping, NamedTuple, Sequence
 
+from jaxrl.argtypes import positive_int
+
 __all__ = ["EXIT_TIMEOUT", "Failure", "add_parser", "free_port", "process_environ", "run", "run_processes"]
 
 EXIT_TIMEOUT = 124  # as coreutils' timeout
@@ -199,16 +201,6 @@ def run_processes(command: Sequence[str], num_processes: int, *, devices_per_pro
     return 0 if failure is None else failure.exit_code
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -248,8 +240,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-n", "--num-processes", type=_positive_int, required=True, help="processes to start")
-    parser.add_argument("--devices-per-process", type=_positive_int, default=None, metavar="K",
+    parser.add_argument("-n", "--num-processes", type=positive_int, required=True, help="processes to start")
+    parser.add_argument("--devices-per-process", type=positive_int, default=None, metavar="K",
                         help="CPU: K CPU devices per process; GPU: process i uses GPUs i*K .. i*K+K-1")
     parser.add_argument("--timeout", type=_positive_seconds, default=None, metavar="S",
                         help="stop every process still running after S seconds (exit code 124)")

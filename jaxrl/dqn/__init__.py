@@ -5,8 +5,7 @@ Importing this package is light: the public names below are resolved on first ac
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jaxrl._lazy import lazy_names
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -27,15 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access and cache the name in this module."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

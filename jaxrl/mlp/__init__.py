@@ -6,8 +6,9 @@ The public names below are resolved on first access (PEP 562 module `__getattr__
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxrl._lazy import lazy_names
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -98,15 +99,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         sklearn_sgd,
     )
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access and cache the name in this module."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

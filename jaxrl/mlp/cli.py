@@ -11,23 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxrl.argtypes import positive_int
+
 __all__ = ["add_parser", "run", "estimator_params_from_args"]
 
 DATASETS = ("digits", "mnist", "fashion", "kmnist")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _hidden_sizes(text: str) -> list[int]:
-    return [_positive_int(part) for part in text.replace(",", " ").split()] or [_positive_int(text)]
+    return [positive_int(part) for part in text.replace(",", " ").split()] or [positive_int(text)]
 
 
 def _non_negative_float(text: str) -> float:
@@ -48,7 +40,7 @@ def _positive_float(text: str) -> float:
 
 
 def _batch_size(text: str):
-    return "auto" if text == "auto" else _positive_int(text)
+    return "auto" if text == "auto" else positive_int(text)
 
 
 # (flag, estimator parameter, argparse keyword arguments); default None = the estimator's own default.
@@ -62,7 +54,7 @@ _MODEL_FLAGS = (
     ("--learning-rate", "learning_rate", dict(choices=("constant", "invscaling", "adaptive"))),
     ("--learning-rate-init", "learning_rate_init", dict(type=_positive_float)),
     ("--power-t", "power_t", dict(type=float)),
-    ("--max-iter", "max_iter", dict(type=_positive_int, help="epochs (sgd/adam) or iterations (lbfgs)")),
+    ("--max-iter", "max_iter", dict(type=positive_int, help="epochs (sgd/adam) or iterations (lbfgs)")),
     ("--shuffle", "shuffle", dict(action=argparse.BooleanOptionalAction)),
     ("--tol", "tol", dict(type=_non_negative_float)),
     ("--momentum", "momentum", dict(type=_non_negative_float)),
@@ -72,8 +64,8 @@ _MODEL_FLAGS = (
     ("--beta-1", "beta_1", dict(type=_non_negative_float)),
     ("--beta-2", "beta_2", dict(type=_non_negative_float)),
     ("--epsilon", "epsilon", dict(type=_positive_float)),
-    ("--n-iter-no-change", "n_iter_no_change", dict(type=_positive_int)),
-    ("--max-fun", "max_fun", dict(type=_positive_int)),
+    ("--n-iter-no-change", "n_iter_no_change", dict(type=positive_int)),
+    ("--max-fun", "max_fun", dict(type=positive_int)),
     ("--verbose", "verbose", dict(action="store_true", default=None)),
 )
 
@@ -95,7 +87,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="official IDX/npz files (md5-verified), or OpenML via sklearn's fetch_openml")
     data.add_argument("--no-download", dest="download", action="store_false",
                       help="only use files already in the data folder")
-    data.add_argument("--max-train", type=_positive_int, default=None,
+    data.add_argument("--max-train", type=positive_int, default=None,
                       help="train on this many images (a seeded random subset) for quick runs")
     data.add_argument("--scale", choices=("pixel", "standard"), default="pixel",
                       help="pixel: x / max pixel value, in [0, 1] (default); standard: StandardScaler")
@@ -112,13 +104,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--compare-sklearn", action="store_true",
                            help="also fit scikit-learn's MLPClassifier with the same parameters, same table")
-    run_group.add_argument("--repeats", type=_positive_int, default=1,
+    run_group.add_argument("--repeats", type=positive_int, default=1,
                            help="fit each model this many times; the table shows the first fit (with jit "
                                 "compilation) and the best later one")
-    run_group.add_argument("--sweep", type=_positive_int, default=None, metavar="N",
+    run_group.add_argument("--sweep", type=positive_int, default=None, metavar="N",
                            help="also fit N models over log-spaced alphas in one vmapped fit_grid call (cold and "
                                 "warm), vs N serial scikit-learn fits with --compare-sklearn")
-    run_group.add_argument("--blas-threads", type=_positive_int, default=None,
+    run_group.add_argument("--blas-threads", type=positive_int, default=None,
                            help="cap the BLAS threads of NumPy/SciPy (scikit-learn's matrix products) during the "
                                 "fits; on a busy machine 1 avoids oversubscription (default: library default)")
     run_group.add_argument("--out", default=None,
