@@ -27,6 +27,8 @@ _EXPORTS = {
         ),
         "jaxrl.mlp.core",
     ),
+    # (the function epoch_end is reached as jaxrl.mlp.epoch_end.epoch_end: the name is its module's)
+    **dict.fromkeys(("EpochEndConfig", "EpochEndState", "init_epoch_end"), "jaxrl.mlp.epoch_end"),
     "MLPClassifier": "jaxrl.mlp.estimators",
     "MLPRegressor": "jaxrl.mlp.estimators",
     "GridResult": "jaxrl.mlp.grid",
@@ -66,6 +68,9 @@ __all__ = [
     "set_learning_rate",
     "sklearn_sgd",
     "sklearn_adam",
+    "EpochEndConfig",
+    "EpochEndState",
+    "init_epoch_end",
     "MLPClassifier",
     "MLPRegressor",
     "fit_grid",
@@ -86,6 +91,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         train_epoch,
         train_step,
     )
+    from jaxrl.mlp.epoch_end import EpochEndConfig, EpochEndState, init_epoch_end
     from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
     from jaxrl.mlp.grid import GridResult, fit_grid
     from jaxrl.mlp.lbfgs import LBFGSResult, lbfgs_fit
