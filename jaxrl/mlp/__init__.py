@@ -28,6 +28,8 @@ _EXPORTS = {
         ),
         "jaxrl.mlp.core",
     ),
+    # (the function epoch_end is reached as jaxrl.mlp.epoch_end.epoch_end: the name is its module's)
+    **dict.fromkeys(("EpochEndConfig", "EpochEndState", "init_epoch_end"), "jaxrl.mlp.epoch_end"),
     "MLPClassifier": "jaxrl.mlp.estimators",
     "MLPRegressor": "jaxrl.mlp.estimators",
     "GridResult": "jaxrl.mlp.grid",
@@ -67,6 +69,9 @@ __all__ = [
     "set_learning_rate",
     "sklearn_sgd",
     "sklearn_adam",
+    "EpochEndConfig",
+    "EpochEndState",
+    "init_epoch_end",
     "MLPClassifier",
     "MLPRegressor",
     "fit_grid",
@@ -87,6 +92,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         train_epoch,
         train_step,
     )
+    from jaxrl.mlp.epoch_end import EpochEndConfig, EpochEndState, init_epoch_end
     from jaxrl.mlp.estimators import MLPClassifier, MLPRegressor
     from jaxrl.mlp.grid import GridResult, fit_grid
     from jaxrl.mlp.lbfgs import LBFGSResult, lbfgs_fit

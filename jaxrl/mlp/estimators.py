@@ -10,7 +10,8 @@ the early-stopping split and the per-epoch shuffles).
 The estimator is only a shell: every epoch is one call of the jitted
 :func:`jaxrl.mlp.core.train_epoch` (a ``lax.scan`` over minibatches of data
 placed on the device once per fit); the host only does what sklearn does at
-epoch ends (loss bookkeeping, stopping rules, learning-rate schedules).
+epoch ends (loss bookkeeping, stopping rules, learning-rate schedules: :func:`jaxrl.mlp.epoch_end.epoch_end`,
+the same function as :func:`jaxrl.mlp.grid.fit_grid`'s compiled loop).
 float64 input is trained under ``jax.enable_x64(True)``; float32 stays float32.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -38,6 +40,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from jaxrl.mlp import core, optim
+from jaxrl.mlp.epoch_end import EpochEndConfig, EpochEndState, epoch_end, schedule_code
 from jaxrl.mlp.lbfgs import lbfgs_fit
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NON_FINITE_MESSAGE"]
@@ -111,6 +114,38 @@ def _pad_2d(array: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if array.shape == (rows, cols):
         return array
     return np.pad(array, ((0, rows - array.shape[0]), (0, cols - array.shape[1])))
+
+
+class _EpochData(NamedTuple):
+    """One fit's training data on the device, padded to the minibatch layout of :func:`_padded_layout`."""
+
+    x: jax.Array  # [rows_to, n_features_to]
+    y: jax.Array  # [rows_to, n_outputs]
+    weight: jax.Array  # [rows_to] sample weights, 0 on padding rows
+    n_samples: int  # real training rows
+    batch_size: int  # sklearn's minibatch size
+    n_batches_to: int  # padded batches per epoch
+    batch_size_to: int  # padded batch width
+
+
+def _place_epoch_data(X, y, sample_weight, batch_size: int, n_features_to: int) -> _EpochData:
+    """Put the training data on the device once per fit (each epoch then only sends its batch layout).
+
+    Args:
+      X: ``[n_samples, n_features]``; y: ``[n_samples, n_outputs]``; sample_weight: ``[n_samples]`` or None.
+    """
+    n_samples, dtype = X.shape[0], X.dtype
+    rows_to, n_batches_to, batch_size_to = _padded_layout(n_samples, batch_size)
+    weight = np.ones(n_samples, dtype) if sample_weight is None else sample_weight.astype(dtype)
+    return _EpochData(
+        x=jax.device_put(_pad_2d(X, rows_to, n_features_to)),
+        y=jax.device_put(_pad_2d(y.astype(dtype), rows_to, y.shape[1])),
+        weight=jax.device_put(np.pad(weight, (0, rows_to - n_samples))),
+        n_samples=n_samples,
+        batch_size=batch_size,
+        n_batches_to=n_batches_to,
+        batch_size_to=batch_size_to,
+    )
 
 
 def _x64(dtype):
@@ -291,126 +326,41 @@ class _BaseMLP(BaseEstimator):
         return optimizer, jax.tree.map(to_device, opt_state)
 
     def _fit_stochastic(self, X, y, sample_weight, random_state, incremental):
-        dtype = X.dtype
-        n_features = X.shape[1]
-        n_features_to = _padded_features(n_features)
-        params = _device_params(self.coefs_, self.intercepts_, dtype, n_features_to)
-        optimizer, opt_state = self._make_opt_state(params, dtype, incremental)
+        """sklearn's ``_fit_stochastic``: jitted epochs (:func:`core.train_epoch`) until a stopping rule fires.
+
+        Each epoch: shuffle (sklearn's ``RandomState``), train, check the loss, score the validation split
+        (``early_stopping``), then sklearn's epoch-end bookkeeping (:func:`epoch_end`).
+
+        Returns:
+          the fitted parameters on the device (the best-validation ones with ``early_stopping``).
+        """
+        n_features_to = _padded_features(X.shape[1])
+        params = _device_params(self.coefs_, self.intercepts_, X.dtype, n_features_to)
+        optimizer, opt_state = self._make_opt_state(params, X.dtype, incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        if early_stopping:
-            # sklearn stratifies on the binarized y when it has a single column.
-            should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            stratify = y if should_stratify else None
-            arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
-            split = train_test_split(
-                *arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
-            )
-            X_train, X_val, y_train, y_val = split[:4]
-            sample_weight_train, sample_weight_val = (None, None) if sample_weight is None else split[4:]
-            if X_val.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
-                )
-            if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(y_val)
-            x_val_device = jax.device_put(_pad_2d(X_val, X_val.shape[0], n_features_to))
-        else:
-            X_train, y_train, sample_weight_train = X, y, sample_weight
-            y_val = sample_weight_val = x_val_device = None
-
-        n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
-        # The data go to the device once per fit; each epoch only sends its batch layout.
-        rows_to, n_batches_to, batch_size_to = _padded_layout(n_samples, batch_size)
-        pad = rows_to - n_samples
-        weight = np.ones(n_samples, dtype) if sample_weight_train is None else sample_weight_train.astype(dtype)
-        x_device = jax.device_put(_pad_2d(X_train, rows_to, n_features_to))
-        y_device = jax.device_put(_pad_2d(y_train.astype(dtype), rows_to, y_train.shape[1]))
-        weight_device = jax.device_put(np.pad(weight, (0, pad)))
-        spec = self._spec()
-        sample_idx = np.arange(n_samples, dtype=int)
+        (X_train, y_train, sample_weight_train), validation = self._split_validation(
+            X, y, sample_weight, random_state, n_features_to
+        )
+        data = _place_epoch_data(X_train, y_train, sample_weight_train,
+                                 self._minibatch_size(X_train.shape[0]), n_features_to)
+        spec, config, ends = self._spec(), self._epoch_end_config(), self._epoch_end_state(opt_state)
+        sample_idx = np.arange(data.n_samples, dtype=int)
         best_params = params
-
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = sklearn_shuffle(sample_idx, random_state=random_state)
-                batch_rows, batch_mask = core.make_batches(sample_idx, batch_size, n_batches_to, batch_size_to)
-                new_params, new_opt_state, metrics = _train_epoch(
-                    params,
-                    opt_state,
-                    x_device,
-                    y_device,
-                    weight_device,
-                    batch_rows,
-                    batch_mask,
-                    self.alpha,
-                    optimizer=optimizer,
-                    spec=spec,
-                )
-                epoch_loss = float(metrics["loss"])
-                self.n_iter_ += 1
-                if not (np.isfinite(epoch_loss) and bool(metrics["finite"])):
-                    raise ValueError(
-                        f"{NON_FINITE_MESSAGE} Solver diverged at iteration {self.n_iter_}: the training loss is "
-                        f"{epoch_loss} (non-finite loss or weights). Try a lower learning_rate_init "
-                        f"(currently {self.learning_rate_init}) or scale the input data "
-                        "(e.g. with StandardScaler). The weights of the last finite iteration are kept."
-                    )
-                params, opt_state = new_params, new_opt_state
-                self.loss_ = epoch_loss
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                improved_params = self._update_no_improvement_count(
-                    early_stopping, params, x_val_device, y_val, sample_weight_val
-                )
-                if improved_params is not None:
-                    best_params = improved_params
-
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    opt_state = optim.set_learning_rate(
-                        opt_state, optim.invscaling_learning_rate(self.learning_rate_init, self.t_, self.power_t)
-                    )
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
-                            self.tol,
-                            self.n_iter_no_change,
-                        )
-                    else:
-                        msg = "Training loss did not improve more than tol=%f for %d consecutive epochs." % (
-                            self.tol,
-                            self.n_iter_no_change,
-                        )
-                    if self.solver == "sgd" and self.learning_rate == "adaptive":
-                        current = optim.get_learning_rate(opt_state)
-                        if current <= 1e-6:
-                            if self.verbose:
-                                print(msg + " Learning rate too small. Stopping.")
-                            break
-                        opt_state = optim.set_learning_rate(opt_state, current / 5.0)
-                        if self.verbose:
-                            print(msg + " Setting learning rate to %f" % (current / 5.0))
-                        self._no_improvement_count = 0
-                    else:
-                        if self.verbose:
-                            print(msg + " Stopping.")
-                        break
-
-                if incremental:
+                params, opt_state, loss = self._train_one_epoch(params, opt_state, optimizer, spec, data, sample_idx)
+                val_score = None if validation is None else self._score_params(params, *validation)
+                previous, ends = ends, epoch_end(ends, loss, data.n_samples, config, val_score)
+                self._record_epoch(ends, loss, val_score)
+                if ends.improved:
+                    best_params = params
+                if ends.learning_rate != previous.learning_rate:
+                    opt_state = optim.set_learning_rate(opt_state, ends.learning_rate)
+                if self._stops(previous, ends) or incremental:
                     break
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
@@ -422,35 +372,117 @@ class _BaseMLP(BaseEstimator):
             warnings.warn("Training interrupted by user.")
         finally:
             self._opt_state = _to_host(opt_state)  # kept in the padded layout for partial_fit
-            self.coefs_, self.intercepts_ = _host_params(params, n_features)
+            self.coefs_, self.intercepts_ = _host_params(params, X.shape[1])
+        return best_params if self.early_stopping else params
 
-        if early_stopping:
-            params = best_params
-        return params
+    def _split_validation(self, X, y, sample_weight, random_state, n_features_to):
+        """sklearn's early-stopping split: ``((X, y, sample_weight) to train on, validation)``.
 
-    def _update_no_improvement_count(self, early_stopping, params, x_val_device, y_val, sample_weight_val):
-        """sklearn's stopping bookkeeping; returns ``params`` when they are the new best."""
-        if early_stopping:
-            val_score = self._score_params(params, x_val_device, y_val, sample_weight_val)
+        ``validation`` is ``(x_val [n_val, n_features_to] on the device, y_val labels, sample_weight_val)``,
+        the arguments of :meth:`_score_params`, or None without ``early_stopping``.
+        """
+        if not self.early_stopping:
+            return (X, y, sample_weight), None
+        # sklearn stratifies on the binarized y when it has a single column.
+        stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+        arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        split = train_test_split(
+            *arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+        )
+        X_train, X_val, y_train, y_val = split[:4]
+        sample_weight_train, sample_weight_val = (None, None) if sample_weight is None else split[4:]
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
+        if is_classifier(self):
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        x_val_device = jax.device_put(_pad_2d(X_val, X_val.shape[0], n_features_to))
+        return (X_train, y_train, sample_weight_train), (x_val_device, y_val, sample_weight_val)
+
+    def _minibatch_size(self, n_samples: int) -> int:
+        """sklearn's minibatch size: ``min(200, n)`` for ``"auto"``, else clipped to ``[1, n]`` with a warning."""
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _epoch_end_config(self) -> EpochEndConfig:
+        return EpochEndConfig(
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            schedule=schedule_code(self.solver, self.learning_rate),
+            learning_rate_init=float(self.learning_rate_init),
+            power_t=self.power_t,
+        )
+
+    def _epoch_end_state(self, opt_state) -> EpochEndState:
+        """The epoch-end state of this call from the fitted attributes (``n_iter_`` restarts at 0, as sklearn)."""
+        return EpochEndState(
+            n_iter=0,
+            samples_seen=self.t_,
+            best_loss=np.inf if self.best_loss_ is None else self.best_loss_,
+            best_score=-np.inf if self.best_validation_score_ is None else self.best_validation_score_,
+            no_improvement=self._no_improvement_count,
+            learning_rate=np.asarray(opt_state.hyperparams["learning_rate"]),  # its dtype, as the optimizer sees it
+            improved=False,
+            stopped=False,
+        )
+
+    def _train_one_epoch(self, params, opt_state, optimizer, spec, data, sample_idx):
+        """One jitted epoch over ``data`` in the order ``sample_idx``: ``(params, opt_state, loss)``.
+
+        Raises:
+          ValueError: the loss or the new weights are not finite (the old ``params`` stay the fitted ones).
+        """
+        batch_rows, batch_mask = core.make_batches(sample_idx, data.batch_size, data.n_batches_to, data.batch_size_to)
+        new_params, new_opt_state, metrics = _train_epoch(
+            params, opt_state, data.x, data.y, data.weight, batch_rows, batch_mask, self.alpha,
+            optimizer=optimizer, spec=spec,
+        )
+        loss = float(metrics["loss"])
+        if not (np.isfinite(loss) and bool(metrics["finite"])):
+            self.n_iter_ += 1
+            raise ValueError(
+                f"{NON_FINITE_MESSAGE} Solver diverged at iteration {self.n_iter_}: the training loss is "
+                f"{loss} (non-finite loss or weights). Try a lower learning_rate_init "
+                f"(currently {self.learning_rate_init}) or scale the input data "
+                "(e.g. with StandardScaler). The weights of the last finite iteration are kept."
+            )
+        return new_params, new_opt_state, loss
+
+    def _record_epoch(self, ends: EpochEndState, loss: float, val_score):
+        """sklearn's fitted attributes after an epoch (``loss_curve_``, ``n_iter_``, ``t_``, best loss / score)."""
+        self.n_iter_ = int(ends.n_iter)
+        self.t_ = int(ends.samples_seen)
+        self.loss_ = loss
+        self.loss_curve_.append(loss)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        if self.early_stopping:
             self.validation_scores_.append(val_score)
             if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
-            last_valid_score = self.validation_scores_[-1]
-            if last_valid_score < (self.best_validation_score_ + self.tol):
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if last_valid_score > self.best_validation_score_:
-                self.best_validation_score_ = last_valid_score
-                return params
-            return None
-        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-            self._no_improvement_count += 1
+                print("Validation score: %f" % val_score)
+            self.best_validation_score_ = float(ends.best_score)
         else:
-            self._no_improvement_count = 0
-        if self.loss_curve_[-1] < self.best_loss_:
-            self.best_loss_ = self.loss_curve_[-1]
-        return None
+            self.best_loss_ = float(ends.best_loss)
+        self._no_improvement_count = int(ends.no_improvement)
+
+    def _stops(self, previous: EpochEndState, ends: EpochEndState) -> bool:
+        """Whether training stops after this epoch, with sklearn's verbose messages when it is stuck."""
+        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        lowered = adaptive and ends.learning_rate < previous.learning_rate
+        if self.verbose and (ends.stopped or lowered):
+            quantity = "Validation score" if self.early_stopping else "Training loss"
+            msg = "%s did not improve more than tol=%f for %d consecutive epochs." % (
+                quantity, self.tol, self.n_iter_no_change
+            )
+            if lowered:
+                print(msg + " Setting learning rate to %f" % (float(previous.learning_rate) / 5.0))
+            else:
+                print(msg + (" Learning rate too small. Stopping." if adaptive else " Stopping."))
+        return bool(ends.stopped)
 
     def _score_params(self, params, x_device, y, sample_weight):
         output = np.array(_forward(params, x_device, activation=self.activation, out_activation=self.out_activation_))
