@@ -14,6 +14,7 @@ _EXPORTS = {
     **dict.fromkeys(("StackedEnvState", "stack_vec_env", "stack_xla_env"), "jaxrl.dqn.frame_stack"),
     **dict.fromkeys(("Learner", "LearnerState", "make_learner"), "jaxrl.dqn.learner"),
     "QNetwork": "jaxrl.dqn.network",
+    **dict.fromkeys(("PPOConfig", "make_ppo"), "jaxrl.dqn.ppo"),
     "encode": "jaxrl.dqn.encoders",
     **dict.fromkeys(("PrioritizedReplayBuffer", "PrioritizedReplayState", "PrioritizedSample",
                      "make_prioritized_replay_buffer"), "jaxrl.dqn.prioritized"),

@@ -200,6 +200,51 @@ def _maybe_learn(
     return apply(*jax.lax.cond(any_ready, learn_where_ready, skip))
 
 
+def _store(
+    state: LearnerState,
+    obs_t: jax.Array,
+    reward_t: jax.Array,
+    terminated_t: jax.Array,
+    truncated_t: jax.Array,
+    life_lost_t: jax.Array | None,
+    *,
+    bound: _Bound,
+) -> tuple[Any, NStepState | None]:
+    """Add this call's transitions (obs_tm1, action_tm1, stored reward, obs_t, terminal) to the buffer.
+
+    Only envs whose last call was not an episode end give a transition (``~state.done_tm1``). The stored reward
+    is scaled (and sign-clipped with ``clip_rewards``); with ``life_loss_terminal`` a lost life is stored as
+    terminal. With n_step > 1 the transitions go through the n-step windows first, and the rows they complete
+    enter the buffer.
+
+    Args:
+      reward_t: [N] float32 unscaled rewards; terminated_t: [N] bool; the rest as in `step`.
+
+    Returns:
+      (replay_state, nstep_state): the buffer after the writes, the pending n-step windows (None when n = 1).
+    """
+    valid = ~state.done_tm1
+    stored_terminal = terminated_t
+    if bound.config.life_loss_terminal and life_lost_t is not None:
+        stored_terminal = terminated_t | life_lost_t.astype(bool)
+    stored_reward = bound.config.reward_scale * (jnp.sign(reward_t) if bound.config.clip_rewards else reward_t)
+    if bound.nstep is None:
+        transitions = Transition(
+            obs=state.obs_tm1,
+            action=state.action_tm1,
+            reward=stored_reward,
+            next_obs=obs_t.astype(jnp.uint8),
+            terminated=stored_terminal,
+        )
+        return bound.replay.add(state.replay, transitions, valid), state.nstep
+    window_end = stored_terminal | truncated_t.astype(bool)
+    nstep_state, rows, row_mask = bound.nstep.update(
+        state.nstep, state.obs_tm1, state.action_tm1, stored_reward, obs_t.astype(jnp.uint8), stored_terminal,
+        window_end, valid,
+    )
+    return bound.replay.add(state.replay, rows, row_mask), nstep_state
+
+
 def step(
     state: LearnerState,
     obs_t: jax.Array,
@@ -236,27 +281,7 @@ def step(
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
     reward_t = reward_t.astype(jnp.float32)
     terminated_t = terminated_t.astype(bool)
-    stored_terminal = terminated_t
-    if bound.config.life_loss_terminal and life_lost_t is not None:
-        stored_terminal = terminated_t | life_lost_t.astype(bool)
-    stored_reward = bound.config.reward_scale * (jnp.sign(reward_t) if bound.config.clip_rewards else reward_t)
-    nstep_state = state.nstep
-    if bound.nstep is None:
-        transitions = Transition(
-            obs=state.obs_tm1,
-            action=state.action_tm1,
-            reward=stored_reward,
-            next_obs=obs_t.astype(jnp.uint8),
-            terminated=stored_terminal,
-        )
-        replay_state = bound.replay.add(state.replay, transitions, valid)
-    else:
-        window_end = stored_terminal | truncated_t.astype(bool)
-        nstep_state, rows, row_mask = bound.nstep.update(
-            state.nstep, state.obs_tm1, state.action_tm1, stored_reward, obs_t.astype(jnp.uint8), stored_terminal,
-            window_end, valid,
-        )
-        replay_state = bound.replay.add(state.replay, rows, row_mask)
+    replay_state, nstep_state = _store(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t, bound=bound)
     env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
 
     # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).

@@ -314,27 +314,16 @@ class XlaSegmentRunner:
 SEGMENT_RUNNERS = {"python": PythonSegmentRunner, "xla": XlaSegmentRunner}
 
 
-# -- the loop -------------------------------------------------------------------------------------------
-def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, log=print) -> TrainResult:
-    """Train a DQN agent with ``config`` into ``run_dir`` (see the module docstring).
+# -- the run: its steps, then the loop ----------------------------------------------------------------------
+def _resolve_run(config: DQNConfig, run_dir, *, resume: bool, log) -> tuple[DQNConfig, int, Any]:
+    """The config to run and save (backend and loop resolved), the number of actions and the learner.
 
-    Args:
-        config: the run's settings; on ``resume`` it must match the checkpoint's (except RESUMABLE_FIELDS).
-        run_dir: directory for config.json, metrics.csv, tb/ and checkpoints/.
-        resume: continue from the latest checkpoint in ``run_dir``.
-        overwrite: delete an existing ``run_dir`` first.
-        progress: show a tqdm progress bar.
-        log: one-line messages (``print`` by default).
-
-    Returns:
-        TrainResult. Raises ``DivergenceError`` on NaN/inf (nothing saved after the last good checkpoint),
-        ``RunDirError`` / ``ConfigMismatchError`` (a ValueError) on a run dir that cannot be used.
+    Everything that can fail on bad input fails here, before the run directory is touched: on ``resume`` the
+    saved config must match ``config`` (except RESUMABLE_FIELDS).
     """
     backend = resolve_backend(config.backend)
     loop, warning = resolve_loop(config.loop, backend)
     config = config.replace(backend=backend, loop=loop)  # the resolved backend and loop are what gets saved
-    # Everything that can fail on bad input fails before the run directory is touched.
     if resume:
         saved = load_run_config(prepare_run_dir(run_dir, resume=True, overwrite=False))
         ckpt.check_config(saved, config, where=f"the run in {run_dir}")
@@ -343,15 +332,21 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = make_learner(config, num_actions)
-    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
+    return config, num_actions, make_learner(config, num_actions)
 
-    manager = ckpt.open_manager(run_dir, config.keep_checkpoints)
-    runner = SEGMENT_RUNNERS[config.loop](config, learner)
-    host: dict[str, Any] = dict(segment=0, episodes=0, recent_returns=[], window_returns=[], loss_sum=0.0,
-                                q_sum=0.0, loss_count=0, next_log_at=config.log_every, wall_s=0.0,
-                                checkpoints=0)
+
+def _fresh_host(config: DQNConfig) -> dict[str, Any]:
+    """The host-side counters a checkpoint carries (segment, episode stats, next log row, wall time)."""
+    return dict(segment=0, episodes=0, recent_returns=[], window_returns=[], loss_sum=0.0, q_sum=0.0,
+                loss_count=0, next_log_at=config.log_every, wall_s=0.0, checkpoints=0)
+
+
+def _start_or_resume(runner, manager, learner, config: DQNConfig, run_dir: Path, *, resume: bool,
+                     log) -> tuple[dict[str, Any], int]:
+    """Start ``runner`` from the newest readable checkpoint (``resume``) or from scratch; returns (host, start
+    step). A resume drops the metrics.csv rows and evals written after that checkpoint; a fresh start deletes
+    both files. metrics.csv has its header afterwards."""
+    host = _fresh_host(config)
     start_step = 0
     metrics_path = run_dir / METRICS_FILE
     if resume and ckpt.saved_steps(manager):
@@ -377,115 +372,182 @@ def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False
     if not metrics_path.is_file():
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
+    return host, start_step
 
-    writer = None
+
+def _open_tensorboard(run_dir: Path, start_step: int, log):
+    """A TensorBoard writer into ``run_dir/tb`` (events after ``start_step`` purged on resume), or None."""
     try:
         from tensorboardX import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / TENSORBOARD_SUBDIR), purge_step=start_step or None)
+        return SummaryWriter(str(run_dir / TENSORBOARD_SUBDIR), purge_step=start_step or None)
     except ImportError:  # pragma: no cover - tensorboardX is a dependency, but keep training without it
         log("tensorboardX not installed: no TensorBoard event files")
+        return None
 
-    env_steps = int(jax.device_get(runner.state.env_steps))
-    last_checkpoint = manager.latest_step()
-    next_checkpoint_at = (env_steps // config.checkpoint_every + 1) * config.checkpoint_every
-    wall_start = time.perf_counter() - float(host["wall_s"])
-    window_start_time, window_start_step = time.perf_counter(), env_steps
-    interrupted = False
-    bar = tqdm(total=config.total_steps, initial=min(env_steps, config.total_steps), unit="step",
-               disable=not progress, dynamic_ncols=True, smoothing=0.05)
 
-    def eval_score(params, step) -> float | None:
-        if config.eval_episodes > 0:
-            returns = evaluate_returns(config, params, config.eval_episodes, epsilon=config.eval_epsilon,
-                                       seed=eval_seed(config.seed, step), num_actions=num_actions)
-            return float(np.mean(returns))
-        recent = host["recent_returns"]
-        return float(np.mean(recent)) if recent else None
+class _RunHost:
+    """The host side of a run between runner calls: per-call bookkeeping (divergence guard, episode and loss
+    stats, progress bar, metrics.csv / TensorBoard rows) and the segment boundaries (eval, checkpoint, next
+    segment's envs). ``host`` is the dict a checkpoint carries."""
 
-    def write_row(step, metrics):
-        nonlocal window_start_time, window_start_step
+    def __init__(self, config: DQNConfig, run_dir: Path, manager, runner, host: dict, *, start_step: int,
+                 num_actions: int, progress: bool, log):
+        self.config, self.run_dir, self.manager, self.runner, self.host = config, run_dir, manager, runner, host
+        self.num_actions, self.progress, self.log = num_actions, progress, log
+        self.metrics_path = run_dir / METRICS_FILE
+        self.writer = _open_tensorboard(run_dir, start_step, log)
+        self.env_steps = int(jax.device_get(runner.state.env_steps))
+        self.last_checkpoint = manager.latest_step()
+        self.next_checkpoint_at = self._next_checkpoint_after(self.env_steps)
+        self.wall_start = time.perf_counter() - float(host["wall_s"])
+        self.window_start_time, self.window_start_step = time.perf_counter(), self.env_steps
+        self.interrupted = False
+        self.bar = tqdm(total=config.total_steps, initial=min(self.env_steps, config.total_steps), unit="step",
+                        disable=not progress, dynamic_ncols=True, smoothing=0.05)
+
+    def _next_checkpoint_after(self, step: int) -> int:
+        return (step // self.config.checkpoint_every + 1) * self.config.checkpoint_every
+
+    def account(self, metrics: dict) -> None:
+        """Host bookkeeping of one learner call: divergence guard, episode and loss stats, bar, log rows."""
+        config, host = self.config, self.host
+        new_env_steps = int(metrics["env_steps"])
+        problem = _non_finite(metrics)
+        if problem:
+            where = (f"checkpoint {self.last_checkpoint} in {self.manager.directory} is intact"
+                     if self.last_checkpoint is not None else "no checkpoint had been written yet")
+            raise DivergenceError(
+                f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
+                f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
+                f"--max-grad-norm")
+        _record(host, metrics, np.asarray(metrics["episode_done"]) & ~np.asarray(metrics["forced"]))
+        self.bar.update(max(0, min(new_env_steps, config.total_steps) - min(self.env_steps, config.total_steps)))
+        self.env_steps = new_env_steps
+        while self.env_steps >= host["next_log_at"]:
+            self._write_row(self.env_steps, metrics)
+            host["next_log_at"] += config.log_every
+
+    def _write_row(self, step: int, metrics: dict) -> None:
+        """One metrics.csv row (and TensorBoard scalars) for the calls since the last row; resets the window."""
+        config, host = self.config, self.host
         now = time.perf_counter()
-        speed = (step - window_start_step) / max(now - window_start_time, 1e-9)
+        speed = (step - self.window_start_step) / max(now - self.window_start_time, 1e-9)
         recent, window = host["recent_returns"], host["window_returns"]
         row = dict(step=step, frames=step * config.frame_skip, episodes=host["episodes"],
                    mean_return=mean_or_nan(recent), window_return=mean_or_nan(window),
                    loss=host["loss_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    q_mean=host["q_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    epsilon=float(metrics["epsilon"]), updates=int(metrics["num_updates"]),
-                   steps_per_s=speed, wall_s=now - wall_start)
-        with metrics_path.open("a", newline="") as f:
+                   steps_per_s=speed, wall_s=now - self.wall_start)
+        with self.metrics_path.open("a", newline="") as f:
             csv.writer(f).writerow([row[c] if c in ("step", "frames", "episodes", "updates") else _fmt(row[c])
                                     for c in METRIC_COLUMNS])
-        if writer is not None:
+        if self.writer is not None:
             for name in METRIC_COLUMNS[2:]:
                 if not (isinstance(row[name], float) and math.isnan(row[name])):
-                    writer.add_scalar(f"dqn/{name}", row[name], step)
-        bar.set_postfix(ret=_fmt(row["mean_return"]), loss=_fmt(row["loss"]), eps=f"{row['epsilon']:.3f}")
+                    self.writer.add_scalar(f"dqn/{name}", row[name], step)
+        self.bar.set_postfix(ret=_fmt(row["mean_return"]), loss=_fmt(row["loss"]), eps=f"{row['epsilon']:.3f}")
         host.update(window_returns=[], loss_sum=0.0, q_sum=0.0, loss_count=0)
-        window_start_time, window_start_step = now, step
+        self.window_start_time, self.window_start_step = now, step
 
-    def account(metrics) -> None:
-        """Host bookkeeping of one learner call: divergence guard, episode and loss stats, bar, log rows."""
-        nonlocal env_steps
-        new_env_steps = int(metrics["env_steps"])
-        problem = _non_finite(metrics)
-        if problem:
-            where = (f"checkpoint {last_checkpoint} in {manager.directory} is intact"
-                     if last_checkpoint is not None else "no checkpoint had been written yet")
-            raise DivergenceError(
-                f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
-                f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
-                f"--max-grad-norm")
-        _record(host, metrics, np.asarray(metrics["episode_done"]) & ~np.asarray(metrics["forced"]))
-        bar.update(max(0, min(new_env_steps, config.total_steps) - min(env_steps, config.total_steps)))
-        env_steps = new_env_steps
-        while env_steps >= host["next_log_at"]:
-            write_row(env_steps, metrics)
-            host["next_log_at"] += config.log_every
+    def _eval_score(self, params, step: int) -> float | None:
+        """The checkpoint's score: an eval's mean return (eval_episodes > 0), else the last 100 episodes'."""
+        config = self.config
+        if config.eval_episodes > 0:
+            returns = evaluate_returns(config, params, config.eval_episodes, epsilon=config.eval_epsilon,
+                                       seed=eval_seed(config.seed, step), num_actions=self.num_actions)
+            return float(np.mean(returns))
+        recent = self.host["recent_returns"]
+        return float(np.mean(recent)) if recent else None
 
+    def _log_eval(self, score: float) -> None:
+        """Append an eval to evals.csv, the log and TensorBoard."""
+        config, step = self.config, self.env_steps
+        self.host.setdefault("evals", []).append([step, score])
+        _write_evals(self.run_dir / EVALS_FILE, self.host["evals"], config.frame_skip)
+        (self.bar.write if self.progress else self.log)(
+            f"step {step}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
+            f"epsilon {config.eval_epsilon:g})")
+        if self.writer is not None:
+            self.writer.add_scalar("dqn/eval_return", score, step)
+
+    def end_segment(self, signal_name: str | None) -> bool:
+        """Segment boundary: eval (unless stopped by ``signal_name``), checkpoint, then the next segment's envs.
+
+        Returns:
+          False when the run ends here (a signal, or total_steps reached), True when it goes on.
+        """
+        config, host = self.config, self.host
+        self.interrupted = signal_name is not None
+        state = self.runner.state
+        score = None if self.interrupted else self._eval_score(state.dqn.params, self.env_steps)
+        if score is not None and config.eval_episodes > 0:
+            self._log_eval(score)
+        host["segment"] += 1
+        host["checkpoints"] += 1
+        host["wall_s"] = time.perf_counter() - self.wall_start
+        if self.env_steps != self.last_checkpoint:
+            ckpt.save_checkpoint(self.manager, self.env_steps, state, host, config, eval_return=score)
+            self.last_checkpoint = self.env_steps
+        self.next_checkpoint_at = self._next_checkpoint_after(self.env_steps)
+        if self.interrupted:
+            self.log(f"\n{signal_name} at step {self.env_steps}: checkpoint saved in {self.manager.directory}; "
+                     f"continue with --resume")
+            return False
+        if self.env_steps >= config.total_steps:
+            return False
+        self.runner.start(host["segment"], state)
+        return True
+
+    def close(self) -> None:
+        self.bar.close()
+        self.runner.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.manager.close()
+
+    def result(self) -> TrainResult:
+        config = self.config
+        return TrainResult(run_dir=self.run_dir, env_steps=self.env_steps, frames=self.env_steps * config.frame_skip,
+                           episodes=self.host["episodes"], mean_return=mean_or_nan(self.host["recent_returns"]),
+                           interrupted=self.interrupted, last_checkpoint=self.last_checkpoint,
+                           wall_s=time.perf_counter() - self.wall_start)
+
+
+def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, log=print) -> TrainResult:
+    """Train a DQN agent with ``config`` into ``run_dir`` (see the module docstring).
+
+    Args:
+        config: the run's settings; on ``resume`` it must match the checkpoint's (except RESUMABLE_FIELDS).
+        run_dir: directory for config.json, metrics.csv, tb/ and checkpoints/.
+        resume: continue from the latest checkpoint in ``run_dir``.
+        overwrite: delete an existing ``run_dir`` first.
+        progress: show a tqdm progress bar.
+        log: one-line messages (``print`` by default).
+
+    Returns:
+        TrainResult. Raises ``DivergenceError`` on NaN/inf (nothing saved after the last good checkpoint),
+        ``RunDirError`` / ``ConfigMismatchError`` (a ValueError) on a run dir that cannot be used.
+    """
+    config, num_actions, learner = _resolve_run(config, run_dir, resume=resume, log=log)
+    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
+    manager = ckpt.open_manager(run_dir, config.keep_checkpoints)
+    runner = SEGMENT_RUNNERS[config.loop](config, learner)
+    host, start_step = _start_or_resume(runner, manager, learner, config, run_dir, resume=resume, log=log)
+    run = _RunHost(config, run_dir, manager, runner, host, start_step=start_step, num_actions=num_actions,
+                   progress=progress, log=log)
     try:
         with _StopFlag() as stop:
-            while env_steps < config.total_steps:
-                stop_at = 0 if stop.signal_name is not None else min(next_checkpoint_at, config.total_steps)
+            while run.env_steps < config.total_steps:
+                stop_at = 0 if stop.signal_name is not None else min(run.next_checkpoint_at, config.total_steps)
                 chunk = runner.advance(pause_at=host["next_log_at"], stop_at=stop_at)
                 for metrics in chunk.calls:
-                    account(metrics)
-                if chunk.cut:  # segment boundary: checkpoint, then new envs for the next segment
-                    interrupted = stop.signal_name is not None
-                    state = runner.state
-                    score = None if interrupted else eval_score(state.dqn.params, env_steps)
-                    if score is not None and config.eval_episodes > 0:
-                        host.setdefault("evals", []).append([env_steps, score])
-                        _write_evals(run_dir / EVALS_FILE, host["evals"], config.frame_skip)
-                        (bar.write if progress else log)(
-                            f"step {env_steps}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
-                            f"epsilon {config.eval_epsilon:g})")
-                        if writer is not None:
-                            writer.add_scalar("dqn/eval_return", score, env_steps)
-                    host["segment"] += 1
-                    host["checkpoints"] += 1
-                    host["wall_s"] = time.perf_counter() - wall_start
-                    if env_steps != last_checkpoint:
-                        ckpt.save_checkpoint(manager, env_steps, state, host, config, eval_return=score)
-                        last_checkpoint = env_steps
-                    next_checkpoint_at = (env_steps // config.checkpoint_every + 1) * config.checkpoint_every
-                    if interrupted:
-                        log(f"\n{stop.signal_name} at step {env_steps}: checkpoint saved in {manager.directory}; "
-                            f"continue with --resume")
-                        break
-                    if env_steps >= config.total_steps:
-                        break
-                    runner.start(host["segment"], state)
+                    run.account(metrics)
+                if chunk.cut and not run.end_segment(stop.signal_name):
+                    break
     finally:
-        bar.close()
-        runner.close()
-        if writer is not None:
-            writer.close()
-        manager.close()
-
-    recent = host["recent_returns"]
-    return TrainResult(run_dir=run_dir, env_steps=env_steps, frames=env_steps * config.frame_skip,
-                       episodes=host["episodes"], mean_return=mean_or_nan(recent),
-                       interrupted=interrupted, last_checkpoint=last_checkpoint,
-                       wall_s=time.perf_counter() - wall_start)
+        run.close()
+    return run.result()

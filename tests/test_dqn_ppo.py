@@ -1,6 +1,6 @@
-"""experiments/ppo_ram_check.py: GAE, the masked PPO loss, rollout bookkeeping and learning on the toy env."""
-import importlib.util
-import sys
+"""jaxrl.dqn.ppo: GAE, the masked PPO loss, rollout bookkeeping and learning on the toy env; the command line
+of experiments/ppo_ram_check.py."""
+import runpy
 from pathlib import Path
 
 import jax
@@ -8,13 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrl.dqn import ppo
 from jaxrl.dqn.toy_env import make_toy_env
 
-_spec = importlib.util.spec_from_file_location(
-    "ppo_ram_check", Path(__file__).resolve().parents[1] / "experiments" / "ppo_ram_check.py")
-ppo = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ppo  # flax's dataclasses look the module up
-_spec.loader.exec_module(ppo)
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ppo_ram_check.py"
 
 
 def _rollout(values, rewards, dones, valid=None):
@@ -62,11 +59,8 @@ def test_loss_ignores_invalid_rows_and_is_entropy_only_at_the_start():
 
 
 def _args(**overrides):
-    args = ppo.parse_args(["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--hidden-sizes", "32",
-                           "--log-every", "1"])
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
+    settings = dict(num_envs=4, num_steps=16, num_minibatches=2, hidden_sizes=(32,), log_every=1)
+    return ppo.PPOConfig(**{**settings, **overrides})
 
 
 def test_rollout_masks_auto_reset_rows_and_counts_games():
@@ -126,7 +120,28 @@ def test_learns_the_toy_task():
     ["--hidden-sizes", "64", "0"],
 ])
 def test_bad_arguments(argv, capsys):
+    parse_args = runpy.run_path(str(SCRIPT))["parse_args"]  # the script's globals; its main() does not run
     with pytest.raises(SystemExit):
-        ppo.parse_args(argv)
+        parse_args(argv)
     flag = next(a for a in argv if a.startswith("--") and a != "--num-steps" and a != "--num-envs")
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(num_envs=3, num_steps=5, num_minibatches=4), "num_minibatches"), (dict(gamma=1.5), "gamma"),
+    (dict(hidden_sizes=(64, 0)), "hidden_sizes"), (dict(obs_encoding="objects"), "frame_stack"),
+    (dict(obs_encoding="pixels"), "obs_encoding"),
+])
+def test_config_names_the_bad_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        ppo.PPOConfig(**overrides)
+    assert ppo.as_flags(f"{field} is bad") == f"--{field.replace('_', '-')} is bad"
+
+
+def test_obs_encoding_bits_reads_eight_inputs_per_byte():
+    env = make_toy_env(4, num_actions=3, lengths=[2, 3, 4, 5])
+    agent = ppo.make_ppo(env, _args(total_steps=64, obs_encoding="bits"))
+    state = agent.init(jax.random.key(0))
+    assert state.params["params"]["Dense_0"]["kernel"].shape == (8 * 128, 32)
+    state, finished, losses = agent.iteration(state)
+    assert all(np.isfinite(float(loss)) for loss in losses)
