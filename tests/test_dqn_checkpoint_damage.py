@@ -228,3 +228,14 @@ def test_damaged_run_files_are_errors_naming_the_file(trained_run, tmp_path):
     _random_bytes(run / "config.json")
     with pytest.raises(ValueError, match=re.escape(f"{run / 'config.json'} cannot be read as a run config")):
         load_params(run)
+
+
+def test_loading_a_sound_checkpoint_prints_only_the_result(trained_run, tmp_path):
+    """eval and play load orbax checkpoints without absl's INFO / WARNING lines (e.g. "read only directory")."""
+    done = _cli("eval", "--run-dir", str(trained_run), "--episodes", "1", "--backend", BACKEND)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(f"{trained_run} checkpoint {NEWEST}")
+    assert done.stderr.strip() == "", done.stderr
+    played = _cli("play", "--run-dir", str(trained_run), "--episodes", "1", "--max-steps", "20", "--backend", BACKEND,
+                  "--video", str(tmp_path / "play.gif"))
+    assert played.returncode == 0 and played.stderr.strip() == "", played.stderr

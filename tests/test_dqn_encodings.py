@@ -127,16 +127,16 @@ def test_train_with_game_encodings_on_the_python_loop_then_eval(encoding, tmp_pa
 @needs_envpool
 @pytest.mark.parametrize("encoding", GAME_ENCODINGS)
 def test_game_encodings_equal_on_both_loops_and_resume_bit_for_bit(encoding, tmp_path):
+    """A straight compiled-loop run equals one whose first segment ran compiled and whose second, resumed from
+    the checkpoint, ran on the host loop: both loops and the resume are exact with the decoded encodings."""
     config = tiny_game(encoding, loop="xla", xla_chunk_calls=16)
     train(config, tmp_path / "xla", progress=False, log=quiet)
-    train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
     train(config.replace(total_steps=240), tmp_path / "resumed", progress=False, log=quiet)
-    train(config, tmp_path / "resumed", resume=True, progress=False, log=quiet)
-    xla_state, _, xla_step = final_state(tmp_path / "xla", config)
-    python_state, _, python_step = final_state(tmp_path / "python", config)
-    resumed_state, _, resumed_step = final_state(tmp_path / "resumed", config)
-    assert xla_step == python_step == resumed_step >= 480
-    assert_same_tree(xla_state, python_state)
+    train(config.replace(loop="python"), tmp_path / "resumed", resume=True, progress=False, log=quiet)
+    xla_state, xla_host, xla_step = final_state(tmp_path / "xla", config)
+    resumed_state, resumed_host, resumed_step = final_state(tmp_path / "resumed", config)
+    assert xla_step == resumed_step >= 480 and xla_host["episodes"] == resumed_host["episodes"] > 0
+    assert int(xla_state.dqn.num_updates) > 0
     assert_same_tree(xla_state, resumed_state)
 
 
