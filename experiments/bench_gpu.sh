@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark set (issue #5's GPU half): every row prints a table with both sides measured in the same run.
+# The GPU benchmark set: every row prints a table with both sides measured in the same run.
 #
 #   bash experiments/bench_gpu.sh [OUT_DIR]        # on a machine with jaxrl and jax's GPU backend installed
 #   QUICK=1 bash experiments/bench_gpu.sh          # tiny sizes: checks that every step runs (e.g. on a CPU)
@@ -40,5 +40,7 @@ step info 60 "$py" -c "import jax, platform, os; print(platform.platform(), os.c
 step mlp_epoch 120 "$py" experiments/bench_mlp.py $mlp
 step mlp_sweep 150 "$py" experiments/bench_mlp_grid.py $sweep
 step dqn_tuned 150 "$py" experiments/bench_dqn.py --preset tuned $dqn
+step dqn_objects 150 "$py" experiments/bench_dqn.py --preset objects $dqn
+step dqn_planes 150 "$py" experiments/bench_dqn.py --preset objects --obs-encoding planes $dqn
 step dqn_seeds 150 "$py" experiments/bench_dqn_xla.py $dqn_seeds
 step mlp_digits_grid 120 "$py" experiments/bench_mlp_grid.py $digits

@@ -10,7 +10,7 @@ Units: a *step* is one agent-environment transition of one env (so a call to the
 ``update_every`` counts calls of the learner (one call per vectorised env step), so the replay ratio is
 ``updates_per_call / (update_every * num_envs)`` DQN updates per step.
 
-The ``seed`` preset is the reference agent of issue 3 (MLP 128-256-256-A on RAM scaled to [0, 1], replay
+The ``seed`` preset is the reference agent (MLP 128-256-256-A on RAM scaled to [0, 1], replay
 100k, batch 128, gamma 0.98, Adam 2e-3, Huber loss, epsilon 8% -> 1%, reward / 100, learning after 2,000
 transitions), with the reference's episode-based schedule (10 updates per episode, target sync every 20
 episodes) re-expressed in steps: one update per 8 steps and a hard target sync every 250 updates.
