@@ -45,6 +45,34 @@ class LBFGSResult(NamedTuple):
     converged: jax.Array  # () bool, stopped by ``tol`` or ``ftol``, not by ``max_iter`` / ``max_fun``
 
 
+class _Carry(NamedTuple):
+    """The while-loop state of `lbfgs_fit`."""
+
+    params: Params
+    state: optax.OptState  # optax L-BFGS state (holds f and its gradient at params)
+    value: jax.Array  # () objective at params
+    grad_max: jax.Array  # () max |gradient|
+    rel_decrease: jax.Array  # () SciPy's relative decrease of the last iteration
+    n_iter: jax.Array  # () int32 iterations
+    n_fun: jax.Array  # () int32 objective evaluations
+
+
+def _grad_max(grad) -> jax.Array:
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grad)]))
+
+
+def _lbfgs_iteration(c: _Carry, *, fun, optimizer) -> _Carry:
+    """One L-BFGS iteration (zoom line search) with SciPy's bookkeeping of evaluations and decrease."""
+    value, grad = optax.value_and_grad_from_state(fun)(c.params, state=c.state)
+    updates, state = optimizer.update(grad, c.state, c.params, value=value, grad=grad, value_fn=fun)
+    new_value = otu.tree_get(state, "value")
+    steps = otu.tree_get(state, "num_linesearch_steps")
+    rel = (value - new_value) / jnp.maximum(jnp.maximum(jnp.abs(value), jnp.abs(new_value)), 1.0)
+    return _Carry(params=optax.apply_updates(c.params, updates), state=state, value=new_value,
+                  grad_max=_grad_max(otu.tree_get(state, "grad")), rel_decrease=rel, n_iter=c.n_iter + 1,
+                  n_fun=c.n_fun + jnp.maximum(steps, 1).astype(jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def lbfgs_fit(
     params: Params,
@@ -79,69 +107,19 @@ def lbfgs_fit(
         memory_size=10,
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one"),
     )
-    value_and_grad = optax.value_and_grad_from_state(fun)
 
-    def grad_max(grad):
-        return jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grad)]))
-
-    value0, grad0 = jax.value_and_grad(fun)(params)
-
-    class Carry(NamedTuple):
-        params: Params
-        state: optax.OptState
-        value: jax.Array
-        grad_max: jax.Array
-        rel_decrease: jax.Array
-        n_iter: jax.Array
-        n_fun: jax.Array
-
-    def limit_reached(c: Carry):
+    def limit_reached(c: _Carry):
         return (c.n_iter >= max_iter) | (c.n_fun > max_fun)
 
-    def cond(c: Carry):
-        return (
-            ~limit_reached(c)
-            & (c.grad_max > tol)
-            & (c.rel_decrease > SCIPY_FTOL)
-            & jnp.isfinite(c.value)
-        )
+    def cond(c: _Carry):
+        return ~limit_reached(c) & (c.grad_max > tol) & (c.rel_decrease > SCIPY_FTOL) & jnp.isfinite(c.value)
 
-    def body(c: Carry):
-        value, grad = value_and_grad(c.params, state=c.state)
-        updates, state = optimizer.update(grad, c.state, c.params, value=value, grad=grad, value_fn=fun)
-        new_params = optax.apply_updates(c.params, updates)
-        new_value = otu.tree_get(state, "value")
-        new_grad = otu.tree_get(state, "grad")
-        steps = otu.tree_get(state, "num_linesearch_steps")
-        rel = (value - new_value) / jnp.maximum(jnp.maximum(jnp.abs(value), jnp.abs(new_value)), 1.0)
-        return Carry(
-            params=new_params,
-            state=state,
-            value=new_value,
-            grad_max=grad_max(new_grad),
-            rel_decrease=rel,
-            n_iter=c.n_iter + 1,
-            n_fun=c.n_fun + jnp.maximum(steps, 1).astype(jnp.int32),
-        )
-
+    value0, grad0 = jax.value_and_grad(fun)(params)
     # The state holds f and its gradient at ``params``, so the first iteration does not evaluate them again.
-    state0 = otu.tree_set(optimizer.init(params), value=value0, grad=grad0)
-    init = Carry(
-        params=params,
-        state=state0,
-        value=value0,
-        grad_max=grad_max(grad0),
-        rel_decrease=jnp.asarray(jnp.inf, value0.dtype),
-        n_iter=jnp.asarray(0, jnp.int32),
-        n_fun=jnp.asarray(1, jnp.int32),
-    )
-    final = lax.while_loop(cond, body, init)
+    init = _Carry(params=params, state=otu.tree_set(optimizer.init(params), value=value0, grad=grad0), value=value0,
+                  grad_max=_grad_max(grad0), rel_decrease=jnp.asarray(jnp.inf, value0.dtype),
+                  n_iter=jnp.asarray(0, jnp.int32), n_fun=jnp.asarray(1, jnp.int32))
+    final = lax.while_loop(cond, functools.partial(_lbfgs_iteration, fun=fun, optimizer=optimizer), init)
     converged = ~limit_reached(final) & ((final.grad_max <= tol) | (final.rel_decrease <= SCIPY_FTOL))
-    return LBFGSResult(
-        params=final.params,
-        loss=loss(final.params, batch, alpha, spec),
-        n_iter=final.n_iter,
-        n_fun=final.n_fun,
-        grad_max=final.grad_max,
-        converged=converged,
-    )
+    return LBFGSResult(params=final.params, loss=loss(final.params, batch, alpha, spec), n_iter=final.n_iter,
+                       n_fun=final.n_fun, grad_max=final.grad_max, converged=converged)
