@@ -49,34 +49,7 @@ _EXPORTS = {
     ),
 }
 
-__all__ = [
-    "Batch",
-    "MLPSpec",
-    "forward",
-    "forward_logits",
-    "init_params",
-    "init_params_numpy",
-    "loss",
-    "objective",
-    "train_step",
-    "make_batches",
-    "train_epoch",
-    "lbfgs_fit",
-    "LBFGSResult",
-    "make_optimizer",
-    "init_optimizer",
-    "get_learning_rate",
-    "set_learning_rate",
-    "sklearn_sgd",
-    "sklearn_adam",
-    "EpochEndConfig",
-    "EpochEndState",
-    "init_epoch_end",
-    "MLPClassifier",
-    "MLPRegressor",
-    "fit_grid",
-    "GridResult",
-]
+__all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from jaxrl.mlp.core import (
