@@ -164,12 +164,17 @@ def decode_stack(obs: jax.Array) -> SpaceInvadersObjects:
     Returns:
       SpaceInvadersObjects with leading dims ``[..., K - 1]`` (the newest last).
     """
+    frames = _snapshots(obs)
+    return decode(frames[..., 1:, :], frames[..., :-1, :])
+
+
+def _snapshots(obs: jax.Array) -> jax.Array:
+    """[..., K * 128] -> [..., K, 128], K >= 2 (a ValueError otherwise)."""
     num_frames = obs.shape[-1] // NUM_RAM_BYTES
     if obs.shape[-1] % NUM_RAM_BYTES or num_frames < 2:
         raise ValueError(f"decoding Space Invaders objects needs K >= 2 stacked RAM snapshots ([..., K * 128] "
                          f"bytes: bullets are seen as changes between snapshots), got {obs.shape[-1]} bytes")
-    frames = obs.reshape(obs.shape[:-1] + (num_frames, NUM_RAM_BYTES))
-    return decode(frames[..., 1:, :], frames[..., :-1, :])
+    return obs.reshape(obs.shape[:-1] + (num_frames, NUM_RAM_BYTES))
 
 
 # -- encodings for the Q-network --------------------------------------------------------------------------
@@ -249,9 +254,8 @@ def encode_objects(obs: jax.Array) -> jax.Array:
 
     The newest snapshot, decoded against the one before it; motion is measured against that one too.
     """
-    decode_stack(obs)  # validates K >= 2
-    num_frames = obs.shape[-1] // NUM_RAM_BYTES
-    frames = obs.reshape(obs.shape[:-1] + (num_frames, NUM_RAM_BYTES))
+    frames = _snapshots(obs)
+    num_frames = frames.shape[-2]
     newest = decode(frames[..., -1, :], frames[..., -2, :])
     previous = decode(frames[..., -2, :], frames[..., max(num_frames - 3, 0), :])
     return object_features(newest, previous)
