@@ -5,7 +5,8 @@ Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/
 `argparse.Namespace` and returning an exit code. Heavy imports happen inside `func`, so `jaxrl --help` is quick
 (it imports neither JAX nor scikit-learn).
 
-Before running a subcommand, `main` turns on the persistent XLA compilation cache
+Before running a subcommand, `main` joins a multi-process run when the environment configures one
+(`jaxrl.distributed.initialize()`, e.g. under `jaxrl launch`; a no-op otherwise) and turns on the persistent XLA compilation cache
 (`jaxrl.compilation_cache`: `~/.cache/jaxrl/xla`, `JAXRL_COMPILATION_CACHE=0` turns it off), so a second run
 with the same shapes loads its compiled functions instead of compiling them again. A subcommand whose parser
 sets the default `compilation_cache=False` (`jaxrl launch`, which only starts other processes) skips this.
@@ -16,7 +17,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from jaxrl import compilation_cache
+from jaxrl import compilation_cache, distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "compilation_cache", True):  # `jaxrl launch` runs no JAX itself
+        distributed.initialize()  # joins a multi-process run when JAXRL_* variables configure one; else a no-op
         try:
             compilation_cache.enable()
         except OSError as error:  # e.g. a read-only home: run without the cache

@@ -102,8 +102,12 @@ def open_manager(run_dir: str | os.PathLike, keep_last: int = 3, *, read_only: b
 
 
 def _to_host(tree: Any) -> Any:
-    """Device arrays -> NumPy (orbax saves either; NumPy keeps the save independent of donation)."""
-    return jax.tree.map(np.asarray, jax.device_get(tree))
+    """Device arrays -> NumPy (orbax saves either; NumPy keeps the save independent of donation). Arrays
+    sharded over several processes stay as they are: orbax writes each process's shards."""
+    def one(x):
+        return x if isinstance(x, jax.Array) and not x.is_fully_addressable else np.asarray(jax.device_get(x))
+
+    return jax.tree.map(one, tree)
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, host: dict, config: DQNConfig,
@@ -221,7 +225,8 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state: Any, conf
     _quiet_closed_event_loop()
     listed = set(manager.all_steps())
     hidden = {s: reason for s, reason in damaged_json(manager.directory).items() if s not in listed}
-    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), abstract_state)
+    abstract_state = jax.tree.map(  # where the restored arrays go: the target's sharding, if it has one
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), abstract_state)
 
     def load(candidate: int):
         return _restore_step(manager, candidate, abstract_state, config, host_keys)

@@ -115,6 +115,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sub.add_argument("--epsilon", type=float, default=0.05, help="ε of the ε-greedy policy (0: greedy)")
         sub.add_argument("--seed", type=int, default=12345, help="env / action seed of the evaluation")
         sub.add_argument("--backend", choices=("auto", "envpool", "gymnasium"), default=None)
+        sub.add_argument("--agent", type=int, default=None, metavar="I",
+                         help="agent I of a multi-seed run (--num-seeds): eval defaults to every agent, play needs one")
 
     evaluate = commands.add_parser("eval", help="mean ± std return of a trained (or random) agent")
     add_agent_source(evaluate, episodes_default=10)
@@ -138,6 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from jaxrl.dqn.config import preset
     from jaxrl.dqn.run_dir import load_run_config, prepare_run_dir
+    from jaxrl.dqn.multi_seed import train_seeds
     from jaxrl.dqn.train import DivergenceError, train
 
     try:
@@ -151,15 +154,16 @@ def _train(args: argparse.Namespace) -> int:
         config = with_total_frames(base.replace(**config_overrides(args)), args)
         run_dir = args.run_dir or f"{DEFAULT_RUN_ROOT}/dqn-{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"run directory: {run_dir}")
-        result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
-                       progress=not args.no_progress)
+        fit = train_seeds if config.num_seeds > 1 else train
+        results = fit(config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except DivergenceError as error:
         return _fail("train", error, _EXIT_DIVERGED)
     except (ValueError, TypeError, FileNotFoundError) as error:
         return _fail("train", error)
-    print(f"{'interrupted' if result.interrupted else 'done'}: {result.env_steps} steps ({result.frames} frames), "
-          f"{result.episodes} episodes, mean return of the last 100: {result.mean_return:.1f}, "
-          f"{result.wall_s:.0f} s; last checkpoint {result.last_checkpoint} in {result.run_dir}")
+    for result in results if isinstance(results, list) else [results]:
+        print(f"{'interrupted' if result.interrupted else 'done'}: {result.env_steps} steps ({result.frames} frames), "
+              f"{result.episodes} episodes, mean return of the last 100: {result.mean_return:.1f}, "
+              f"{result.wall_s:.0f} s; last checkpoint {result.last_checkpoint}; {result.run_dir}")
     return _EXIT_INTERRUPTED if result.interrupted else 0
 
 
@@ -190,12 +194,15 @@ def _agent(args: argparse.Namespace):
     else:
         if args.run_dir is None:
             raise ValueError("--run-dir is required (or --random for the random agent)")
-        which = args.checkpoint if args.checkpoint in ("latest", "best") else _step(args.checkpoint)
-        params, config, step = load_params(args.run_dir, which)
-        what = f"{args.run_dir} checkpoint {step}"
+        params, config, step = load_params(args.run_dir, _which(args), agent=args.agent)
+        what = f"{args.run_dir}{'' if args.agent is None else f' agent {args.agent}'} checkpoint {step}"
     if args.backend is not None:  # eval and play step the envs from Python, whatever loop trained the agent
         config = config.replace(backend=args.backend, loop="python")
     return params, config, what
+
+
+def _which(args: argparse.Namespace) -> int | str:
+    return args.checkpoint if args.checkpoint in ("latest", "best") else _step(args.checkpoint)
 
 
 def _step(text: str) -> int:
@@ -210,6 +217,8 @@ def _eval(args: argparse.Namespace) -> int:
     from jaxrl.dqn.evaluate import evaluate_returns, format_returns
 
     try:
+        if _every_agent(args):
+            return _eval_every_agent(args)
         params, config, what = _agent(args)
         start = time.perf_counter()
         returns = evaluate_returns(config, params, args.episodes, epsilon=args.epsilon, seed=args.seed)
@@ -218,6 +227,37 @@ def _eval(args: argparse.Namespace) -> int:
     policy = "uniform random actions" if params is None else f"ε={args.epsilon:g}"
     print(f"{what} ({policy}, {config.backend} backend): return {format_returns(returns)} "
           f"[{time.perf_counter() - start:.1f} s]")
+    return 0
+
+
+def _every_agent(args: argparse.Namespace) -> bool:
+    """``jaxrl dqn eval`` of a multi-seed run without ``--agent``: every agent."""
+    from jaxrl.dqn.run_dir import load_run_config
+
+    return (not args.random and args.agent is None and args.run_dir is not None
+            and load_run_config(args.run_dir).num_seeds > 1)
+
+
+def _eval_every_agent(args: argparse.Namespace) -> int:
+    """One line per agent of a multi-seed run, then the mean ± std of their mean returns over the agents."""
+    import numpy as np
+
+    from jaxrl.dqn.evaluate import evaluate_returns, format_returns, load_agents
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    agents, step = load_agents(args.run_dir, _which(args))
+    means = []
+    for i, (params, config) in enumerate(agents):
+        if args.backend is not None:
+            config = config.replace(backend=args.backend, loop="python")
+        start = time.perf_counter()
+        returns = evaluate_returns(config, params, args.episodes, epsilon=args.epsilon, seed=args.seed)
+        means.append(float(np.mean(returns)))
+        print(f"{args.run_dir} agent {i} (seed {config.seed}) checkpoint {step} (ε={args.epsilon:g}, "
+              f"{config.backend} backend): return {format_returns(returns)} [{time.perf_counter() - start:.1f} s]")
+    print(f"{args.run_dir} checkpoint {step}, {len(means)} agents: {np.mean(means):.1f} ± {np.std(means):.1f} "
+          f"(mean ± std over agents of their mean returns)")
     return 0
 
 

@@ -224,6 +224,9 @@ class DQNConfig:
     epsilon_decay_steps: int = _field(1_000_000, "exploration", "env steps of linear epsilon decay", Int(1))
     # run
     seed: int = _field(0, "run", "run seed (network init, exploration, env seeds)", Int(0, 2**31 - 1))
+    num_seeds: int = _field(1, "run", "S > 1: train S independent agents (seeds seed .. seed + S - 1; each the "
+                                      "agent trained alone with its seed) in one run, sharded over every device "
+                                      "of every process; host env loop", Int(1, 4096))
     total_steps: int = _field(2_500_000, "run", "env steps to train (all envs)", Int(1))
     checkpoint_every: int = _field(100_000, "run", "env steps between checkpoints (segment boundaries)", Int(1))
     keep_checkpoints: int = _field(3, "run", "latest checkpoints kept (plus the best)", Int(1))
@@ -285,6 +288,11 @@ class DQNConfig:
 
     def replace(self, **changes: Any) -> "DQNConfig":
         return dataclasses.replace(self, **changes)
+
+    def for_agent(self, agent: int) -> "DQNConfig":
+        """Agent ``agent`` of a multi-seed run (``num_seeds`` > 1) as the one-agent run it equals: seed + agent."""
+        check_int("agent", agent, 0, self.num_seeds - 1)
+        return self.replace(seed=self.seed + agent, num_seeds=1)
 
 
 def config_differences(saved: DQNConfig, current: DQNConfig, *, ignore=RESUMABLE_FIELDS) -> dict[str, tuple]:
@@ -366,6 +374,10 @@ def _validate_combinations(config: DQNConfig) -> None:
     if config.munchausen_alpha > 0 and config.double_dqn:
         raise ValueError("double_dqn cannot be combined with munchausen_alpha > 0 (Munchausen targets bootstrap "
                          "a soft value, not an argmax)")
+    if config.num_seeds > 1 and config.loop == "xla":
+        raise ValueError("num_seeds > 1 steps each agent's envs on the host (--loop python or auto); the compiled "
+                         "loop (--loop xla) trains one agent")
+    check_int("seed + num_seeds - 1", config.seed + config.num_seeds - 1, 0, 2**31 - 1)
     if config.loop == "xla" and config.backend == "gymnasium":
         raise ValueError("loop='xla' needs the envpool backend (gymnasium has no XLA interface); use --backend "
                          "envpool (or auto) or --loop python")

@@ -27,9 +27,10 @@ from jaxrl.dqn.run_dir import load_run_config
 MAX_PARALLEL_EPISODES = 16
 
 
-def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
+def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *, agent: int | None = None,
                 warn: Callable[[str], None] | None = None) -> tuple[Any, DQNConfig, int]:
-    """Online Q-network params of checkpoint ``which`` (``"latest"``, ``"best"`` or a step) of a run.
+    """Online Q-network params of checkpoint ``which`` (``"latest"``, ``"best"`` or a step) of a run; of a
+    multi-seed run (``num_seeds`` > 1), those of agent ``agent``, with that agent's config (its seed).
 
     A damaged ``"latest"`` / ``"best"`` checkpoint falls back to the newest readable one, with one line per
     damaged checkpoint to ``warn`` (default: ``warning: ...`` on stderr); a damaged step asked for by number is
@@ -39,20 +40,39 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *,
         (params, config, step).
     """
     config = load_run_config(run_dir)
+    if config.num_seeds == 1 and agent not in (None, 0):
+        raise ValueError(f"{run_dir} holds one agent: --agent must be 0 or left out, got {agent}")
+    if config.num_seeds > 1 and agent is None:
+        raise ValueError(f"{run_dir} holds {config.num_seeds} agents: choose one with --agent 0..{config.num_seeds - 1}")
+    if config.num_seeds > 1:
+        config.for_agent(agent)  # checks the range before anything is read
+    agents, step = load_agents(run_dir, which, warn=warn)
+    return (*agents[agent or 0], step)
+
+
+def load_agents(run_dir: str | os.PathLike, which: int | str = "latest", *,
+                warn: Callable[[str], None] | None = None) -> tuple[list[tuple[Any, DQNConfig]], int]:
+    """Every agent of checkpoint ``which`` of a run (one, or ``num_seeds``): ``([(params, config), ...], step)``,
+    read with one restore (see ``load_params``)."""
+    config = load_run_config(run_dir)
     if not ckpt.checkpoint_dir(run_dir).is_dir():
         raise FileNotFoundError(f"no checkpoints in {run_dir}: train it first (jaxrl dqn train --run-dir {run_dir})")
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    learner = make_learner(config, num_actions)
-    abstract = abstract_learner_state(learner, config)
+    abstract = abstract_learner_state(make_learner(config, num_actions), config)
+    if config.num_seeds > 1:  # leaves [S, ...]
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.num_seeds,) + x.shape, x.dtype), abstract)
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
         state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which,
                                                     warn=warn or _warn_on_stderr)
     finally:
         manager.close()
-    return state.dqn.params, config, step
+    if config.num_seeds == 1:
+        return [(state.dqn.params, config)], step
+    return [(jax.tree.map(lambda x: x[i], state.dqn.params), config.for_agent(i))
+            for i in range(config.num_seeds)], step
 
 
 def _warn_on_stderr(message: str) -> None:

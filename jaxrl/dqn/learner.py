@@ -252,6 +252,7 @@ def step(
     terminated_t: jax.Array,
     truncated_t: jax.Array,
     life_lost_t: jax.Array | None = None,
+    active_t: jax.Array | None = None,
     *,
     bound: _Bound,
 ) -> tuple[LearnerState, jax.Array, dict]:
@@ -267,6 +268,9 @@ def step(
         ``life_loss_terminal`` the stored transition is terminal (no bootstrap: the value of a life ends
         there, as with the Nature DQN's / CleanRL's EpisodicLifeEnv) while the game goes on without a reset,
         so episodes, returns and auto-reset masking still follow full games.
+      active_t: optional () bool; False makes the call a no-op (the obs and rewards are ignored, nothing is
+        stored or updated, the state and its key are returned unchanged and the actions are state.action_tm1):
+        an agent of a multi-seed run waiting for the others at a segment boundary. None: always active.
 
     Returns:
       (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
@@ -277,6 +281,10 @@ def step(
     num_envs = bound.config.num_envs
     assert obs_t.shape == (num_envs, bound.config.obs_size), obs_t.shape
     assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
+    old = state
+    if active_t is not None:  # an inactive call: every env masked as a reset row, so nothing is stored
+        active_t = jnp.asarray(active_t, bool)
+        state = state._replace(done_tm1=state.done_tm1 | ~active_t)
     key, sample_key, act_key = jax.random.split(state.key, 3)
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
     reward_t = reward_t.astype(jnp.float32)
@@ -295,6 +303,8 @@ def step(
         & bound.replay.can_sample(replay_state)
         & (env_steps >= bound.config.learning_starts)
     )
+    if active_t is not None:
+        ready = ready & active_t
     dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key,
                                                            bound=bound)
 
@@ -323,7 +333,24 @@ def step(
         calls=state.calls + 1,
         nstep=nstep_state,
     )
+    if active_t is not None:
+        return _hold_if_inactive(active_t, old, new_state, actions_t, metrics)
     return new_state, actions_t, metrics
+
+
+def _hold_if_inactive(active_t: jax.Array, old: LearnerState, new: LearnerState, actions_t: jax.Array,
+                      metrics: dict) -> tuple[LearnerState, jax.Array, dict]:
+    """`step`'s results where ``active_t``, else ``old`` unchanged and its last actions (no episode ended:
+    every row was masked).
+
+    The inactive call stored nothing (every env was masked as a reset row) and could not update, so the replay
+    buffer needs no select (it is never copied); only the small fields, the agent and the key are selected.
+    """
+    keep = lambda n, o: jnp.where(active_t, n, o)  # noqa: E731
+    held = new._replace(**{name: jax.tree.map(keep, getattr(new, name), getattr(old, name)) for name in (
+        "dqn", "obs_tm1", "action_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps", "calls",
+        "nstep")})
+    return held, keep(actions_t, old.action_tm1), metrics
 
 
 def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = None) -> Learner:

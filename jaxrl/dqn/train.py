@@ -184,7 +184,7 @@ def make_train_step(learner):
     return jax.jit(guard_step(learner.step), donate_argnums=0)
 
 
-def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
+def resolve_loop(loop: str, backend: str, num_seeds: int = 1) -> tuple[str, str | None]:
     """The loop to run with the (resolved) ``backend``, and a line to log about the choice (or None).
 
     ``loop="auto"`` is the compiled loop whenever the backend is envpool, the Python loop otherwise (both
@@ -194,6 +194,8 @@ def resolve_loop(loop: str, backend: str) -> tuple[str, str | None]:
     envpool: the run falls back to the Python loop (same agent, same results on the same envs, slower) with a
     warning, and the saved config says ``loop="python"``.
     """
+    if loop == "auto" and num_seeds > 1:
+        return "python", "loop auto: the agents of a multi-seed run step their envs on the host (--loop python)"
     if loop == "auto":
         if backend == "envpool":
             return "xla", "loop auto: envpool is available, training with the compiled loop (--loop xla)"
@@ -322,7 +324,7 @@ def _resolve_run(config: DQNConfig, run_dir, *, resume: bool, log) -> tuple[DQNC
     saved config must match ``config`` (except RESUMABLE_FIELDS).
     """
     backend = resolve_backend(config.backend)
-    loop, warning = resolve_loop(config.loop, backend)
+    loop, warning = resolve_loop(config.loop, backend, config.num_seeds)
     config = config.replace(backend=backend, loop=loop)  # the resolved backend and loop are what gets saved
     if resume:
         saved = load_run_config(prepare_run_dir(run_dir, resume=True, overwrite=False))
@@ -369,10 +371,15 @@ def _start_or_resume(runner, manager, learner, config: DQNConfig, run_dir: Path,
         metrics_path.unlink(missing_ok=True)
         (run_dir / EVALS_FILE).unlink(missing_ok=True)
         runner.start(0)
-    if not metrics_path.is_file():
-        with metrics_path.open("w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
+    write_metrics_header(metrics_path)
     return host, start_step
+
+
+def write_metrics_header(path: Path) -> None:
+    """Start ``metrics.csv`` with its header row unless it exists (a resumed run appends to it)."""
+    if not path.is_file():
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerow(METRIC_COLUMNS)
 
 
 def _open_tensorboard(run_dir: Path, start_step: int, log):
@@ -386,49 +393,40 @@ def _open_tensorboard(run_dir: Path, start_step: int, log):
         return None
 
 
-class _RunHost:
-    """The host side of a run between runner calls: per-call bookkeeping (divergence guard, episode and loss
-    stats, progress bar, metrics.csv / TensorBoard rows) and the segment boundaries (eval, checkpoint, next
-    segment's envs). ``host`` is the dict a checkpoint carries."""
+class AgentLog:
+    """One agent's host bookkeeping between learner calls: the divergence guard, episode and loss stats,
+    ``metrics.csv`` / TensorBoard rows, and its evals (``evals.csv``). ``host`` is the dict its checkpoints
+    carry; ``directory`` holds its files (the run directory, or ``agent-<i>/`` of a multi-seed run)."""
 
-    def __init__(self, config: DQNConfig, run_dir: Path, manager, runner, host: dict, *, start_step: int,
-                 num_actions: int, progress: bool, log):
-        self.config, self.run_dir, self.manager, self.runner, self.host = config, run_dir, manager, runner, host
-        self.num_actions, self.progress, self.log = num_actions, progress, log
-        self.metrics_path = run_dir / METRICS_FILE
-        self.writer = _open_tensorboard(run_dir, start_step, log)
-        self.env_steps = int(jax.device_get(runner.state.env_steps))
-        self.last_checkpoint = manager.latest_step()
-        self.next_checkpoint_at = self._next_checkpoint_after(self.env_steps)
-        self.wall_start = time.perf_counter() - float(host["wall_s"])
-        self.window_start_time, self.window_start_step = time.perf_counter(), self.env_steps
-        self.interrupted = False
-        self.bar = tqdm(total=config.total_steps, initial=min(self.env_steps, config.total_steps), unit="step",
-                        disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    def __init__(self, config: DQNConfig, directory: Path, host: dict, *, env_steps: int, start_step: int,
+                 num_actions: int, log, name: str = ""):
+        self.config, self.directory, self.host, self.num_actions, self.log = config, directory, host, num_actions, log
+        self.name = name  # "agent 3 " in messages of a multi-seed run
+        self.path = directory / METRICS_FILE
+        self.writer = _open_tensorboard(directory, start_step, log)
+        self.wall_start = time.perf_counter() - float(host["wall_s"])  # wall_s carries over resumes
+        self.env_steps = env_steps
+        self.window_start_time, self.window_start_step = time.perf_counter(), env_steps
 
-    def _next_checkpoint_after(self, step: int) -> int:
-        return (step // self.config.checkpoint_every + 1) * self.config.checkpoint_every
-
-    def account(self, metrics: dict) -> None:
-        """Host bookkeeping of one learner call: divergence guard, episode and loss stats, bar, log rows."""
+    def account(self, metrics: dict, *, intact: str) -> int:
+        """Bookkeeping of one learner call (``intact``: where the last good checkpoint is, for the divergence
+        message); returns the env steps it added."""
         config, host = self.config, self.host
         new_env_steps = int(metrics["env_steps"])
         problem = _non_finite(metrics)
         if problem:
-            where = (f"checkpoint {self.last_checkpoint} in {self.manager.directory} is intact"
-                     if self.last_checkpoint is not None else "no checkpoint had been written yet")
             raise DivergenceError(
-                f"training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
-                f"{problem}; stopped without saving, {where}; try a lower --learning-rate or "
-                f"--max-grad-norm")
+                f"{self.name}training diverged at step {new_env_steps} (update {int(metrics['num_updates'])}): "
+                f"{problem}; stopped without saving, {intact}; try a lower --learning-rate or --max-grad-norm")
         _record(host, metrics, np.asarray(metrics["episode_done"]) & ~np.asarray(metrics["forced"]))
-        self.bar.update(max(0, min(new_env_steps, config.total_steps) - min(self.env_steps, config.total_steps)))
+        added = max(0, min(new_env_steps, config.total_steps) - min(self.env_steps, config.total_steps))
         self.env_steps = new_env_steps
         while self.env_steps >= host["next_log_at"]:
-            self._write_row(self.env_steps, metrics)
+            self.last_row = self._write_row(self.env_steps, metrics)
             host["next_log_at"] += config.log_every
+        return added
 
-    def _write_row(self, step: int, metrics: dict) -> None:
+    def _write_row(self, step: int, metrics: dict) -> dict:
         """One metrics.csv row (and TensorBoard scalars) for the calls since the last row; resets the window."""
         config, host = self.config, self.host
         now = time.perf_counter()
@@ -440,20 +438,20 @@ class _RunHost:
                    q_mean=host["q_sum"] / host["loss_count"] if host["loss_count"] else float("nan"),
                    epsilon=float(metrics["epsilon"]), updates=int(metrics["num_updates"]),
                    steps_per_s=speed, wall_s=now - self.wall_start)
-        with self.metrics_path.open("a", newline="") as f:
+        with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([row[c] if c in ("step", "frames", "episodes", "updates") else _fmt(row[c])
                                     for c in METRIC_COLUMNS])
         if self.writer is not None:
             for name in METRIC_COLUMNS[2:]:
                 if not (isinstance(row[name], float) and math.isnan(row[name])):
                     self.writer.add_scalar(f"dqn/{name}", row[name], step)
-        self.bar.set_postfix(ret=_fmt(row["mean_return"]), loss=_fmt(row["loss"]), eps=f"{row['epsilon']:.3f}")
         host.update(window_returns=[], loss_sum=0.0, q_sum=0.0, loss_count=0)
         self.window_start_time, self.window_start_step = now, step
+        return row
 
-    def _eval_score(self, params, step: int) -> float | None:
+    def score(self, params) -> float | None:
         """The checkpoint's score: an eval's mean return (eval_episodes > 0), else the last 100 episodes'."""
-        config = self.config
+        config, step = self.config, self.env_steps
         if config.eval_episodes > 0:
             returns = evaluate_returns(config, params, config.eval_episodes, epsilon=config.eval_epsilon,
                                        seed=eval_seed(config.seed, step), num_actions=self.num_actions)
@@ -461,16 +459,71 @@ class _RunHost:
         recent = self.host["recent_returns"]
         return float(np.mean(recent)) if recent else None
 
-    def _log_eval(self, score: float) -> None:
-        """Append an eval to evals.csv, the log and TensorBoard."""
+    def log_eval(self, score: float, say) -> None:
+        """Append an eval to evals.csv, ``say`` (one line) and TensorBoard."""
         config, step = self.config, self.env_steps
         self.host.setdefault("evals", []).append([step, score])
-        _write_evals(self.run_dir / EVALS_FILE, self.host["evals"], config.frame_skip)
-        (self.bar.write if self.progress else self.log)(
-            f"step {step}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
+        _write_evals(self.directory / EVALS_FILE, self.host["evals"], config.frame_skip)
+        say(f"{self.name}step {step}: eval return {score:.1f} (mean of {config.eval_episodes} episodes, "
             f"epsilon {config.eval_epsilon:g})")
         if self.writer is not None:
             self.writer.add_scalar("dqn/eval_return", score, step)
+
+    def end_segment(self, interrupted: bool, params, say) -> float | None:
+        """Boundary bookkeeping: the eval (unless ``interrupted``) and the host counters; returns the score."""
+        score = None if interrupted else self.score(params)
+        if score is not None and self.config.eval_episodes > 0:
+            self.log_eval(score, say)
+        self.host["segment"] += 1
+        self.host["checkpoints"] += 1
+        self.host["wall_s"] = time.perf_counter() - self.wall_start
+        return score
+
+    def result(self, interrupted: bool, last_checkpoint: int | None) -> TrainResult:
+        return TrainResult(run_dir=self.directory, env_steps=self.env_steps,
+                           frames=self.env_steps * self.config.frame_skip, episodes=self.host["episodes"],
+                           mean_return=mean_or_nan(self.host["recent_returns"]), interrupted=interrupted,
+                           last_checkpoint=last_checkpoint, wall_s=time.perf_counter() - self.wall_start)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def next_checkpoint_after(step: int, checkpoint_every: int) -> int:
+    return (step // checkpoint_every + 1) * checkpoint_every
+
+
+class _RunHost:
+    """The host side of a one-agent run between runner calls: the agent's bookkeeping (``AgentLog``), the
+    progress bar and the segment boundaries (eval, checkpoint, next segment's envs)."""
+
+    def __init__(self, config: DQNConfig, run_dir: Path, manager, runner, host: dict, *, start_step: int,
+                 num_actions: int, progress: bool, log):
+        self.config, self.manager, self.runner, self.host = config, manager, runner, host
+        self.progress, self.log = progress, log
+        env_steps = int(jax.device_get(runner.state.env_steps))
+        self.agent = AgentLog(config, run_dir, host, env_steps=env_steps, start_step=start_step,
+                              num_actions=num_actions, log=log)
+        self.last_checkpoint = manager.latest_step()
+        self.next_checkpoint_at = next_checkpoint_after(env_steps, config.checkpoint_every)
+        self.interrupted = False
+        self.bar = tqdm(total=config.total_steps, initial=min(env_steps, config.total_steps), unit="step",
+                        disable=not progress, dynamic_ncols=True, smoothing=0.05)
+
+    @property
+    def env_steps(self) -> int:
+        return self.agent.env_steps
+
+    def account(self, metrics: dict) -> None:
+        """Host bookkeeping of one learner call: the agent's (``AgentLog.account``) and the progress bar."""
+        intact = (f"checkpoint {self.last_checkpoint} in {self.manager.directory} is intact"
+                  if self.last_checkpoint is not None else "no checkpoint had been written yet")
+        rows_before = self.host["next_log_at"]
+        self.bar.update(self.agent.account(metrics, intact=intact))
+        if self.host["next_log_at"] != rows_before:
+            row = self.agent.last_row
+            self.bar.set_postfix(ret=_fmt(row["mean_return"]), loss=_fmt(row["loss"]), eps=f"{row['epsilon']:.3f}")
 
     def end_segment(self, signal_name: str | None) -> bool:
         """Segment boundary: eval (unless stopped by ``signal_name``), checkpoint, then the next segment's envs.
@@ -478,41 +531,32 @@ class _RunHost:
         Returns:
           False when the run ends here (a signal, or total_steps reached), True when it goes on.
         """
-        config, host = self.config, self.host
+        config = self.config
         self.interrupted = signal_name is not None
         state = self.runner.state
-        score = None if self.interrupted else self._eval_score(state.dqn.params, self.env_steps)
-        if score is not None and config.eval_episodes > 0:
-            self._log_eval(score)
-        host["segment"] += 1
-        host["checkpoints"] += 1
-        host["wall_s"] = time.perf_counter() - self.wall_start
+        score = self.agent.end_segment(self.interrupted, state.dqn.params,
+                                       self.bar.write if self.progress else self.log)
         if self.env_steps != self.last_checkpoint:
-            ckpt.save_checkpoint(self.manager, self.env_steps, state, host, config, eval_return=score)
+            ckpt.save_checkpoint(self.manager, self.env_steps, state, self.host, config, eval_return=score)
             self.last_checkpoint = self.env_steps
-        self.next_checkpoint_at = self._next_checkpoint_after(self.env_steps)
+        self.next_checkpoint_at = next_checkpoint_after(self.env_steps, config.checkpoint_every)
         if self.interrupted:
             self.log(f"\n{signal_name} at step {self.env_steps}: checkpoint saved in {self.manager.directory}; "
                      f"continue with --resume")
             return False
         if self.env_steps >= config.total_steps:
             return False
-        self.runner.start(host["segment"], state)
+        self.runner.start(self.host["segment"], state)
         return True
 
     def close(self) -> None:
         self.bar.close()
         self.runner.close()
-        if self.writer is not None:
-            self.writer.close()
+        self.agent.close()
         self.manager.close()
 
     def result(self) -> TrainResult:
-        config = self.config
-        return TrainResult(run_dir=self.run_dir, env_steps=self.env_steps, frames=self.env_steps * config.frame_skip,
-                           episodes=self.host["episodes"], mean_return=mean_or_nan(self.host["recent_returns"]),
-                           interrupted=self.interrupted, last_checkpoint=self.last_checkpoint,
-                           wall_s=time.perf_counter() - self.wall_start)
+        return self.agent.result(self.interrupted, self.last_checkpoint)
 
 
 def train(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
