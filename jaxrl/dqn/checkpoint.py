@@ -373,7 +373,8 @@ def _run_dir(manager: ocp.CheckpointManager) -> Path:
 
 def _describe(error: BaseException) -> str:
     """The first line of an error's message, without tensorstore's trailing spec and source locations."""
-    lines = str(error).strip().splitlines()
+    message = re.sub(r"\s*See full TensorStore details:.*", "", str(error), flags=re.DOTALL)  # a multi-line spec
+    lines = message.strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return re.sub(r"\s*\[(tensorstore_spec|source locations)=.*$", "", text)
 

@@ -21,7 +21,7 @@ from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.agent import make_dqn
 from jaxrl.dqn.config import DQNConfig
 from jaxrl.dqn.envs import make_env_from_config
-from jaxrl.dqn.learner import abstract_learner_state, make_learner
+from jaxrl.dqn.learner import abstract_learner_state, abstract_learner_states, make_learner
 from jaxrl.dqn.run_dir import load_run_config
 
 MAX_PARALLEL_EPISODES = 16
@@ -60,9 +60,9 @@ def load_agents(run_dir: str | os.PathLike, which: int | str = "latest", *,
     probe = make_env_from_config(config, num_envs=1, seed=0)
     num_actions = probe.num_actions
     probe.close()
-    abstract = abstract_learner_state(make_learner(config, num_actions), config)
-    if config.num_seeds > 1:  # leaves [S, ...]
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.num_seeds,) + x.shape, x.dtype), abstract)
+    learner = make_learner(config, num_actions)
+    abstract = (abstract_learner_states(learner, config) if config.num_seeds > 1  # leaves [S, ...]
+                else abstract_learner_state(learner, config))
     manager = ckpt.open_manager(run_dir, config.keep_checkpoints, read_only=True)
     try:
         state, _, _, step = ckpt.restore_checkpoint(manager, abstract, config, step=which,

@@ -405,3 +405,12 @@ def abstract_learner_state(learner: Learner, config: DQNConfig) -> LearnerState:
     """Shapes and dtypes of ``learner``'s state (``jax.ShapeDtypeStruct`` leaves): a checkpoint restore's target."""
     obs_0 = jax.ShapeDtypeStruct((config.num_envs, config.obs_size), jnp.uint8)
     return jax.eval_shape(learner.init, jax.random.PRNGKey(0), obs_0)[0]
+
+
+def abstract_learner_states(learner: Learner, config: DQNConfig, sharding=None) -> LearnerState:
+    """The state of ``config.num_seeds`` agents (leaves ``[S, ...]``) as ``jax.ShapeDtypeStruct``s placed with
+    ``sharding`` (default: this process's first device, which also reads a state saved sharded over other
+    devices or processes): a multi-seed checkpoint's restore target."""
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.num_seeds,) + x.shape, x.dtype, sharding=sharding),
+                        abstract_learner_state(learner, config))

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import DQNConfig
 from jaxrl.dqn.envs import make_env_from_config
-from jaxrl.dqn.learner import Learner, abstract_learner_state, make_learner
+from jaxrl.dqn.learner import Learner, abstract_learner_states, make_learner
 from jaxrl.dqn.plots import EVALS_FILE
 from jaxrl.dqn.run_dir import CONFIG_FILE, METRICS_FILE, prepare_run_dir, write_json_atomic
 from jaxrl.dqn.train import (AgentLog, TrainResult, _StopFlag, _fresh_host, _resolve_run, _truncate_metrics,
@@ -160,13 +160,6 @@ def make_multi_init(learner: Learner, shards: AgentShards):
                                  in_specs=(spec, spec), out_specs=(spec, spec)))
 
 
-def abstract_multi_state(learner: Learner, config: DQNConfig, sharding: NamedSharding | None = None):
-    """Shapes, dtypes (and ``sharding``) of the state of ``config.num_seeds`` agents: leaves ``[S, ...]``."""
-    one = abstract_learner_state(learner, config)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.num_seeds,) + x.shape, x.dtype, sharding=sharding),
-                        one)
-
-
 # -- host helpers ----------------------------------------------------------------------------------------------
 def allgather_json(value: Any) -> list:
     """``value`` (JSON-serialisable) of every process, in process order (a collective)."""
@@ -254,7 +247,7 @@ class _SeedsRun:
         for i in self.local:
             agent_dir(self.run_dir, i).mkdir(parents=True, exist_ok=True)
         if resume and ckpt.saved_steps(self.manager):
-            abstract = abstract_multi_state(learner, config, self.shards.sharding)
+            abstract = abstract_learner_states(learner, config, self.shards.sharding)
             self.state, saved, _, step = ckpt.restore_checkpoint(
                 self.manager, abstract, config, host_keys=("agents",),
                 warn=lambda message: self.log(f"warning: {message}"), set_aside_damaged=self.primary)
