@@ -175,9 +175,11 @@ arrays.update({f"dp{i}_{j}": a for i, e in enumerate(split_batches.estimators)
 np.savez(os.path.join(os.path.dirname(__file__), f"result{jax.process_index()}.npz"), **arrays,
          n_iter=[e.n_iter_ for e in result.estimators], train_score=result.cv_results["train_score"],
          best_index=result.best_index, epoch_loss=loss)
+from jaxrl.mlp.grid_prepare import _held_runs
+held, _ = _held_runs(parallel.runs_mesh(), True, 6, None)  # the runs whose shuffles this process makes
 print("INFO" + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                            "devices": jax.device_count(), "local_devices": jax.local_device_count(),
-                           "mesh": mesh.size}), flush=True)
+                           "mesh": mesh.size, "held": held}), flush=True)
 if jax.process_index() == 1:
     os.kill(os.getpid(), signal.SIGKILL)
 multihost_utils.sync_global_devices("process 1 never arrives")
@@ -193,8 +195,9 @@ from jaxrl.mlp import core, optim
 def grid_problem():
     X, y = load_digits(return_X_y=True)
     template = MLPClassifier(hidden_layer_sizes=(8,), batch_size=40, max_iter=6, tol=5e-2, n_iter_no_change=1)
-    # 6 runs: padded to 8 over the 4 devices; the tolerance stops some runs before max_iter
-    grid = dict(alpha=[1e-4, 1.0, 3.0], learning_rate_init=[1e-3, 1e-2], random_state=[3])
+    # 6 runs: padded to 8 over the 4 devices; the tolerance stops some runs before max_iter; two random states
+    # shuffle differently, so each process makes only its own runs' shuffles
+    grid = dict(alpha=[1e-4, 1.0, 3.0], learning_rate_init=[1e-2], random_state=[3, 5])
     small_grid = dict(alpha=[1e-4, 1.0], random_state=[3])  # for data_parallel=True
     return template, (X[:120] / 16.0).astype(np.float32), y[:120], grid, small_grid
 
@@ -271,6 +274,9 @@ def test_two_processes_see_four_global_devices(two_processes):
     assert sorted(info["process"] for info in two_processes["infos"]) == [0, 1]
     for info in two_processes["infos"]:
         assert info["processes"] == 2 and info["devices"] == 4 and info["local_devices"] == 2 and info["mesh"] == 4
+    # 6 runs padded to 8 over 4 devices: process 0's devices hold runs 0-3, process 1's runs 4, 5 and two
+    # padding copies of run 5; each process makes only those runs' shuffles
+    assert {info["process"]: info["held"] for info in two_processes["infos"]} == {0: [0, 1, 2, 3], 1: [4, 5]}
 
 
 def test_run_sharded_fit_grid_over_two_processes_equals_one_process(two_processes):

@@ -212,12 +212,12 @@ def _train(prepared: PreparedGrid, max_iter: int):
       runs of ``shard_runs``.
     """
     state, runs, layout, epochs_per_call = prepared.state, prepared.runs, prepared.layout, prepared.epochs_per_call
-    place, n_runs = prepared.place_runs, len(runs)
+    place, n_runs, held = prepared.place_held, len(runs), prepared.held_runs
     curves, epochs_done, compile_seconds = [], 0, 0.0
     if len(runs) > 1 and _same_minibatches(runs):
-        runs, place = runs[:1], prepared.place_shared  # shuffle for run 0 only
+        runs, place, held = runs[:1], prepared.place_shared, [0]  # shuffle for run 0 only
     orders = [np.arange(len(r.train), dtype=int) for r in runs]
-    rows = place(_shuffled_rows(runs, orders, epochs_per_call, layout))
+    rows = place(_shuffled_rows(runs, orders, epochs_per_call, layout, held))
     while True:
         args = (state, *prepared.data, rows, prepared.config, prepared.shared)
         compiled, seconds = _compile(args, prepared.static)
@@ -225,7 +225,8 @@ def _train(prepared: PreparedGrid, max_iter: int):
         state, curve = compiled(*args)  # asynchronous: the host prepares the next chunk meanwhile
         epochs_done += epochs_per_call
         remaining = max_iter - epochs_done
-        next_rows = _shuffled_rows(runs, orders, min(epochs_per_call, remaining), layout) if remaining > 0 else None
+        next_rows = (_shuffled_rows(runs, orders, min(epochs_per_call, remaining), layout, held)
+                     if remaining > 0 else None)
         curve, active = mlp_parallel.to_host((curve, state.active))  # gathered from every process
         curves.append(curve)
         if next_rows is None or not bool(active.any()):

@@ -202,6 +202,8 @@ class PreparedGrid(NamedTuple):
     epochs_per_call: int  # epochs per compiled call
     place_runs: Callable  # NumPy [R, ...] -> device (split over the devices with shard_runs)
     place_shared: Callable  # NumPy array used by all runs -> device (replicated on a mesh)
+    held_runs: list  # the runs whose per-epoch shuffles this process makes (all, unless split over processes)
+    place_held: Callable  # NumPy [len(held_runs), ...] -> the same array as place_runs of all runs' values
 
 
 def prepare_grid(estimator, grid, data: GridData, X, y, *, data_parallel: bool, shard_runs: bool,
@@ -214,6 +216,7 @@ def prepare_grid(estimator, grid, data: GridData, X, y, *, data_parallel: bool, 
         per_epoch = len(runs) * layout.n_batches * layout.batch_width * 4
         epochs_per_call = max(1, _INDEX_BUDGET_BYTES // per_epoch)
     place, per_run, place_active = _placement(mesh, shard_runs, len(runs))
+    held, place_held = _held_runs(mesh, shard_runs, len(runs), per_run)
     dtype, early_stopping = data.x.dtype, bool(estimator.early_stopping)
     return PreparedGrid(
         runs=runs,
@@ -227,7 +230,38 @@ def prepare_grid(estimator, grid, data: GridData, X, y, *, data_parallel: bool, 
         epochs_per_call=min(int(epochs_per_call), int(estimator.max_iter)),
         place_runs=per_run,
         place_shared=place,
+        held_runs=held,
+        place_held=place_held,
     )
+
+
+def _held_runs(mesh, shard_runs: bool, n_runs: int, place_runs):
+    """``(held, place_held)``: the runs whose data this process makes, and how it places them.
+
+    With runs split over the devices of several processes, a process holds the runs its own devices hold (and
+    the last run, when it holds padding copies of it): it makes only their shuffles, and ``place_held`` puts
+    its rows ``[len(held), ...]`` in place (``jax.make_array_from_callback`` asks only for local slices).
+    Otherwise every run is held and ``place_held`` is ``place_runs``.
+    """
+    if not shard_runs or mlp_parallel.leading_axis_sharding(mesh).is_fully_addressable:
+        return list(range(n_runs)), place_runs
+    sharding, n_total = mlp_parallel.leading_axis_sharding(mesh), n_runs + (-n_runs) % mesh.size
+    local = set()
+    for index in sharding.addressable_devices_indices_map((n_total,)).values():
+        local.update(min(i, n_runs - 1) for i in range(*index[0].indices(n_total)))
+    held = sorted(local)
+    position = {run: k for k, run in enumerate(held)}
+
+    def place_held(rows):
+        rows = np.asarray(rows)
+
+        def block(index):
+            runs = [position[min(i, n_runs - 1)] for i in range(*index[0].indices(n_total))]
+            return rows[runs][(slice(None),) + tuple(index[1:])]
+
+        return jax.make_array_from_callback((n_total,) + rows.shape[1:], sharding, block)
+
+    return held, place_held
 
 
 def _placement(mesh, shard_runs: bool, n_runs: int):
@@ -356,23 +390,25 @@ def _initial_state(run_params, opt_states, place, place_active, early_stopping: 
     )
 
 
-def _shuffled_rows(runs, orders, n_epochs: int, layout: _Layout) -> np.ndarray:
-    """Host: each run's next ``n_epochs`` sklearn shuffles as padded minibatch rows.
+def _shuffled_rows(runs, orders, n_epochs: int, layout: _Layout, which=None) -> np.ndarray:
+    """Host: the next ``n_epochs`` sklearn shuffles of the runs ``which`` (default: all) as padded minibatch rows.
 
     ``orders[i]`` (each run's current ``sample_idx``) is advanced in place with
     ``sklearn.utils.shuffle(..., random_state=run.random_state)``, as the estimator does.
 
     Returns:
-      ``[R, n_epochs, n_batches, batch_width]`` int32 rows of ``X``.
+      ``[len(which), n_epochs, n_batches, batch_width]`` int32 rows of ``X``.
     """
-    rows = np.empty((len(runs), n_epochs, *layout), np.int32)
-    for i, run in enumerate(runs):
+    which = range(len(runs)) if which is None else which
+    rows = np.empty((len(which), n_epochs, *layout), np.int32)
+    for k, i in enumerate(which):
+        run = runs[i]
         epoch_orders = np.empty((n_epochs, len(run.train)), np.int64)
         for e in range(n_epochs):
             if run.estimator.shuffle:
                 orders[i] = sklearn_shuffle(orders[i], random_state=run.random_state)
             epoch_orders[e] = run.train[orders[i]]
-        rows[i] = grid_batches(epoch_orders, len(run.train), run.batch_size, *layout)
+        rows[k] = grid_batches(epoch_orders, len(run.train), run.batch_size, *layout)
     return rows
 
 
