@@ -354,13 +354,13 @@ def train_seeds(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool =
     run_dir = Path(run_dir)
     run = _SeedsRun(config, run_dir, learner, num_actions, resume=resume, progress=progress, log=log)
     stopping = False
+    done = min(allgather_json(min(agent.env_steps for agent in run.agents))) >= config.total_steps
     try:
         with _StopFlag() as stop:
-            while True:
+            while not done:
                 running, stops, fewest = run.advance(stopping, stop.signal_name is not None)
                 stopping = stopping or stops > 0
-                if running == 0 and not run.end_segment(stopping, fewest):
-                    break
+                done = running == 0 and not run.end_segment(stopping, fewest)
     finally:
         run.close()
     return [agent.result(run.interrupted, run.last_checkpoint) for agent in run.agents]
