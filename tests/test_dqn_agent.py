@@ -6,7 +6,7 @@ import pytest
 
 from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
 from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.agent import munchausen_target, quantile_midpoints, quantile_td_loss
+from jaxrl.dqn.losses import munchausen_target, quantile_midpoints, quantile_td_loss
 
 from conftest import small_config
 

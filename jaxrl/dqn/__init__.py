@@ -9,8 +9,8 @@ from jaxrl._lazy import lazy_names
 
 # public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("DQN", "DQNState", "epsilon_schedule", "make_dqn", "quantile_td_loss", "td_error", "td_loss"),
-                    "jaxrl.dqn.agent"),
+    **dict.fromkeys(("DQN", "DQNState", "epsilon_schedule", "make_dqn"), "jaxrl.dqn.agent"),
+    **dict.fromkeys(("quantile_td_loss", "td_error", "td_loss"), "jaxrl.dqn.losses"),
     **dict.fromkeys(("StackedEnvState", "stack_vec_env", "stack_xla_env"), "jaxrl.dqn.frame_stack"),
     **dict.fromkeys(("Learner", "LearnerState", "make_learner"), "jaxrl.dqn.learner"),
     "QNetwork": "jaxrl.dqn.network",
