@@ -8,7 +8,8 @@ References:
 
     dqn = make_dqn(DQNConfig(), num_actions=6)
     state = dqn.init(key)
-    state, metrics = jax.jit(dqn.update)(state, batch)            # batch: Transition, leaves [B, ...]
+    state, metrics, td_error = jax.jit(dqn.update)(state, batch)  # batch: Transition, leaves [B, ...]
+    state, metrics, td_error = dqn.update(state, batch, weights)  # weights [B]: prioritized replay
     actions = dqn.act(state.params, obs, key, epsilon)            # obs [N, 128] uint8 -> [N] int32
 """
 from __future__ import annotations
@@ -43,8 +44,7 @@ class DQN(NamedTuple):
 
     init: Callable[[jax.Array], DQNState]
     loss: Callable[..., tuple[jax.Array, dict]]
-    update: Callable[[DQNState, Transition], tuple[DQNState, dict]]
-    update_weighted: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B]) -> (+ td [B])
+    update: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B] = None) -> (+ td [B])
     act: Callable[..., jax.Array]
     q_values: Callable[[Params, jax.Array], jax.Array]
 
@@ -119,12 +119,19 @@ def _init(key, *, network, optimizer, obs_size: int = NUM_RAM_BYTES) -> DQNState
     )
 
 
-def _update_weighted(state: DQNState, batch: Transition, weights, *, loss_fn, optimizer, target_update_period,
-                     tau):
-    """One optimizer step on `batch` (leaves [B, ...]) with loss weights ([B] or None), then the target sync.
+def _update(state: DQNState, batch: Transition, weights: jax.Array | None = None, *, loss_fn, optimizer,
+            target_update_period, tau) -> tuple[DQNState, dict, jax.Array]:
+    """One optimizer step on `batch`, then the target sync.
+
+    Args:
+      state: the agent's state.
+      batch: Transition, leaves [B, ...].
+      weights: optional [B] float32 loss weights (prioritized replay's importance weights); None weighs every
+        row 1 (the plain mean, not a multiplication by ones).
 
     Returns:
-      (state, metrics of scalars loss / q_mean / grad_norm, td_error [B] of the batch before the step).
+      (state, metrics of scalars loss / q_mean / grad_norm, td_error [B] of the batch before the step: the
+      priorities of prioritized replay; unused, it costs nothing under `jit`).
     """
     grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, weights)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -138,12 +145,6 @@ def _update_weighted(state: DQNState, batch: Transition, weights, *, loss_fn, op
         )
     metrics = {"loss": aux["loss"], "q_mean": aux["q_mean"], "grad_norm": optax.tree.norm(grads)}
     return DQNState(params, target_params, opt_state, num_updates), metrics, aux["td_error"]
-
-
-def _update(state: DQNState, batch: Transition, **kwargs):
-    """One optimizer step on `batch` (leaves [B, ...]), then the target sync. Returns (state, metrics)."""
-    state, metrics, _ = _update_weighted(state, batch, None, **kwargs)
-    return state, metrics
 
 
 def _q_values(params, obs, *, network):
@@ -201,7 +202,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
       num_actions: A, size of the discrete action set.
 
     Returns:
-      DQN(init, loss, update, update_weighted, act, q_values).
+      DQN(init, loss, update, act, q_values).
     """
     num_actions = check_int("num_actions", num_actions)
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
@@ -212,13 +213,11 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
         _loss, network=network, gamma=config.gamma, huber_delta=config.huber_delta, double_dqn=config.double_dqn,
         munchausen_alpha=config.munchausen_alpha, munchausen_temperature=config.munchausen_temperature,
     )
-    update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=config.target_update_period,
-                         tau=config.tau)
     return DQN(
         init=functools.partial(_init, network=network, optimizer=optimizer, obs_size=config.obs_size),
         loss=loss_fn,
-        update=functools.partial(_update, **update_kwargs),
-        update_weighted=functools.partial(_update_weighted, **update_kwargs),
+        update=functools.partial(_update, loss_fn=loss_fn, optimizer=optimizer,
+                                 target_update_period=config.target_update_period, tau=config.tau),
         act=functools.partial(_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
     )

@@ -141,7 +141,9 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
     if not bound.config.prioritized_replay:
         def one_update(i, carry):
             dqn_state, _ = carry
-            return bound.dqn.update(dqn_state, bound.replay.sample(replay_state, jax.random.fold_in(key, i)))
+            dqn_state, metrics, _ = bound.dqn.update(dqn_state,
+                                                     bound.replay.sample(replay_state, jax.random.fold_in(key, i)))
+            return dqn_state, metrics
 
         dqn_state, metrics = jax.lax.fori_loop(0, bound.config.updates_per_call, one_update, (dqn_state, zeros))
         return dqn_state, replay_state, metrics
@@ -150,7 +152,7 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
         dqn_state, priorities, max_priority, _ = carry
         buffer = replay_state._replace(priorities=priorities, max_priority=max_priority)
         drawn = bound.replay.sample(buffer, jax.random.fold_in(key, i))
-        dqn_state, metrics, td_errors = bound.dqn.update_weighted(dqn_state, drawn.batch, drawn.weights)
+        dqn_state, metrics, td_errors = bound.dqn.update(dqn_state, drawn.batch, drawn.weights)
         buffer = bound.replay.update(buffer, drawn.indices, td_errors)
         return dqn_state, buffer.priorities, buffer.max_priority, metrics
 
