@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jaxrl.cli import build_parser, main
-from jaxrl.dqn.cli import config_overrides
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
+from jaxrl.dqn.run.cli import config_overrides
 
 
 @pytest.fixture(scope="module")

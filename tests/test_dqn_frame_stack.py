@@ -1,12 +1,12 @@
-"""RAM frame stacking (`jaxrl.dqn.frame_stack`): the pure pair, the XLA-env and host-env wrappers, the config."""
+"""RAM frame stacking (`jaxrl.dqn.envs.frame_stack`): the pure pair, the XLA-env and host-env wrappers, the config."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl.dqn import frame_stack
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.toy_env import make_toy_env
+from jaxrl.dqn.envs import frame_stack
+from jaxrl.dqn.envs.toy import make_toy_env
 
 
 @pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])

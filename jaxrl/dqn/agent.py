@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.buffers.replay import Transition
 from jaxrl.dqn.config import DQNConfig, check_int
+from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 from jaxrl.dqn.losses import munchausen_target, quantile_td_loss, td_error
 from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.replay import Transition
 
 Params = Any
 

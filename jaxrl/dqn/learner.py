@@ -28,14 +28,19 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
-from jaxrl.dqn.config import DQNConfig, check_int
-from jaxrl.dqn.nstep import NStep, NStepState, make_nstep
-from jaxrl.dqn.prioritized import (
+from jaxrl.dqn.buffers import (
+    NStep,
+    NStepState,
     PrioritizedReplayBuffer,
     PrioritizedReplayState,
+    ReplayBuffer,
+    ReplayState,
+    Transition,
+    make_nstep,
     make_prioritized_replay_buffer,
+    make_replay_buffer,
 )
-from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
+from jaxrl.dqn.config import DQNConfig, check_int
 
 
 class LearnerState(NamedTuple):
@@ -332,8 +337,8 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     """Build the fused DQN training step for ``config.num_envs`` envs.
 
     Besides the agent's fields (`jaxrl.dqn.agent.make_dqn`) it reads: buffer_size, batch_size (uniform replay,
-    or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.prioritized`), n_step
-    (n > 1 stores n-step returns, `jaxrl.dqn.nstep`: rows enter the buffer n - 1 calls later, or when the
+    or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.buffers.prioritized`), n_step
+    (n > 1 stores n-step returns, `jaxrl.dqn.buffers.nstep`: rows enter the buffer n - 1 calls later, or when the
     episode / life ends), learning_starts (no update before this many transitions were stored), update_every
     and updates_per_call (updates run on calls where calls % update_every == 0, so the replay ratio is
     updates_per_call * batch_size / (update_every * N) samples per transition), reward_scale / clip_rewards

@@ -137,8 +137,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.run_dir import load_run_config, prepare_run_dir
-    from jaxrl.dqn.train import DivergenceError, train
+    from jaxrl.dqn.run.run_dir import load_run_config, prepare_run_dir
+    from jaxrl.dqn.run.train import DivergenceError, train
 
     try:
         if args.resume:
@@ -177,8 +177,8 @@ def with_total_frames(config: DQNConfig, args: argparse.Namespace) -> DQNConfig:
 def _agent(args: argparse.Namespace):
     """(params or None, config, description) from --run-dir / --random."""
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.evaluate import load_params
-    from jaxrl.dqn.run_dir import load_run_config
+    from jaxrl.dqn.run.evaluate import load_params
+    from jaxrl.dqn.run.run_dir import load_run_config
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -207,7 +207,7 @@ def _step(text: str) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from jaxrl.dqn.evaluate import evaluate_returns, format_returns
+    from jaxrl.dqn.run.evaluate import evaluate_returns, format_returns
 
     try:
         params, config, what = _agent(args)
@@ -223,7 +223,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _play(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from jaxrl.dqn.evaluate import play
+    from jaxrl.dqn.run.evaluate import play
 
     try:
         if args.fps < 1:
@@ -240,7 +240,7 @@ def _play(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from jaxrl.dqn.plots import plot_returns
+    from jaxrl.dqn.run.plots import plot_returns
 
     out = args.out or str(Path(args.run_dir) / "returns.png")
     try:

@@ -1,6 +1,6 @@
 """Proportional prioritized experience replay (Schaul et al., 2016) as pure functions over an explicit state.
 
-The ring of rows is the uniform buffer's (`jaxrl.dqn.replay`: same `Transition` rows, same `add` masking);
+The ring of rows is the uniform buffer's (`jaxrl.dqn.buffers.replay`: same `Transition` rows, same `add` masking);
 beside it every row has a priority ``p_i ** alpha``. Rows are drawn with probability
 ``P(i) = p_i^alpha / sum_k p_k^alpha`` and each drawn row comes with the importance weight
 ``w_i = (size * P(i)) ** -beta / max_batch w`` that corrects the TD loss for the non-uniform draw. A new row gets
@@ -27,8 +27,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl.dqn import replay
-from jaxrl.dqn.replay import ReplayState, Transition
+from jaxrl.dqn.buffers import replay
+from jaxrl.dqn.buffers.replay import ReplayState, Transition
 
 
 class PrioritizedReplayState(NamedTuple):
@@ -69,7 +69,7 @@ def init(example: Transition, *, capacity: int) -> PrioritizedReplayState:
 def add(
     state: PrioritizedReplayState, batch: Transition, valid: jax.Array | None = None, *, capacity: int
 ) -> PrioritizedReplayState:
-    """Write the valid rows of `batch` (leaves [N, ...]) like `jaxrl.dqn.replay.add`, each at the max priority."""
+    """Write the valid rows of `batch` (leaves [N, ...]) like `jaxrl.dqn.buffers.replay.add`, each at the max priority."""
     num_rows = jax.tree.leaves(batch)[0].shape[0]
     if valid is None:
         valid = jnp.ones((num_rows,), bool)
@@ -142,7 +142,7 @@ def make_prioritized_replay_buffer(
     """Build a proportional prioritized ring buffer with static sizes.
 
     Args:
-      capacity, batch_size, min_size: as `jaxrl.dqn.replay.make_replay_buffer`.
+      capacity, batch_size, min_size: as `jaxrl.dqn.buffers.replay.make_replay_buffer`.
       priority_exponent: alpha in [0, 1]: 0 is uniform sampling, 1 fully proportional to |TD error|
         (Schaul et al. use 0.6, Dopamine's Rainbow 0.5).
       importance_exponent: beta in [0, 1] of the importance weights (Dopamine's Rainbow: 0.5).
