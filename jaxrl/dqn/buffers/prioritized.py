@@ -105,7 +105,7 @@ def sample(
       PrioritizedSample(batch [B, ...], indices [B] int32, weights [B] float32 with max 1).
     """
     size = jnp.maximum(state.replay.size, 1)
-    total = sum_tree.total(state.sum_tree)
+    total = sum_tree.total(state.sum_tree, (batch_size,))  # [B], the same total in every row
     segment = (jnp.arange(batch_size) + jax.random.uniform(key, (batch_size,))) / batch_size  # [B] in [0, 1)
     indices = sum_tree.find(state.sum_tree, state.priorities, segment * total)  # [B]: rows of priority > 0 (filled)
     probs = state.priorities[indices] / jnp.maximum(total, 1e-30)

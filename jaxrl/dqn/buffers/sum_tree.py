@@ -42,9 +42,13 @@ def build(leaves: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.zeros((1,), leaves.dtype)] + levels[::-1])  # [unused, root, 2 nodes, 4 nodes ...]
 
 
-def total(tree: jax.Array) -> jax.Array:
-    """() the sum of all leaves (the root)."""
-    return tree[1]
+def total(tree: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """The sum of all leaves (the root), repeated to ``shape``.
+
+    Read it at the shape it is used at (a batch of masses): a gather, where a scalar read of the tree inside a
+    loop body that then rewrites the tree (`set_leaves`) makes XLA copy the whole tree each iteration.
+    """
+    return tree[jnp.ones(shape, jnp.int32)]
 
 
 def _leaf(leaves: jax.Array, index: jax.Array) -> jax.Array:
