@@ -5,7 +5,7 @@
     python experiments/bench_dqn.py --obs-encoding bits --update-every 4     # any `jaxrl dqn train` config flag
 
 Raw: ``make_vec_env`` stepped with uniformly random actions over all actions (numpy), no learning.
-Training: ``jaxrl.dqn.train.train`` itself, i.e. ``jaxrl dqn train`` with ``--loop python`` (env step from
+Training: ``jaxrl.dqn.run.train.train`` itself, i.e. ``jaxrl dqn train`` with ``--loop python`` (env step from
 Python, one jitted ``learner.step`` with replay add + update + act, NaN guard, logging) and with ``--loop xla``
 (envpool's XLA step and ``learner.step`` compiled together, up to ``xla_chunk_calls`` calls per compiled call;
 envpool only), with no checkpoint or eval inside the measured window; steps/s is read from its
@@ -28,7 +28,7 @@ import numpy as np
 
 
 def raw_env_speed(config, num_envs: int, steps: int) -> float:
-    from jaxrl.dqn.envs import make_env_from_config
+    from jaxrl.dqn.envs.host import make_env_from_config
 
     rng = np.random.default_rng(0)
     with make_env_from_config(config, num_envs=num_envs, seed=0) as env:
@@ -45,7 +45,7 @@ def raw_env_speed(config, num_envs: int, steps: int) -> float:
 
 def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
     """Steps/s of ``train`` with ``config`` (its ``loop``) after warm-up, and the number of updates done."""
-    from jaxrl.dqn.train import train
+    from jaxrl.dqn.run.train import train
 
     log_every = max(steps // 5, num_envs)
     total = config.learning_starts + steps + log_every
@@ -62,8 +62,8 @@ def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
 
 
 def main(argv=None) -> None:
-    from jaxrl.dqn.cli import add_config_flags, config_overrides
     from jaxrl.dqn.config import PRESETS, preset
+    from jaxrl.dqn.run.cli import add_config_flags, config_overrides
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[8])
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     if args.updates_per_call is not None:
         overrides["updates_per_call"] = args.updates_per_call
     config = preset(args.preset, **overrides)
-    from jaxrl.dqn.envs import resolve_backend
+    from jaxrl.dqn.envs.host import resolve_backend
 
     backend = resolve_backend(config.backend)
     print("#", fair_blas.describe_blas())

@@ -9,8 +9,8 @@ Training rows are measured after warm-up past learning_starts, i.e. while updati
 Rows:
   raw envpool (python)   pool.step(random actions) in a Python loop, N envs
   raw envpool (xla scan) envpool's XLA step with random actions inside lax.scan, N envs
-  train python loop      jaxrl.dqn.envs.make_vec_env + jitted learner.step per env step
-  train xla loop         jaxrl.dqn.xla_loop: lax.scan(env step + learner.step), K steps per call
+  train python loop      jaxrl.dqn.envs.host.make_vec_env + jitted learner.step per env step
+  train xla loop         jaxrl.dqn.run.xla_loop: lax.scan(env step + learner.step), K steps per call
   raw envpool S*N        as the first row with S*N envs
   train xla S seeds      S agents vmapped, one envpool of S*N envs
 """
@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl.dqn.config import DQNConfig
+from jaxrl.dqn.envs.xla import make_envpool_xla_env
 from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.xla_env import make_envpool_xla_env
-from jaxrl.dqn.xla_loop import make_xla_loop
+from jaxrl.dqn.run.xla_loop import make_xla_loop
 
 
 class _Timer:
@@ -134,7 +134,7 @@ class TrainXla:
 
 class TrainPython:
     def __init__(self, num_envs, args):
-        from jaxrl.dqn.envs import make_vec_env
+        from jaxrl.dqn.envs.host import make_vec_env
 
         self.env = make_vec_env(num_envs, 0, backend="envpool")
         learner = _learner(num_envs, self.env.num_actions, args)

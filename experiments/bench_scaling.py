@@ -64,7 +64,7 @@ def _dqn_worker(args) -> dict:
     import jax
 
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.multi_seed import agent_dir, allgather_json, train_seeds
+    from jaxrl.dqn.run.multi_seed import agent_dir, allgather_json, train_seeds
 
     steps = args.dqn_steps
     config = preset("objects", num_seeds=args.agents, learning_starts=256, total_steps=2 * steps,

@@ -60,8 +60,8 @@ def main(argv=None) -> None:
     config, args = parse_args(argv)
     import jax
 
+    from jaxrl.dqn.envs.xla import make_envpool_xla_env
     from jaxrl.dqn.ppo import evaluate, train
-    from jaxrl.dqn.xla_env import make_envpool_xla_env
 
     env = make_envpool_xla_env(config.num_envs, config.seed, frame_stack=config.frame_stack)
     network, params, rows = train(env, config)

@@ -1,7 +1,7 @@
 """Train S independent DQN agents at once with the compiled XLA loop (envpool inside `lax.scan`, vmap over seeds).
 
 Uses the same config presets as `jaxrl dqn train` (`jaxrl.dqn.config`) and the same `learner.step`; only the loop
-differs: `jaxrl.dqn.xla_loop.make_xla_loop`, K env steps per compiled call, logging between calls. Writes one CSV
+differs: `jaxrl.dqn.run.xla_loop.make_xla_loop`, K env steps per compiled call, logging between calls. Writes one CSV
 row per call and seed. No checkpoints (use `jaxrl dqn train` for resumable runs).
 
     python experiments/train_dqn_xla.py --preset seed --seeds 4 --total-steps 2500000 --out runs_xla.csv
@@ -20,12 +20,12 @@ import time
 import jax
 import numpy as np
 
-from jaxrl.dqn.cli import add_config_flags, config_overrides
 from jaxrl.dqn.config import preset
+from jaxrl.dqn.envs.xla import make_envpool_xla_env
 from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.train import keep_recent, mean_or_nan
-from jaxrl.dqn.xla_env import make_envpool_xla_env
-from jaxrl.dqn.xla_loop import make_xla_loop
+from jaxrl.dqn.run.cli import add_config_flags, config_overrides
+from jaxrl.dqn.run.train import keep_recent, mean_or_nan
+from jaxrl.dqn.run.xla_loop import make_xla_loop
 
 
 def main() -> None:
@@ -86,7 +86,7 @@ def main() -> None:
             f.write(serialization.to_bytes(jax.device_get(state.learner.dqn.params)))
         print(f"saved the {s} agents' parameters to {args.save_params}")
     if args.final_eval_episodes > 0:
-        from jaxrl.dqn.evaluate import evaluate_returns
+        from jaxrl.dqn.run.evaluate import evaluate_returns
 
         params = jax.device_get(state.learner.dqn.params)
         for seed in range(s):

@@ -1,6 +1,6 @@
 """The `jaxrl` command line: `jaxrl mlp ...`, `jaxrl dqn train|eval|play ...` and `jaxrl launch ...`.
 
-Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/cli.py`) and exposes
+Each subcommand lives beside the code it drives (`jaxrl/mlp/cli.py`, `jaxrl/dqn/run/cli.py`) and exposes
 `add_parser(subparsers)`, which registers its parser and sets `func` to a callable taking the parsed
 `argparse.Namespace` and returning an exit code. Heavy imports happen inside `func`, so `jaxrl --help` is quick
 (it imports neither JAX nor scikit-learn).
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from jaxrl.mlp import cli as mlp_cli
-    from jaxrl.dqn import cli as dqn_cli
+    from jaxrl.dqn.run import cli as dqn_cli
     from jaxrl import launch
 
     mlp_cli.add_parser(subparsers)

@@ -23,7 +23,7 @@ import numpy as np
 
 os.environ.setdefault("JAXRL_COMPILATION_CACHE", "0")
 
-from jaxrl.dqn.replay import Transition  # noqa: E402  (after the cache setting)
+from jaxrl.dqn.buffers.replay import Transition  # noqa: E402  (after the cache setting)
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 FAST_BACKEND = "envpool" if HAS_ENVPOOL else "gymnasium"
@@ -120,8 +120,8 @@ def read_rows(run_dir):
 
 def final_state(run_dir, config, step="latest"):
     """The full LearnerState (params, target, Adam, replay, key, counters) of a run's checkpoint."""
-    from jaxrl.dqn import checkpoint as ckpt  # orbax: only for the tests that read checkpoints
     from jaxrl.dqn.learner import abstract_learner_state, make_learner
+    from jaxrl.dqn.run import checkpoint as ckpt  # orbax: only for the tests that read checkpoints
 
     learner = make_learner(config, 6)
     abstract = abstract_learner_state(learner, config)

@@ -6,7 +6,7 @@ import pytest
 
 from jaxrl.dqn import Transition, epsilon_schedule, make_dqn, td_error, td_loss
 from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.agent import munchausen_target, quantile_midpoints, quantile_td_loss
+from jaxrl.dqn.losses import munchausen_target, quantile_midpoints, quantile_td_loss
 
 from conftest import small_config
 
@@ -74,7 +74,7 @@ def test_terminated_is_not_bootstrapped_truncated_is():
 
 
 def test_weighted_update_scales_each_row_and_returns_its_td_error():
-    """update_weighted (prioritized replay): loss = mean(w * huber(td)); td errors are the pre-step ones."""
+    """update with weights (prioritized replay): loss = mean(w * huber(td)); td errors are the pre-step ones."""
     gamma = 0.9
     dqn = make_dqn(small_config(hidden_sizes=(8,), gamma=gamma, learning_rate=1e-2), 3)
     state = dqn.init(jax.random.key(1))
@@ -85,17 +85,18 @@ def test_weighted_update_scales_each_row_and_returns_its_td_error():
                                   q_t[i])) for i in range(3)]
     np.testing.assert_allclose(expected_td[0], 1.0 - float(q_tm1[0, 0]), rtol=1e-5)  # terminal row by hand
     weights = jnp.array([1.0, 0.5, 0.0])
-    new_state, metrics, td = jax.jit(dqn.update_weighted)(state, batch, weights)
+    new_state, metrics, td = jax.jit(dqn.update)(state, batch, weights)
     np.testing.assert_allclose(td, expected_td, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(metrics["loss"], np.mean([w * _huber(e) for w, e in zip([1.0, 0.5, 0.0], expected_td)]),
                                rtol=1e-5)
     # unit weights are the plain update, bit for bit
-    plain_state, plain_metrics = dqn.update(state, batch)
-    ones_state, ones_metrics, _ = dqn.update_weighted(state, batch, jnp.ones(3))
+    plain_state, plain_metrics, plain_td = dqn.update(state, batch)
+    np.testing.assert_allclose(plain_td, td, rtol=1e-5, atol=1e-6)  # the TD errors do not depend on the weights
+    ones_state, ones_metrics, _ = dqn.update(state, batch, jnp.ones(3))
     jax.tree.map(np.testing.assert_array_equal, plain_state, ones_state)
     # a zero-weight row contributes no gradient: changing its reward leaves the step unchanged
     other = batch._replace(reward=batch.reward.at[2].set(100.0))
-    moved, _, _ = dqn.update_weighted(state, other, weights)
+    moved, _, _ = dqn.update(state, other, weights)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), moved.params, new_state.params)
 
 
@@ -137,7 +138,7 @@ def test_munchausen_loss_uses_the_target_network_and_updates():
     loss, _ = dqn.loss(state.params, state.target_params, batch)
     np.testing.assert_allclose(loss, np.mean([_huber(t - float(q_tm1[i, int(batch.action[i])]))
                                               for i, t in enumerate(targets)]), rtol=1e-5)
-    new_state, _ = jax.jit(dqn.update)(state, batch)
+    new_state, _, _ = jax.jit(dqn.update)(state, batch)
     assert float(dqn.loss(new_state.params, state.target_params, batch)[0]) < float(loss)
     with pytest.raises(ValueError, match="double_dqn cannot be combined with munchausen"):
         make_dqn(small_config(double_dqn=True, munchausen_alpha=0.9), 3)
@@ -217,7 +218,7 @@ def test_qr_dqn_loss_update_and_acting():
         loss, aux = dqn.loss(state.params, state.target_params, batch)
         np.testing.assert_allclose(loss, np.mean([float(e[0]) for e in expected]), rtol=1e-5)
         np.testing.assert_allclose(aux["td_error"], [float(e[1]) for e in expected], rtol=1e-5, atol=1e-6)
-        new_state, metrics = jax.jit(dqn.update)(state, batch)
+        new_state, metrics, _ = jax.jit(dqn.update)(state, batch)
         after, _ = dqn.loss(new_state.params, new_state.target_params, batch)
         assert float(after) < float(loss)
         assert dqn.q_values(state.params, batch.obs).shape == (3, 3)
@@ -244,7 +245,7 @@ def test_one_jitted_update_decreases_loss_on_fixed_batch():
     batch = _batch_from(rng.integers(0, 256, 16), rng.integers(0, 6, 16), rng.normal(size=16),
                         rng.integers(0, 256, 16), rng.random(16) < 0.3)
     before, _ = dqn.loss(state.params, state.target_params, batch)
-    new_state, metrics = jax.jit(dqn.update)(state, batch)
+    new_state, metrics, _ = jax.jit(dqn.update)(state, batch)
     after, _ = dqn.loss(new_state.params, new_state.target_params, batch)
     np.testing.assert_allclose(metrics["loss"], before, rtol=1e-5)  # metrics are from before the step
     assert float(after) < float(before)
@@ -261,12 +262,12 @@ def test_learning_rate_decays_linearly_to_its_end_value():
     state = constant_state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
     update, constant_update = jax.jit(dqn.update), jax.jit(constant.update)
-    first, _ = update(state, batch)
-    constant_first, _ = constant_update(constant_state, batch)
+    first, _, _ = update(state, batch)
+    constant_first, _, _ = constant_update(constant_state, batch)
     jax.tree.map(np.testing.assert_array_equal, first.params, constant_first.params)  # update 1 at lr 1e-2
     moves, state = [], first
     for _ in range(5):
-        new_state, _ = update(state, batch)
+        new_state, _, _ = update(state, batch)
         moves.append(max(float(jnp.max(jnp.abs(a - b))) for a, b in
                          zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params))))
         state = new_state
@@ -281,7 +282,7 @@ def test_adam_eps_sets_the_first_step():
         dqn = make_dqn(small_config(hidden_sizes=(8,), learning_rate=1e-2, adam_eps=eps), 3)
         state = dqn.init(jax.random.key(0))
         grads, _ = jax.grad(dqn.loss, has_aux=True)(state.params, state.target_params, batch)
-        new_state, _ = dqn.update(state, batch)
+        new_state, _, _ = dqn.update(state, batch)
         expected = jax.tree.map(lambda p, g: p - 1e-2 * g / (jnp.abs(g) + eps), state.params, grads)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_state.params, expected)
 
@@ -293,9 +294,9 @@ def test_hard_target_sync_every_period():
     update = jax.jit(dqn.update)
     initial_target = state.target_params
     for _ in range(2):
-        state, _ = update(state, batch)
+        state, _, _ = update(state, batch)
         jax.tree.map(np.testing.assert_array_equal, state.target_params, initial_target)
-    state, _ = update(state, batch)
+    state, _, _ = update(state, batch)
     jax.tree.map(np.testing.assert_array_equal, state.target_params, state.params)
 
 
@@ -303,7 +304,7 @@ def test_polyak_target_with_tau():
     dqn = make_dqn(small_config(hidden_sizes=(8,), tau=0.25), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [1.0, -1.0], [3, 4], [False, True])
-    new_state, _ = dqn.update(state, batch)
+    new_state, _, _ = dqn.update(state, batch)
     expected = jax.tree.map(lambda p, t: 0.25 * p + 0.75 * t, new_state.params, state.target_params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  new_state.target_params, expected)
@@ -313,7 +314,7 @@ def test_double_dqn_and_clipping_update_runs():
     dqn = make_dqn(small_config(hidden_sizes=(8,), double_dqn=True, max_grad_norm=0.1), 3)
     state = dqn.init(jax.random.key(0))
     batch = _batch_from([1, 2], [0, 1], [100.0, -100.0], [3, 4], [False, True])
-    new_state, metrics = jax.jit(dqn.update)(state, batch)
+    new_state, metrics, _ = jax.jit(dqn.update)(state, batch)
     assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0.1  # norm before clipping
     assert int(new_state.num_updates) == 1
 
@@ -333,11 +334,11 @@ def test_vmap_init_and_update_over_two_seeds():
     dqn = make_dqn(small_config(hidden_sizes=(16,)), 6)
     states = jax.vmap(dqn.init)(jax.random.split(jax.random.key(0), 2))
     batch = _batch_from([1, 2, 3], [0, 5, 2], [1.0, 0.0, -1.0], [2, 3, 4], [False, False, True])
-    new_states, metrics = jax.jit(jax.vmap(dqn.update, in_axes=(0, None)))(states, batch)
+    new_states, metrics, _ = jax.jit(jax.vmap(dqn.update, in_axes=(0, None)))(states, batch)
     assert metrics["loss"].shape == (2,)
     kernel = new_states.params["params"]["Dense_0"]["kernel"]
     assert kernel.shape == (2, 128, 16) and not np.allclose(kernel[0], kernel[1])
-    single, _ = dqn.update(jax.tree.map(lambda x: x[1], states), batch)
+    single, _, _ = dqn.update(jax.tree.map(lambda x: x[1], states), batch)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6), new_states, single)
 
 

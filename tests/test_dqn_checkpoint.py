@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.train import train
+from jaxrl.dqn.run import checkpoint as ckpt
+from jaxrl.dqn.run.train import train
 
 CONFIG = preset("tiny", backend="gymnasium")
 

@@ -13,11 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.evaluate import load_params
 from jaxrl.dqn.learner import abstract_learner_state, make_learner
-from jaxrl.dqn.train import train
+from jaxrl.dqn.run import checkpoint as ckpt
+from jaxrl.dqn.run.evaluate import load_params
+from jaxrl.dqn.run.train import train
 
 BACKEND = "envpool" if importlib.util.find_spec("envpool") is not None else "gymnasium"
 # 1,200 steps with checkpoints at 400, 800 and 1,200 (the last two at least are kept).
@@ -218,7 +218,7 @@ def test_command_line_warns_or_fails_in_one_line_without_traceback(damaged_run):
 
 
 def test_damaged_run_files_are_errors_naming_the_file(trained_run, tmp_path):
-    from jaxrl.dqn.plots import plot_returns
+    from jaxrl.dqn.run.plots import plot_returns
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

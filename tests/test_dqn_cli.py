@@ -5,12 +5,15 @@ import json
 import re
 
 import imageio.v2 as imageio
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxrl.cli import build_parser, main
-from jaxrl.dqn.cli import config_overrides
+from jaxrl.dqn import make_learner
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
+from jaxrl.dqn.run.cli import config_overrides
 
 
 @pytest.fixture(scope="module")
@@ -179,4 +182,21 @@ def test_presets_and_serialisation():
         preset("big")
     with pytest.raises(ValueError, match="unknown DQNConfig field"):
         DQNConfig.from_dict({"num_env": 4})
-    assert seed.hidden_sizes == (256, 256) and seed.update_every == 1 and seed.reward_scale == 0.01
+
+
+def test_the_learner_built_from_the_seed_preset_uses_its_values():
+    """hidden_sizes (256, 256) are the network's widths, update_every 1 updates on every call, reward_scale 0.01
+    scales the stored rewards (with a small buffer, so that updates start at the first call)."""
+    seed = preset("seed")
+    assert (seed.hidden_sizes, seed.update_every, seed.updates_per_call, seed.reward_scale) == ((256, 256), 1, 1, 0.01)
+    learner = make_learner(seed.replace(buffer_size=64, batch_size=4, learning_starts=seed.num_envs), 6)
+    obs = jnp.asarray(np.arange(seed.num_envs * 128).reshape(seed.num_envs, 128) % 256, jnp.uint8)
+    state, _ = learner.init(jax.random.key(0), obs)
+    assert [leaf.shape for leaf in jax.tree.leaves(state.dqn.params) if leaf.ndim == 2] == [
+        (128, 256), (256, 256), (256, 6)]
+    step = jax.jit(learner.step)
+    reward, no = jnp.arange(1.0, seed.num_envs + 1), jnp.zeros(seed.num_envs, bool)
+    for call in range(3):
+        state, _, metrics = step(state, obs, reward, no, no)
+        assert bool(metrics["did_update"]) and int(metrics["num_updates"]) == call + 1
+    np.testing.assert_allclose(state.replay.data.reward[:3 * seed.num_envs], 0.01 * np.tile(reward, 3), rtol=1e-6)

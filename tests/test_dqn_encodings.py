@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from jaxrl.cli import main
-from jaxrl.dqn import make_learner
 from jaxrl.dqn import encoders
+from jaxrl.dqn import make_learner
 from jaxrl.dqn.config import DQNConfig, GAME_ENCODINGS, OBS_ENCODINGS, preset
+from jaxrl.dqn.envs.toy import make_toy_env
 from jaxrl.dqn.games import space_invaders
 from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.toy_env import make_toy_env
-from jaxrl.dqn.train import resolve_loop, train
-from jaxrl.dqn.xla_loop import make_xla_loop, summarize
+from jaxrl.dqn.run.train import resolve_loop, train
+from jaxrl.dqn.run.xla_loop import make_xla_loop, summarize
 
 from conftest import HAS_ENVPOOL, assert_same_tree, final_state, small_config
 

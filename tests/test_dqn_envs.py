@@ -4,7 +4,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from jaxrl.dqn.envs import gymnasium_env_id, make_vec_env, resolve_backend
+from jaxrl.dqn.envs.host import gymnasium_env_id, make_vec_env, resolve_backend
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 BACKENDS = [

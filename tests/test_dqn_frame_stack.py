@@ -1,12 +1,14 @@
-"""RAM frame stacking (`jaxrl.dqn.frame_stack`): the pure pair, the XLA-env and host-env wrappers, the config."""
+"""RAM frame stacking (`jaxrl.dqn.envs.frame_stack`): the pure pair, the XLA-env and host-env wrappers, the config."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl.dqn import frame_stack
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.toy_env import make_toy_env
+from jaxrl.dqn.envs import frame_stack
+from jaxrl.dqn.envs.host import make_env_from_config
+from jaxrl.dqn.envs.toy import make_toy_env
+from jaxrl.dqn.learner import make_learner
 
 
 @pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
@@ -120,8 +122,16 @@ def test_config_rejects_bad_frame_stack(bad):
 
 def test_config_obs_size_and_learner_input():
     config = preset("tiny", frame_stack=4)
-    assert config.obs_size == 512 and config.frame_stack == 4
-    from jaxrl.dqn.learner import make_learner
+    assert config.obs_size == 512
+    # the env built from the config stacks its last 4 RAM snapshots, the newest last
+    with make_env_from_config(config, num_envs=2) as env, \
+            make_env_from_config(config.replace(frame_stack=1), num_envs=2) as plain:
+        first, plain_first = env.reset(), plain.reset()
+        assert first.shape == (2, 512) and plain_first.shape == (2, 128)
+        np.testing.assert_array_equal(first, np.tile(plain_first, 4))  # after a reset: its snapshot 4 times
+        actions = np.array([1, 2])
+        obs, plain_obs = env.step(actions)[0], plain.step(actions)[0]
+        np.testing.assert_array_equal(obs, np.concatenate([first[:, 128:], plain_obs], axis=1))
 
     learner = make_learner(config, 6)
     state, actions = learner.init(jax.random.PRNGKey(0), jnp.zeros((config.num_envs, 512), jnp.uint8))

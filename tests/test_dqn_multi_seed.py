@@ -17,10 +17,10 @@ import pytest
 
 from conftest import FAST_BACKEND, assert_same_tree, final_state, read_rows, small_config
 from jaxrl.dqn.config import preset
-from jaxrl.dqn.evaluate import load_agents, load_params
+from jaxrl.dqn.run.evaluate import load_agents, load_params
 from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.multi_seed import agent_dir, train_seeds
-from jaxrl.dqn.train import train
+from jaxrl.dqn.run.multi_seed import agent_dir, train_seeds
+from jaxrl.dqn.run.train import train
 
 
 @pytest.mark.parametrize("overrides", [{}, {"n_step": 3}, {"prioritized_replay": True}])
@@ -117,7 +117,7 @@ def test_four_agents_over_two_processes_resume_and_equal_their_runs_alone(tmp_pa
     assert "resumed" in out and "[1] done: 1200 steps" in out
     config = preset("tiny", backend=FAST_BACKEND, seed=3, num_seeds=4)
     multi_config = config.replace(loop="python", total_steps=1200)
-    from jaxrl.dqn import checkpoint as ckpt
+    from jaxrl.dqn.run import checkpoint as ckpt
     from jaxrl.dqn.learner import abstract_learner_states
 
     abstract = abstract_learner_states(make_learner(multi_config, 6), multi_config)

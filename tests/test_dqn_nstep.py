@@ -1,12 +1,12 @@
-"""n-step returns (jaxrl.dqn.nstep): rows against a brute-force reference on random episode streams, a
+"""n-step returns (jaxrl.dqn.buffers.nstep): rows against a brute-force reference on random episode streams, a
 hand-computed example, and the learner storing them."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrl.dqn.buffers.nstep import make_nstep
 from jaxrl.dqn.learner import make_learner
-from jaxrl.dqn.nstep import make_nstep
 
 from conftest import small_config
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrl.dqn import ppo
-from jaxrl.dqn.toy_env import make_toy_env
+from jaxrl.dqn.envs.toy import make_toy_env
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ppo_ram_check.py"
 

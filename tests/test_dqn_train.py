@@ -8,8 +8,8 @@ import pytest
 
 from jaxrl.dqn.config import preset
 from jaxrl.dqn.learner import abstract_learner_state, make_learner
-from jaxrl.dqn.run_dir import RunDirError
-from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, train
+from jaxrl.dqn.run.run_dir import RunDirError
+from jaxrl.dqn.run.train import METRIC_COLUMNS, DivergenceError, train
 
 from conftest import (FAST_BACKEND, HAS_ENVPOOL, assert_same_tree, final_state, finished_checkpoints, read_rows,
                       start_training, train_command, wait_for)

@@ -9,7 +9,7 @@ import pytest
 
 from jaxrl.cli import main
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
-from jaxrl.dqn.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
+from jaxrl.dqn.run.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
 
 from conftest import (HAS_ENVPOOL, assert_same_tree, final_state, finished_checkpoints, read_rows, small_config,
                       start_training, wait_for)
@@ -174,9 +174,9 @@ def test_loop_is_resumable_and_auto_without_envpool_falls_back_to_python(tmp_pat
     assert resolve_loop("xla", "envpool") == ("xla", None)
     assert resolve_loop("python", "gymnasium") == ("python", None)
     # --backend auto on a machine without envpool: a warning, then the Python loop on gymnasium
-    import jaxrl.dqn.envs
+    import jaxrl.dqn.envs.host
 
-    monkeypatch.setattr(jaxrl.dqn.envs, "envpool_available", lambda: False)
+    monkeypatch.setattr(jaxrl.dqn.envs.host, "envpool_available", lambda: False)
     lines = []
     config = preset("tiny", backend="auto", loop="xla", total_steps=40, checkpoint_every=40, log_every=20)
     result = train(config, tmp_path / "run", progress=False, log=lines.append)
@@ -189,8 +189,8 @@ def test_loop_is_resumable_and_auto_without_envpool_falls_back_to_python(tmp_pat
 def test_run_until_pauses_and_cuts_like_the_host_loop_on_the_toy_env():
     """The compiled runner's control flow on CPU without envpool: pure-JAX toy env (next-step auto-reset)."""
     from jaxrl.dqn import make_learner
-    from jaxrl.dqn.toy_env import make_toy_env
-    from jaxrl.dqn.xla_loop import make_xla_loop
+    from jaxrl.dqn.envs.toy import make_toy_env
+    from jaxrl.dqn.run.xla_loop import make_xla_loop
 
     lengths = [3, 4, 5]  # env 0 terminates, env 1 truncates, env 2 terminates
     env = make_toy_env(3, num_actions=4, lengths=lengths)

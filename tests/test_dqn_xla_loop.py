@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxrl.dqn import make_learner
-from jaxrl.dqn.toy_env import make_toy_env
-from jaxrl.dqn.xla_loop import make_xla_loop, summarize
+from jaxrl.dqn.envs.toy import make_toy_env
+from jaxrl.dqn.run.xla_loop import make_xla_loop, summarize
 
 from conftest import small_config
 
@@ -128,7 +128,7 @@ def test_envpool_xla_step_has_next_step_auto_reset():
 
 @needs_envpool
 def test_envpool_xla_loop_two_seeds():
-    from jaxrl.dqn.xla_env import make_envpool_xla_env
+    from jaxrl.dqn.envs.xla import make_envpool_xla_env
 
     env = make_envpool_xla_env(4, seed=0, max_episode_frames=40)  # 10 agent steps, then truncation
     learner = make_learner(small_config(2, **SMALL), env.num_actions, axis_name="seed")

@@ -9,20 +9,20 @@ from jaxrl._lazy import lazy_names
 
 # public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("DQN", "DQNState", "epsilon_schedule", "make_dqn", "quantile_td_loss", "td_error", "td_loss"),
-                    "jaxrl.dqn.agent"),
-    **dict.fromkeys(("StackedEnvState", "stack_vec_env", "stack_xla_env"), "jaxrl.dqn.frame_stack"),
+    **dict.fromkeys(("DQN", "DQNState", "epsilon_schedule", "make_dqn"), "jaxrl.dqn.agent"),
+    **dict.fromkeys(("quantile_td_loss", "td_error", "td_loss"), "jaxrl.dqn.losses"),
+    **dict.fromkeys(("StackedEnvState", "stack_vec_env", "stack_xla_env"), "jaxrl.dqn.envs.frame_stack"),
     **dict.fromkeys(("Learner", "LearnerState", "make_learner"), "jaxrl.dqn.learner"),
     "QNetwork": "jaxrl.dqn.network",
     **dict.fromkeys(("PPOConfig", "make_ppo"), "jaxrl.dqn.ppo"),
     "encode": "jaxrl.dqn.encoders",
     **dict.fromkeys(("PrioritizedReplayBuffer", "PrioritizedReplayState", "PrioritizedSample",
-                     "make_prioritized_replay_buffer"), "jaxrl.dqn.prioritized"),
-    **dict.fromkeys(("ReplayBuffer", "ReplayState", "Transition", "make_replay_buffer"), "jaxrl.dqn.replay"),
-    "make_toy_env": "jaxrl.dqn.toy_env",
-    "XlaEnv": "jaxrl.dqn.atari",
-    "make_envpool_xla_env": "jaxrl.dqn.xla_env",
-    **dict.fromkeys(("LoopState", "XlaLoop", "make_xla_loop", "summarize"), "jaxrl.dqn.xla_loop"),
+                     "make_prioritized_replay_buffer"), "jaxrl.dqn.buffers.prioritized"),
+    **dict.fromkeys(("ReplayBuffer", "ReplayState", "Transition", "make_replay_buffer"), "jaxrl.dqn.buffers.replay"),
+    "make_toy_env": "jaxrl.dqn.envs.toy",
+    "XlaEnv": "jaxrl.dqn.envs.atari",
+    "make_envpool_xla_env": "jaxrl.dqn.envs.xla",
+    **dict.fromkeys(("LoopState", "XlaLoop", "make_xla_loop", "summarize"), "jaxrl.dqn.run.xla_loop"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,13 +1,15 @@
-"""DQN agent as pure functions: TD loss (one example, batched with vmap), optax update, target sync, ε-greedy act.
+"""DQN agent as pure functions: the batch loss, optax update, target sync, ε-greedy act.
+
+The per-example losses and targets (TD, Munchausen, quantile) are in `jaxrl.dqn.losses`; here the network is
+applied to a batch and they are vmapped over its rows.
 
 References:
   Mnih et al., 2015, "Human-level control through deep reinforcement learning" (DQN, target network, Huber loss).
-  van Hasselt et al., 2016, "Deep Reinforcement Learning with Double Q-learning" (double DQN).
-  Dabney et al., 2018, "Distributional Reinforcement Learning with Quantile Regression" (QR-DQN).
 
     dqn = make_dqn(DQNConfig(), num_actions=6)
     state = dqn.init(key)
-    state, metrics = jax.jit(dqn.update)(state, batch)            # batch: Transition, leaves [B, ...]
+    state, metrics, td_error = jax.jit(dqn.update)(state, batch)  # batch: Transition, leaves [B, ...]
+    state, metrics, td_error = dqn.update(state, batch, weights)  # weights [B]: prioritized replay
     actions = dqn.act(state.params, obs, key, epsilon)            # obs [N, 128] uint8 -> [N] int32
 """
 from __future__ import annotations
@@ -19,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.buffers.replay import Transition
 from jaxrl.dqn.config import DQNConfig, check_int
+from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
+from jaxrl.dqn.losses import munchausen_target, quantile_td_loss, td_error
 from jaxrl.dqn.network import QNetwork
-from jaxrl.dqn.replay import Transition
 
 Params = Any
 
@@ -41,160 +44,9 @@ class DQN(NamedTuple):
 
     init: Callable[[jax.Array], DQNState]
     loss: Callable[..., tuple[jax.Array, dict]]
-    update: Callable[[DQNState, Transition], tuple[DQNState, dict]]
-    update_weighted: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B]) -> (+ td [B])
+    update: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B] = None) -> (+ td [B])
     act: Callable[..., jax.Array]
     q_values: Callable[[Params, jax.Array], jax.Array]
-
-
-def td_error(
-    q_tm1: jax.Array,
-    a_tm1: jax.Array,
-    r_t: jax.Array,
-    discount_t: jax.Array,
-    q_t_target: jax.Array,
-    q_t_online: jax.Array | None = None,
-) -> jax.Array:
-    """The one-step Q-learning TD error ``target - q_tm1[a_tm1]`` for ONE transition (batch with `jax.vmap`).
-
-    target = r_t + discount_t * max_a q_t_target[a]                          (DQN)
-    target = r_t + discount_t * q_t_target[argmax_a q_t_online[a]]           (double DQN, when q_t_online given)
-    with the gradient stopped through the target.
-
-    Args:
-      q_tm1: [A] online Q-values at o_tm1.
-      a_tm1: () int action taken at o_tm1.
-      r_t: () reward.
-      discount_t: () gamma * (1 - terminated_t): 0 at a true terminal, gamma otherwise (also on truncation).
-      q_t_target: [A] target-network Q-values at o_t.
-      q_t_online: [A] online Q-values at o_t for double DQN, or None.
-
-    Returns:
-      () TD error.
-    """
-    assert q_tm1.ndim == 1 and q_t_target.shape == q_tm1.shape, (q_tm1.shape, q_t_target.shape)
-    assert jnp.ndim(a_tm1) == 0 and jnp.ndim(r_t) == 0 and jnp.ndim(discount_t) == 0
-    if q_t_online is None:
-        v_t = jnp.max(q_t_target)
-    else:
-        assert q_t_online.shape == q_t_target.shape, (q_t_online.shape, q_t_target.shape)
-        v_t = q_t_target[jnp.argmax(q_t_online)]
-    target_tm1 = jax.lax.stop_gradient(r_t + discount_t * v_t)
-    return target_tm1 - q_tm1[a_tm1]
-
-
-def td_loss(
-    q_tm1: jax.Array,
-    a_tm1: jax.Array,
-    r_t: jax.Array,
-    discount_t: jax.Array,
-    q_t_target: jax.Array,
-    q_t_online: jax.Array | None = None,
-    huber_delta: float = 1.0,
-) -> jax.Array:
-    """Huber loss of the one-step Q-learning TD error (`td_error`), for ONE transition (batch with `jax.vmap`).
-
-    loss = huber(target - q_tm1[a_tm1], delta), arguments as `td_error`; huber_delta 1.0 is smooth L1.
-
-    Returns:
-      () loss.
-    """
-    return optax.losses.huber_loss(td_error(q_tm1, a_tm1, r_t, discount_t, q_t_target, q_t_online),
-                                   delta=huber_delta)
-
-
-MUNCHAUSEN_LOG_POLICY_CLIP = -1.0  # l_0 of Vieillard et al. (2020): the log-policy bonus is clipped to [l_0, 0]
-
-
-def munchausen_target(
-    q_tm1_target: jax.Array,
-    a_tm1: jax.Array,
-    r_t: jax.Array,
-    discount_t: jax.Array,
-    q_t_target: jax.Array,
-    *,
-    temperature: float,
-    alpha: float,
-) -> jax.Array:
-    """Munchausen-DQN target for ONE transition (Vieillard et al., 2020, "Munchausen Reinforcement Learning").
-
-    With the target network's softmax policy ``pi = softmax(q / temperature)``:
-
-        target = r_t + alpha * temperature * clip(log pi(a_tm1 | o_tm1), l_0, 0)
-                     + discount_t * sum_a pi(a | o_t) * (q_t_target[a] - temperature * log pi(a | o_t))
-
-    The bonus adds the scaled log-probability of the action taken (an implicit KL penalty between successive
-    policies, which widens the gaps between action values); the bootstrap is the soft (entropy-regularised)
-    value. ``temperature`` is in (stored) reward units and sets how greedy the softmax policy is next to the
-    gaps between action values (the paper: 0.03 for rewards clipped to [-1, 1]).
-
-    Args:
-      q_tm1_target: [A] target-network Q-values at o_tm1.
-      a_tm1: () int action taken at o_tm1.
-      r_t: () reward.
-      discount_t: () bootstrap factor (0 at a terminal).
-      q_t_target: [A] target-network Q-values at o_t.
-      temperature: tau > 0 of the softmax policy.
-      alpha: weight of the log-policy bonus in [0, 1] (0: soft DQN).
-
-    Returns:
-      () target, gradient stopped.
-    """
-    log_pi_tm1 = jax.nn.log_softmax(q_tm1_target / temperature)[a_tm1]
-    log_pi_t = jax.nn.log_softmax(q_t_target / temperature)  # [A]
-    soft_v_t = jnp.sum(jnp.exp(log_pi_t) * (q_t_target - temperature * log_pi_t))
-    bonus = alpha * temperature * jnp.clip(log_pi_tm1, MUNCHAUSEN_LOG_POLICY_CLIP, 0.0)
-    return jax.lax.stop_gradient(r_t + bonus + discount_t * soft_v_t)
-
-
-def quantile_midpoints(num_quantiles: int) -> jax.Array:
-    """[N] quantile levels (2i + 1) / 2N, i = 0..N-1, that QR-DQN's N values estimate."""
-    return (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
-
-
-def quantile_td_loss(
-    dist_tm1: jax.Array,
-    a_tm1: jax.Array,
-    r_t: jax.Array,
-    discount_t: jax.Array,
-    dist_t_target: jax.Array,
-    q_t_selector: jax.Array,
-    huber_delta: float = 1.0,
-) -> tuple[jax.Array, jax.Array]:
-    """QR-DQN's quantile Huber loss for ONE transition (Dabney et al., 2018; batch with `jax.vmap`).
-
-    With theta = dist_tm1[a_tm1] ([N], quantile levels tau_i = (2i + 1) / 2N) and the target sample
-    T = r_t + discount_t * dist_t_target[argmax_a q_t_selector[a]] ([M], gradient stopped):
-
-        u_ij = T_j - theta_i
-        loss = sum_i mean_j |tau_i - 1{u_ij < 0}| * huber(u_ij, huber_delta)
-
-    (rlax.quantile_regression_loss's form: no division by the Huber threshold). As huber_delta -> 0 each theta_i
-    moves to the tau_i-quantile of the target distribution; for |u| < huber_delta the penalty is quadratic, so
-    pick the threshold on the scale of the stored rewards.
-
-    Args:
-      dist_tm1: [A, N] online quantile values at o_tm1.
-      a_tm1: () int action taken at o_tm1.
-      r_t: () reward.
-      discount_t: () bootstrap factor (0 at a true terminal).
-      dist_t_target: [A, M] target-network quantile values at o_t (M target samples; M = N in QR-DQN).
-      q_t_selector: [A] Q-values choosing the bootstrap action: the target network's (QR-DQN) or the online
-        network's (double QR-DQN).
-      huber_delta: Huber threshold kappa > 0.
-
-    Returns:
-      (() loss, () mean TD error mean(T) - mean(theta), the priority signal of prioritized replay).
-    """
-    assert dist_tm1.ndim == 2 and dist_t_target.ndim == 2, (dist_tm1.shape, dist_t_target.shape)
-    assert dist_t_target.shape[0] == dist_tm1.shape[0], (dist_tm1.shape, dist_t_target.shape)
-    assert q_t_selector.shape == dist_tm1.shape[:1], (q_t_selector.shape, dist_tm1.shape)
-    theta = dist_tm1[a_tm1]  # [N]
-    target = jax.lax.stop_gradient(r_t + discount_t * dist_t_target[jnp.argmax(q_t_selector)])  # [N]
-    u = target[None, :] - theta[:, None]  # [N, M]
-    weight = jnp.abs(quantile_midpoints(theta.shape[0])[:, None] - (u < 0).astype(jnp.float32))
-    loss = jnp.sum(jnp.mean(weight * optax.losses.huber_loss(u, delta=huber_delta), axis=1))
-    return loss, jnp.mean(target) - jnp.mean(theta)
 
 
 def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn,
@@ -267,12 +119,19 @@ def _init(key, *, network, optimizer, obs_size: int = NUM_RAM_BYTES) -> DQNState
     )
 
 
-def _update_weighted(state: DQNState, batch: Transition, weights, *, loss_fn, optimizer, target_update_period,
-                     tau):
-    """One optimizer step on `batch` (leaves [B, ...]) with loss weights ([B] or None), then the target sync.
+def _update(state: DQNState, batch: Transition, weights: jax.Array | None = None, *, loss_fn, optimizer,
+            target_update_period, tau) -> tuple[DQNState, dict, jax.Array]:
+    """One optimizer step on `batch`, then the target sync.
+
+    Args:
+      state: the agent's state.
+      batch: Transition, leaves [B, ...].
+      weights: optional [B] float32 loss weights (prioritized replay's importance weights); None weighs every
+        row 1 (the plain mean, not a multiplication by ones).
 
     Returns:
-      (state, metrics of scalars loss / q_mean / grad_norm, td_error [B] of the batch before the step).
+      (state, metrics of scalars loss / q_mean / grad_norm, td_error [B] of the batch before the step: the
+      priorities of prioritized replay; unused, it costs nothing under `jit`).
     """
     grads, aux = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch, weights)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -286,12 +145,6 @@ def _update_weighted(state: DQNState, batch: Transition, weights, *, loss_fn, op
         )
     metrics = {"loss": aux["loss"], "q_mean": aux["q_mean"], "grad_norm": optax.tree.norm(grads)}
     return DQNState(params, target_params, opt_state, num_updates), metrics, aux["td_error"]
-
-
-def _update(state: DQNState, batch: Transition, **kwargs):
-    """One optimizer step on `batch` (leaves [B, ...]), then the target sync. Returns (state, metrics)."""
-    state, metrics, _ = _update_weighted(state, batch, None, **kwargs)
-    return state, metrics
 
 
 def _q_values(params, obs, *, network):
@@ -349,7 +202,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
       num_actions: A, size of the discrete action set.
 
     Returns:
-      DQN(init, loss, update, update_weighted, act, q_values).
+      DQN(init, loss, update, act, q_values).
     """
     num_actions = check_int("num_actions", num_actions)
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
@@ -360,13 +213,11 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
         _loss, network=network, gamma=config.gamma, huber_delta=config.huber_delta, double_dqn=config.double_dqn,
         munchausen_alpha=config.munchausen_alpha, munchausen_temperature=config.munchausen_temperature,
     )
-    update_kwargs = dict(loss_fn=loss_fn, optimizer=optimizer, target_update_period=config.target_update_period,
-                         tau=config.tau)
     return DQN(
         init=functools.partial(_init, network=network, optimizer=optimizer, obs_size=config.obs_size),
         loss=loss_fn,
-        update=functools.partial(_update, **update_kwargs),
-        update_weighted=functools.partial(_update_weighted, **update_kwargs),
+        update=functools.partial(_update, loss_fn=loss_fn, optimizer=optimizer,
+                                 target_update_period=config.target_update_period, tau=config.tau),
         act=functools.partial(_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
     )

@@ -2,7 +2,7 @@
 
 Each field carries, in its ``dataclasses.field`` metadata, its ``group`` (the concern it belongs to), its
 ``help`` text and its validation ``rule`` (``Int``, ``Real``, ``Choice``, ``Flag``, ``Sizes``, ``Text``);
-``_validate`` applies the rules and then the checks that relate several fields, and ``jaxrl.dqn.cli`` builds
+``_validate`` applies the rules and then the checks that relate several fields, and ``jaxrl.dqn.run.cli`` builds
 one flag per field from the same metadata. Adding an option is: a field here, the code that uses it, its test.
 
 Units: a *step* is one agent-environment transition of one env (so a call to the vectorised env with
@@ -23,7 +23,7 @@ import math
 import numbers
 from typing import Any, Mapping
 
-from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 
 BACKENDS = ("auto", "envpool", "gymnasium")
 # As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
@@ -149,8 +149,8 @@ class DQNConfig:
 
     Fields by group (``metadata["group"]``; their help texts are ``jaxrl dqn train --help``): ``env`` (both
     backends, ``jaxrl.dqn.envs``), ``network`` (``jaxrl.dqn.network``), ``loss`` (``jaxrl.dqn.agent``),
-    ``replay`` (``jaxrl.dqn.learner``, ``replay``, ``prioritized``, ``nstep``), ``exploration`` and ``run``
-    (``jaxrl.dqn.train``).
+    ``replay`` (``jaxrl.dqn.learner``, ``jaxrl.dqn.buffers``), ``exploration`` and ``run``
+    (``jaxrl.dqn.run.train``).
     """
 
     # env

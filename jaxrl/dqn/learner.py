@@ -28,14 +28,19 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
-from jaxrl.dqn.config import DQNConfig, check_int
-from jaxrl.dqn.nstep import NStep, NStepState, make_nstep
-from jaxrl.dqn.prioritized import (
+from jaxrl.dqn.buffers import (
+    NStep,
+    NStepState,
     PrioritizedReplayBuffer,
     PrioritizedReplayState,
+    ReplayBuffer,
+    ReplayState,
+    Transition,
+    make_nstep,
     make_prioritized_replay_buffer,
+    make_replay_buffer,
 )
-from jaxrl.dqn.replay import ReplayBuffer, ReplayState, Transition, make_replay_buffer
+from jaxrl.dqn.config import DQNConfig, check_int
 
 
 class LearnerState(NamedTuple):
@@ -131,8 +136,8 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
     """`updates_per_call` DQN updates, each on a fresh draw from the buffer.
 
     With prioritized replay each update's loss is importance-weighted and the drawn rows' priorities are then
-    set from their TD errors, so the buffer's priorities change too; the rows themselves never do, and they are
-    not carried through the loop (only the [capacity] priorities are).
+    set from their TD errors, so the buffer's priorities (and their sum tree) change too; the rows themselves never
+    do, and they are not carried through the loop (only the priorities, the tree and the max priority are).
 
     Returns:
       (dqn_state, replay_state, metrics of the last update).
@@ -141,24 +146,29 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
     if not bound.config.prioritized_replay:
         def one_update(i, carry):
             dqn_state, _ = carry
-            return bound.dqn.update(dqn_state, bound.replay.sample(replay_state, jax.random.fold_in(key, i)))
+            dqn_state, metrics, _ = bound.dqn.update(dqn_state,
+                                                     bound.replay.sample(replay_state, jax.random.fold_in(key, i)))
+            return dqn_state, metrics
 
         dqn_state, metrics = jax.lax.fori_loop(0, bound.config.updates_per_call, one_update, (dqn_state, zeros))
         return dqn_state, replay_state, metrics
 
     def one_prioritized_update(i, carry):
-        dqn_state, priorities, max_priority, _ = carry
-        buffer = replay_state._replace(priorities=priorities, max_priority=max_priority)
+        dqn_state, priority_part, _ = carry
+        buffer = priority_part._replace(replay=replay_state.replay)
         drawn = bound.replay.sample(buffer, jax.random.fold_in(key, i))
-        dqn_state, metrics, td_errors = bound.dqn.update_weighted(dqn_state, drawn.batch, drawn.weights)
-        buffer = bound.replay.update(buffer, drawn.indices, td_errors)
-        return dqn_state, buffer.priorities, buffer.max_priority, metrics
+        dqn_state, metrics, td_errors = bound.dqn.update(dqn_state, drawn.batch, drawn.weights)
+        return dqn_state, _priority_part(bound.replay.update(buffer, drawn.indices, td_errors)), metrics
 
-    dqn_state, priorities, max_priority, metrics = jax.lax.fori_loop(
-        0, bound.config.updates_per_call, one_prioritized_update,
-        (dqn_state, replay_state.priorities, replay_state.max_priority, zeros),
+    dqn_state, priority_part, metrics = jax.lax.fori_loop(
+        0, bound.config.updates_per_call, one_prioritized_update, (dqn_state, _priority_part(replay_state), zeros),
     )
-    return dqn_state, replay_state._replace(priorities=priorities, max_priority=max_priority), metrics
+    return dqn_state, priority_part._replace(replay=replay_state.replay), metrics
+
+
+def _priority_part(replay_state: PrioritizedReplayState) -> PrioritizedReplayState:
+    """The part of a prioritized buffer that an update changes: its state without the rows (``replay=None``)."""
+    return replay_state._replace(replay=None)
 
 
 def _maybe_learn(
@@ -166,18 +176,15 @@ def _maybe_learn(
 ) -> tuple[DQNState, Any, dict]:
     """`learn` under `lax.cond(ready)`; with an axis name, the condition is reduced over seeds (see module doc).
 
-    Only what an update changes passes through the cond (the agent, and the priorities of a prioritized
-    buffer), never the buffer's rows.
+    Only what an update changes passes through the cond (the agent, and the priorities and sum tree of a
+    prioritized buffer), never the buffer's rows.
     """
 
     def changed(replay_state):  # the part of the buffer an update changes (None: nothing)
-        return (replay_state.priorities, replay_state.max_priority) if bound.config.prioritized_replay else None
+        return _priority_part(replay_state) if bound.config.prioritized_replay else None
 
     def apply(dqn_state, part, metrics):
-        if bound.config.prioritized_replay:
-            replay = replay_state._replace(priorities=part[0], max_priority=part[1])
-        else:
-            replay = replay_state
+        replay = part._replace(replay=replay_state.replay) if bound.config.prioritized_replay else replay_state
         return dqn_state, replay, metrics
 
     def run_learn():
@@ -357,8 +364,8 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     """Build the fused DQN training step for ``config.num_envs`` envs.
 
     Besides the agent's fields (`jaxrl.dqn.agent.make_dqn`) it reads: buffer_size, batch_size (uniform replay,
-    or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.prioritized`), n_step
-    (n > 1 stores n-step returns, `jaxrl.dqn.nstep`: rows enter the buffer n - 1 calls later, or when the
+    or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.buffers.prioritized`), n_step
+    (n > 1 stores n-step returns, `jaxrl.dqn.buffers.nstep`: rows enter the buffer n - 1 calls later, or when the
     episode / life ends), learning_starts (no update before this many transitions were stored), update_every
     and updates_per_call (updates run on calls where calls % update_every == 0, so the replay ratio is
     updates_per_call * batch_size / (update_every * N) samples per transition), reward_scale / clip_rewards

@@ -3,7 +3,7 @@
 CleanRL's Atari PPO (`ppo_atari_envpool_xla_jax.py`: 8 envs x 128 steps, GAE lambda 0.95, gamma 0.99, 4 epochs
 of 4 minibatches, clip 0.1, entropy 0.01, Adam 2.5e-4 annealed to 0, eps 1e-5, gradient norm 0.5, rewards
 clipped to their sign, a lost life ends the value's horizon) with an MLP actor-critic on the encoded RAM
-(`jaxrl.dqn.encoders`, ``obs_encoding``) instead of the conv net, on any `jaxrl.dqn.atari.XlaEnv` (envpool's
+(`jaxrl.dqn.encoders`, ``obs_encoding``) instead of the conv net, on any `jaxrl.dqn.envs.atari.XlaEnv` (envpool's
 XLA step as `jaxrl dqn train --loop xla` uses, or the toy env in tests).
 
 Differences from CleanRL kept on purpose: envpool's next-step auto-reset row (the step after an episode ends,
@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrl.dqn.atari import XlaEnv
 from jaxrl.dqn.config import GAME_ENCODINGS, OBS_ENCODINGS, Choice, Int, Real, Sizes
 from jaxrl.dqn.encoders import encode
-from jaxrl.dqn.train import keep_recent, mean_or_nan
+from jaxrl.dqn.envs.atari import XlaEnv
+from jaxrl.dqn.run.train import keep_recent, mean_or_nan
 
 
 def _field(default, help: str, rule) -> Any:

@@ -46,7 +46,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl.dqn.atari import NUM_RAM_BYTES
+from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 SCREEN_WIDTH = 160
 SCREEN_HEIGHT = 210
 NUM_ALIEN_ROWS = 6

@@ -3,8 +3,8 @@
 A pure pair over an explicit history (``init`` / ``update``), and two wrappers that apply it to the two env
 interfaces with the same semantics:
 
-* :func:`stack_vec_env` for a host :class:`~jaxrl.dqn.envs.RamVecEnv` (``--loop python``, eval, play);
-* :func:`stack_xla_env` for an :class:`~jaxrl.dqn.atari.XlaEnv` (``--loop xla``; jit-able, its history is
+* :func:`stack_vec_env` for a host :class:`~jaxrl.dqn.envs.host.RamVecEnv` (``--loop python``, eval, play);
+* :func:`stack_xla_env` for an :class:`~jaxrl.dqn.envs.atari.XlaEnv` (``--loop xla``; jit-able, its history is
   part of the env state).
 
 At a reset every slot holds the first observation (gymnasium's ``FrameStackObservation`` with
@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl.dqn.atari import XlaEnv
 from jaxrl.dqn.config import check_int
+from jaxrl.dqn.envs.atari import XlaEnv
 
 
 def _array_module(x):
@@ -79,7 +79,7 @@ def stack_xla_env(env: XlaEnv, num_frames: int) -> XlaEnv:
 
 
 class StackedRamVecEnv:
-    """A host :class:`~jaxrl.dqn.envs.RamVecEnv` whose observations are its last k RAM snapshots ``[N, k*128]``.
+    """A host :class:`~jaxrl.dqn.envs.host.RamVecEnv` whose observations are its last k RAM snapshots ``[N, k*128]``.
 
     Everything else (``num_envs``, ``num_actions``, ``backend``, ``life_lost``, ``render``, ``close``, context
     manager) is the wrapped env's.

@@ -1,6 +1,6 @@
 """A tiny vectorised env written in pure JAX, with envpool's next-step auto-reset, for tests and overhead benchmarks.
 
-It has the same interface as the envpool XLA env of `jaxrl.dqn.xla_loop` (an `XlaEnv`), so the compiled training
+It has the same interface as the envpool XLA env of `jaxrl.dqn.run.xla_loop` (an `XlaEnv`), so the compiled training
 loop can be run and tested without envpool or Atari.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl.dqn.atari import NUM_RAM_BYTES, XlaEnv
+from jaxrl.dqn.envs.atari import NUM_RAM_BYTES, XlaEnv
 
 
 

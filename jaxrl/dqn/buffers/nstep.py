@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl.dqn.replay import Transition
+from jaxrl.dqn.buffers.replay import Transition
 
 
 class NStepState(NamedTuple):

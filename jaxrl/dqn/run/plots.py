@@ -5,7 +5,7 @@ import csv
 import os
 from pathlib import Path
 
-EVALS_FILE = "evals.csv"  # written by jaxrl.dqn.train: step, frames, eval_return of each checkpoint
+EVALS_FILE = "evals.csv"  # written by jaxrl.dqn.run.train: step, frames, eval_return of each checkpoint
 
 
 def read_metrics(path: str | os.PathLike, required=()) -> dict[str, list[float]]:

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxrl.dqn import frame_stack as _frame_stack
-from jaxrl.dqn.atari import envpool_kwargs, gymnasium_env_id, max_episode_steps
 from jaxrl.dqn.config import check_int
+from jaxrl.dqn.envs import frame_stack as _frame_stack
+from jaxrl.dqn.envs.atari import envpool_kwargs, gymnasium_env_id, max_episode_steps
 
 
 def envpool_available() -> bool:
@@ -241,7 +241,7 @@ def make_vec_env(num_envs: int, seed: int, *, env_id: str = "SpaceInvaders-v5", 
         env_id: envpool id (``"SpaceInvaders-v5"``); ``"ALE/"`` is added for gymnasium.
         backend: ``"auto"`` | ``"envpool"`` | ``"gymnasium"``.
         frame_stack: k > 1 returns the last k RAM snapshots per env, ``[N, k * 128]``
-            (``jaxrl.dqn.frame_stack``).
+            (``jaxrl.dqn.envs.frame_stack``).
         render: also keep RGB frames ``[N, 210, 160, 3]`` for ``render()`` (for ``play``).
     """
     num_envs = check_int("num_envs", num_envs)

@@ -17,12 +17,12 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.agent import make_dqn
 from jaxrl.dqn.config import DQNConfig
-from jaxrl.dqn.envs import make_env_from_config
+from jaxrl.dqn.envs.host import make_env_from_config
 from jaxrl.dqn.learner import abstract_learner_state, abstract_learner_states, make_learner
-from jaxrl.dqn.run_dir import load_run_config
+from jaxrl.dqn.run import checkpoint as ckpt
+from jaxrl.dqn.run.run_dir import load_run_config
 
 MAX_PARALLEL_EPISODES = 16
 
@@ -34,7 +34,7 @@ def load_params(run_dir: str | os.PathLike, which: int | str = "latest", *, agen
 
     A damaged ``"latest"`` / ``"best"`` checkpoint falls back to the newest readable one, with one line per
     damaged checkpoint to ``warn`` (default: ``warning: ...`` on stderr); a damaged step asked for by number is
-    a ``DamagedCheckpointError`` (see ``jaxrl.dqn.checkpoint``).
+    a ``DamagedCheckpointError`` (see ``jaxrl.dqn.run.checkpoint``).
 
     Returns:
         (params, config, step).

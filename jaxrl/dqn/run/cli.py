@@ -139,9 +139,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.run_dir import load_run_config, prepare_run_dir
-    from jaxrl.dqn.multi_seed import train_seeds
-    from jaxrl.dqn.train import DivergenceError, train
+    from jaxrl.dqn.run.multi_seed import train_seeds
+    from jaxrl.dqn.run.run_dir import load_run_config, prepare_run_dir
+    from jaxrl.dqn.run.train import DivergenceError, train
 
     try:
         if args.resume:
@@ -181,8 +181,8 @@ def with_total_frames(config: DQNConfig, args: argparse.Namespace) -> DQNConfig:
 def _agent(args: argparse.Namespace):
     """(params or None, config, description) from --run-dir / --random."""
     from jaxrl.dqn.config import preset
-    from jaxrl.dqn.evaluate import load_params
-    from jaxrl.dqn.run_dir import load_run_config
+    from jaxrl.dqn.run.evaluate import load_params
+    from jaxrl.dqn.run.run_dir import load_run_config
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -214,7 +214,7 @@ def _step(text: str) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from jaxrl.dqn.evaluate import evaluate_returns, format_returns
+    from jaxrl.dqn.run.evaluate import evaluate_returns, format_returns
 
     try:
         if _every_agent(args):
@@ -232,7 +232,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _every_agent(args: argparse.Namespace) -> bool:
     """``jaxrl dqn eval`` of a multi-seed run without ``--agent``: every agent."""
-    from jaxrl.dqn.run_dir import load_run_config
+    from jaxrl.dqn.run.run_dir import load_run_config
 
     return (not args.random and args.agent is None and args.run_dir is not None
             and load_run_config(args.run_dir).num_seeds > 1)
@@ -242,7 +242,7 @@ def _eval_every_agent(args: argparse.Namespace) -> int:
     """One line per agent of a multi-seed run, then the mean ± std of their mean returns over the agents."""
     import numpy as np
 
-    from jaxrl.dqn.evaluate import evaluate_returns, format_returns, load_agents
+    from jaxrl.dqn.run.evaluate import evaluate_returns, format_returns, load_agents
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -263,7 +263,7 @@ def _eval_every_agent(args: argparse.Namespace) -> int:
 
 def _play(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from jaxrl.dqn.evaluate import play
+    from jaxrl.dqn.run.evaluate import play
 
     try:
         if args.fps < 1:
@@ -280,7 +280,7 @@ def _play(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from jaxrl.dqn.plots import plot_returns
+    from jaxrl.dqn.run.plots import plot_returns
 
     out = args.out or str(Path(args.run_dir) / "returns.png")
     try:

@@ -9,7 +9,7 @@ part that depends on ``config.loop`` is the *segment runner*, which steps the en
 
 - ``PythonSegmentRunner`` (``loop="python"``, both backends): the host steps the vectorised env and calls the
   jitted ``learner.step`` once per env step;
-- ``XlaSegmentRunner`` (``loop="xla"``, envpool): ``jaxrl.dqn.xla_loop.make_xla_loop``'s ``run_until``, one
+- ``XlaSegmentRunner`` (``loop="xla"``, envpool): ``jaxrl.dqn.run.xla_loop.make_xla_loop``'s ``run_until``, one
   compiled ``lax.while_loop`` of (envpool XLA step -> ``learner.step``) for up to ``xla_chunk_calls`` calls.
 
 Both return the metrics of every learner call (plus the segment-boundary flags), and one host loop in
@@ -45,15 +45,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxrl.dqn import checkpoint as ckpt
 from jaxrl.dqn.config import DQNConfig
-from jaxrl.dqn.envs import make_env_from_config, resolve_backend
-from jaxrl.dqn.evaluate import evaluate_returns
+from jaxrl.dqn.envs.host import make_env_from_config, resolve_backend
+from jaxrl.dqn.envs.xla import make_xla_env_from_config
 from jaxrl.dqn.learner import abstract_learner_state, make_learner
-from jaxrl.dqn.plots import EVALS_FILE
-from jaxrl.dqn.run_dir import CONFIG_FILE, METRICS_FILE, load_run_config, prepare_run_dir, write_json_atomic
-from jaxrl.dqn.xla_env import make_xla_env_from_config
-from jaxrl.dqn.xla_loop import LoopState, make_xla_loop
+from jaxrl.dqn.run import checkpoint as ckpt
+from jaxrl.dqn.run.evaluate import evaluate_returns
+from jaxrl.dqn.run.plots import EVALS_FILE
+from jaxrl.dqn.run.run_dir import CONFIG_FILE, METRICS_FILE, load_run_config, prepare_run_dir, write_json_atomic
+from jaxrl.dqn.run.xla_loop import LoopState, make_xla_loop
 
 TENSORBOARD_SUBDIR = "tb"
 METRIC_COLUMNS = ("step", "frames", "episodes", "mean_return", "window_return", "loss", "q_mean", "epsilon",

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl.dqn.envs.atari import XlaEnv
 from jaxrl.dqn.learner import Learner, LearnerState
-from jaxrl.dqn.atari import XlaEnv
 
 
 class LoopState(NamedTuple):
@@ -74,7 +74,7 @@ def _run(loop_state: LoopState, *, body, steps_per_call: int) -> tuple[LoopState
 def _boundary_body(loop_state: LoopState, stop_at: jax.Array, *, learner: Learner, env: XlaEnv):
     """`_scan_body` for one agent, whose call becomes a segment boundary once `stop_at` env steps are due.
 
-    The boundary rule is the Python loop's (`jaxrl.dqn.train`): the call that would bring `env_steps` to
+    The boundary rule is the Python loop's (`jaxrl.dqn.run.train`): the call that would bring `env_steps` to
     `stop_at` or beyond reports every env as truncated (bootstrapped, never terminal); `forced` [N] marks the
     episodes that only ended because of this cut.
     """

@@ -32,7 +32,7 @@ class Transition(NamedTuple):
     next_obs: jax.Array  # [..., 128] uint8, o_t
     terminated: jax.Array  # [...] bool, true terminal at t (no bootstrap); truncation is never stored here
     discount: jax.Array | None = None  # [...] float32 bootstrap factor of n-step rows (gamma^k, 0 after a
-    # terminal; `jaxrl.dqn.nstep`); None for one-step rows, whose discount is gamma * (1 - terminated)
+    # terminal; `jaxrl.dqn.buffers.nstep`); None for one-step rows, whose discount is gamma * (1 - terminated)
 
 
 class ReplayState(NamedTuple):

@@ -34,13 +34,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxrl.dqn import checkpoint as ckpt
+from jaxrl.dqn.run import checkpoint as ckpt
 from jaxrl.dqn.config import DQNConfig
-from jaxrl.dqn.envs import make_env_from_config
+from jaxrl.dqn.envs.host import make_env_from_config
 from jaxrl.dqn.learner import Learner, abstract_learner_states, make_learner
-from jaxrl.dqn.plots import EVALS_FILE
-from jaxrl.dqn.run_dir import CONFIG_FILE, METRICS_FILE, prepare_run_dir, write_json_atomic
-from jaxrl.dqn.train import (AgentLog, TrainResult, _StopFlag, _fresh_host, _resolve_run, _truncate_metrics,
+from jaxrl.dqn.run.plots import EVALS_FILE
+from jaxrl.dqn.run.run_dir import CONFIG_FILE, METRICS_FILE, prepare_run_dir, write_json_atomic
+from jaxrl.dqn.run.train import (AgentLog, TrainResult, _StopFlag, _fresh_host, _resolve_run, _truncate_metrics,
                              _write_evals, next_checkpoint_after, segment_seed, write_metrics_header)
 
 AGENT_AXIS = "agent"
@@ -117,7 +117,7 @@ def _per_agent(fn, per_device: int):
 
 # -- the compiled pieces ---------------------------------------------------------------------------------------
 def _agent_call(state, obs, reward, terminated, truncated, life_lost, begin, active, stop_at, *, step):
-    """One learner call of one agent, with the boundary rule of ``jaxrl.dqn.train``: a ``begin`` call is the
+    """One learner call of one agent, with the boundary rule of ``jaxrl.dqn.run.train``: a ``begin`` call is the
     first on a segment's fresh envs (``obs`` their reset observations, nothing stored), the call due to reach
     ``stop_at`` env steps reports every env as truncated (``cut``), and an inactive agent (waiting at its
     boundary) does nothing."""
@@ -344,7 +344,7 @@ def train_seeds(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool =
 
     Returns:
         one ``TrainResult`` per agent of this process (``run_dir`` = its ``agent-<i>/``). Raises as
-        ``jaxrl.dqn.train.train``.
+        ``jaxrl.dqn.run.train.train``.
     """
     config, num_actions, learner = _resolve_run(config, run_dir, resume=resume, log=log)
     if jax.process_index() == 0:

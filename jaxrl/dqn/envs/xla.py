@@ -8,7 +8,7 @@ terminated (game over) or truncated returns the reset observation with elapsed_s
 (tests/test_dqn_xla_loop.py checks it), which is what `jaxrl.dqn.learner` assumes.
 
 envpool is imported only inside `make_envpool_xla_env` (an optional dependency); the `XlaEnv` interface is
-`jaxrl.dqn.atari`'s.
+`jaxrl.dqn.envs.atari`'s.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl.dqn.atari import XlaEnv, envpool_kwargs
 from jaxrl.dqn.config import check_int
-from jaxrl.dqn.frame_stack import check_frame_stack, stack_xla_env
+from jaxrl.dqn.envs.atari import XlaEnv, envpool_kwargs
+from jaxrl.dqn.envs.frame_stack import check_frame_stack, stack_xla_env
 
 
 def make_envpool_xla_env(
@@ -36,7 +36,7 @@ def make_envpool_xla_env(
 ) -> XlaEnv:
     """envpool Atari envs returning RAM, stepped by envpool's XLA custom call.
 
-    The Atari settings match `jaxrl.dqn.envs.make_vec_env` (sticky actions, no-op starts, full-game episodes,
+    The Atari settings match `jaxrl.dqn.envs.host.make_vec_env` (sticky actions, no-op starts, full-game episodes,
     unclipped rewards, minimal action set; truncation after max_episode_frames // frame_skip agent steps); the
     image observation is kept to one 8x8 grey frame since only the RAM is used.
 
@@ -44,7 +44,7 @@ def make_envpool_xla_env(
       num_envs: M (for S seeds of N envs each, M = S * N).
       seed: env i is seeded with seed + i.
       frame_stack: k > 1 returns the last k RAM snapshots per env, ``[M, k * 128]``
-        (``jaxrl.dqn.frame_stack.stack_xla_env``; the state is then a ``StackedEnvState`` around the one below).
+        (``jaxrl.dqn.envs.frame_stack.stack_xla_env``; the state is then a ``StackedEnvState`` around the one below).
       num_threads: envpool worker threads (0: envpool's default).
 
     Returns:
