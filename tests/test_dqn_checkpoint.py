@@ -127,3 +127,30 @@ def test_resume_with_another_config_writes_nothing(tmp_path):
                    log=lambda *_: None)
     assert result.env_steps >= 200 and not (run / "checkpoints" / "stale-marker").exists()
     assert '"learning_rate": 0.0001' in (run / "config.json").read_text()
+
+
+def test_prioritized_checkpoint_written_before_the_sum_tree_restores_with_the_tree_rebuilt(tmp_path):
+    """A prioritized-replay checkpoint whose state has no ``sum_tree`` (written when drawing used a cumsum)
+    restores, with the tree rebuilt from the saved priorities: the state equals the one saved with it."""
+    config = CONFIG.replace(prioritized_replay=True)
+    learner = make_learner(config, 6)
+    obs = np.random.default_rng(1).integers(0, 256, size=(config.num_envs, 128), dtype=np.uint8)
+    state, _ = jax.jit(learner.init)(jax.random.PRNGKey(3), obs)
+    step = jax.jit(learner.step)
+    for t in range(6):
+        obs = np.roll(obs, 1, axis=1)
+        state, _, _ = step(state, obs, np.full(config.num_envs, t, np.float32), np.zeros(config.num_envs, bool),
+                           np.zeros(config.num_envs, bool))
+    as_dict = lambda nt: {k: v for k, v in nt._asdict().items() if v is not None}  # noqa: E731
+    replay = as_dict(state.replay)
+    del replay["sum_tree"]
+    legacy = dict(as_dict(state), dqn=as_dict(state.dqn),
+                  replay=dict(replay, replay=dict(as_dict(state.replay.replay), data=as_dict(state.replay.replay.data))))
+    manager = ckpt.open_manager(tmp_path, keep_last=2)
+    ckpt.save_checkpoint(manager, 5, legacy, {"segment": 0}, config)
+    restored, _, _, _ = ckpt.restore_checkpoint(manager, jax.eval_shape(lambda: state), config)
+    manager.close()
+    assert float(np.sum(state.replay.priorities)) > 0
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

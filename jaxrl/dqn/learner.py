@@ -271,13 +271,10 @@ def step(
       reward_t: [N] float rewards (unscaled).
       terminated_t: [N] bool, true terminal (game over).
       truncated_t: [N] bool, time limit.
-      life_lost_t: optional [N] bool, the step lost a life (Atari ``lives`` went down). With
-        ``life_loss_terminal`` the stored transition is terminal (no bootstrap: the value of a life ends
-        there, as with the Nature DQN's / CleanRL's EpisodicLifeEnv) while the game goes on without a reset,
-        so episodes, returns and auto-reset masking still follow full games.
-      active_t: optional () bool; False makes the call a no-op (the obs and rewards are ignored, nothing is
-        stored or updated, the state and its key are returned unchanged and the actions are state.action_tm1):
-        an agent of a multi-seed run waiting for the others at a segment boundary. None: always active.
+      life_lost_t: optional [N] bool, the step lost a life. With ``life_loss_terminal`` it is stored as
+        terminal (as CleanRL's EpisodicLifeEnv) while the game goes on: episodes still follow full games.
+      active_t: optional () bool; False: a no-op call (nothing stored or updated, the state returned as it
+        was, actions state.action_tm1), e.g. a multi-seed run's agent waiting at a segment boundary.
 
     Returns:
       (state, actions_t [N] int32, metrics): metrics has scalars loss, q_mean, grad_norm (last update of
@@ -290,8 +287,7 @@ def step(
     assert reward_t.shape == terminated_t.shape == truncated_t.shape == (num_envs,)
     old = state
     if active_t is not None:  # an inactive call: every env masked as a reset row, so nothing is stored
-        active_t = jnp.asarray(active_t, bool)
-        state = state._replace(done_tm1=state.done_tm1 | ~active_t)
+        state = state._replace(done_tm1=state.done_tm1 | ~jnp.asarray(active_t, bool))
     key, sample_key, act_key = jax.random.split(state.key, 3)
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
     reward_t = reward_t.astype(jnp.float32)
@@ -304,14 +300,7 @@ def step(
     episode_length = state.episode_length + valid.astype(jnp.int32)
     episode_done = valid & (terminated_t | truncated_t.astype(bool))
 
-    # Updates: on every `update_every`-th call, once the buffer is warm.
-    ready = (
-        (state.calls % bound.config.update_every == 0)
-        & bound.replay.can_sample(replay_state)
-        & (env_steps >= bound.config.learning_starts)
-    )
-    if active_t is not None:
-        ready = ready & active_t
+    ready = _ready(state.calls, replay_state, env_steps, active_t, bound=bound)
     dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key,
                                                            bound=bound)
 
@@ -341,8 +330,18 @@ def step(
         nstep=nstep_state,
     )
     if active_t is not None:
-        return _hold_if_inactive(active_t, old, new_state, actions_t, metrics)
+        return _hold_if_inactive(jnp.asarray(active_t, bool), old, new_state, actions_t, metrics)
     return new_state, actions_t, metrics
+
+
+def _ready(calls: jax.Array, replay_state, env_steps: jax.Array, active_t, *, bound: _Bound) -> jax.Array:
+    """Whether this call updates: every `update_every`-th call, once the buffer is warm (and the agent active)."""
+    ready = (
+        (calls % bound.config.update_every == 0)
+        & bound.replay.can_sample(replay_state)
+        & (env_steps >= bound.config.learning_starts)
+    )
+    return ready if active_t is None else ready & jnp.asarray(active_t, bool)
 
 
 def _hold_if_inactive(active_t: jax.Array, old: LearnerState, new: LearnerState, actions_t: jax.Array,

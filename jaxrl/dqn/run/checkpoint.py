@@ -41,6 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from jaxrl.dqn.buffers import sum_tree
 from jaxrl.dqn.config import DQNConfig, config_differences
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -288,7 +289,7 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any
             state = restored["state"]
             legacy = False
         except ValueError as error:
-            if "tree structures do not match" not in str(error):
+            if "tree structures do not match" not in str(error) and "Structure mismatch" not in str(error):
                 raise
             # A checkpoint written before optional (None) state fields existed (e.g. LearnerState.nstep): the
             # stored tree lacks those keys. Read it as saved and fill the expected structure leaf by leaf.
@@ -434,7 +435,7 @@ def _quiet_closed_event_loop() -> None:
 def _fill_from_saved(abstract_state: Any, saved: Any, where: str) -> Any:
     """``abstract_state``'s structure with each leaf read from the nested dicts/lists ``saved`` by its path."""
 
-    def lookup(path, leaf):
+    def find(path):
         node = saved
         for entry in path:
             name = getattr(entry, "name", getattr(entry, "key", getattr(entry, "idx", None)))
@@ -443,10 +444,17 @@ def _fill_from_saved(abstract_state: Any, saved: Any, where: str) -> Any:
             elif isinstance(node, (list, tuple)) and isinstance(name, int) and name < len(node):
                 node = node[name]
             else:
-                node = None
+                return None
             if node is None:
-                break
+                return None
+        return node
+
+    def lookup(path, leaf):
+        node = find(path)
         label = jax.tree_util.keystr(path)
+        if node is None and _key_names(path)[-1:] == ("sum_tree",):  # written before the sum tree: rebuild it
+            priorities = find(path[:-1] + (jax.tree_util.GetAttrKey("priorities"),))
+            node = None if priorities is None else sum_tree.build(np.asarray(priorities))
         if node is None:
             raise ValueError(f"{where} has no value for state{label}: it was written by an incompatible version")
         value = np.asarray(node)
