@@ -49,17 +49,23 @@ def _config(**overrides):
     return preset("tiny", **{"backend": FAST_BACKEND, "seed": 3, "total_steps": 800, **overrides})
 
 
-def test_every_agent_matches_its_run_alone_on_one_device(tmp_path):
-    config = _config(num_seeds=2)
-    results = train_seeds(config, tmp_path / "multi", progress=False, log=lambda _: None)
+@pytest.fixture(scope="module")
+def two_agents(tmp_path_factory):
+    """A run of 2 agents (seeds 3, 4) on this process's one device, 800 steps each: (config, run dir, results)."""
+    config, run = _config(num_seeds=2), tmp_path_factory.mktemp("two_agents") / "multi"
+    return config, run, train_seeds(config, run, progress=False, log=lambda _: None)
+
+
+def test_every_agent_matches_its_run_alone_on_one_device(two_agents, tmp_path):
+    config, run, results = two_agents
     assert [r.env_steps for r in results] == [800, 800] and [r.last_checkpoint for r in results] == [800, 800]
-    agents, step = load_agents(tmp_path / "multi")
+    agents, step = load_agents(run)
     assert step == 800 and [c.seed for _, c in agents] == [3, 4]
-    for i in range(2):
+    for i in (1,):  # agent 0 is checked over two processes below
         alone_config = config.for_agent(i).replace(loop="python")
         alone = train(alone_config, tmp_path / f"alone-{i}", progress=False, log=lambda _: None)
         assert results[i].episodes == alone.episodes
-        rows, alone_rows = read_rows(agent_dir(tmp_path / "multi", i)), read_rows(tmp_path / f"alone-{i}")
+        rows, alone_rows = read_rows(agent_dir(run, i)), read_rows(tmp_path / f"alone-{i}")
         timing = ("steps_per_s", "wall_s", "loss", "q_mean")  # losses are means of floats: compared below
         assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == \
                [{k: v for k, v in r.items() if k not in timing} for r in alone_rows]
@@ -67,24 +73,23 @@ def test_every_agent_matches_its_run_alone_on_one_device(tmp_path):
         alone_params = final_state(tmp_path / f"alone-{i}", alone_config)[0].dqn.params
         for a, b in zip(jax.tree.leaves(agents[i][0]), jax.tree.leaves(alone_params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
-    params, agent_config, _ = load_params(tmp_path / "multi", agent=1)
+    params, agent_config, _ = load_params(run, agent=1)
     assert agent_config.seed == 4 and agent_config.num_seeds == 1
     with pytest.raises(ValueError, match="holds 2 agents: choose one with --agent 0..1"):
-        load_params(tmp_path / "multi")
+        load_params(run)
     with pytest.raises(ValueError, match="agent must be in"):
-        load_params(tmp_path / "multi", agent=2)
+        load_params(run, agent=2)
     with pytest.raises(ValueError, match="holds one agent"):
-        load_params(tmp_path / "alone-0", agent=1)
+        load_params(tmp_path / "alone-1", agent=1)
 
 
-def test_eval_and_play_of_a_multi_seed_run(tmp_path, capsys):
+def test_eval_and_play_of_a_multi_seed_run(two_agents, tmp_path, capsys):
     from jaxrl.cli import main
 
-    run = tmp_path / "multi"
-    train_seeds(_config(num_seeds=2, total_steps=400), run, progress=False, log=lambda _: None)
+    run = two_agents[1]
     assert main(["dqn", "eval", "--run-dir", str(run), "--episodes", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert "agent 0 (seed 3) checkpoint 400" in lines[0] and "agent 1 (seed 4)" in lines[1]
+    assert "agent 0 (seed 3) checkpoint 800" in lines[0] and "agent 1 (seed 4)" in lines[1]
     assert "2 agents:" in lines[2] and "mean ± std over agents" in lines[2]
     video = tmp_path / "agent1.gif"
     assert main(["dqn", "play", "--run-dir", str(run), "--agent", "1", "--video", str(video),
