@@ -20,13 +20,17 @@ if [ "${QUICK:-0}" = 1 ]; then
   digits="--max-iter 5 --cv 2"
   dqn="--num-envs 8 --steps 2000 --rounds 1"
   dqn_seeds="--num-envs 8 --seeds 2 --rounds 1 --steps-per-call 100 --learning-starts 200"
+  scaling="--models 4 --epochs 2 --dqn-steps 300"
 else
   mlp="--synthetic-mnist --epochs 5 --repeats 3"
   sweep="--mnist-sized --models 64 --max-iter 5 --sklearn-fits 2"
   digits="--max-iter 100 --cv 3"
   dqn="--num-envs 8 --steps 20000 --rounds 1"
   dqn_seeds="--num-envs 8 --seeds 16 --rounds 3 --update-every 2 --skip-python"
+  scaling=""
 fi
+# one process per GPU: SCALING_PROCESSES="1 2 4" on a machine with 4 GPUs
+scaling_processes=${SCALING_PROCESSES:-1}
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
@@ -44,3 +48,4 @@ step dqn_objects 150 "$py" experiments/bench_dqn.py --preset objects $dqn
 step dqn_planes 150 "$py" experiments/bench_dqn.py --preset objects --obs-encoding planes $dqn
 step dqn_seeds 150 "$py" experiments/bench_dqn_xla.py $dqn_seeds
 step mlp_digits_grid 120 "$py" experiments/bench_mlp_grid.py $digits
+step scaling 300 "$py" experiments/bench_scaling.py --processes $scaling_processes $scaling
