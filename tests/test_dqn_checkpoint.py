@@ -12,18 +12,22 @@ from jaxrl.dqn.run.train import train
 CONFIG = preset("tiny", backend="gymnasium")
 
 
-@pytest.fixture(scope="module")
-def learner_state():
-    learner = make_learner(CONFIG, 6)
-    obs = np.random.default_rng(0).integers(0, 256, size=(CONFIG.num_envs, 128), dtype=np.uint8)
+def stepped_state(config, calls: int = 5, seed: int = 0):
+    """A learner state after a few steps, so that the buffer, counters and per-env arrays are not all zeros."""
+    learner = make_learner(config, 6)
+    obs = np.random.default_rng(seed).integers(0, 256, size=(config.num_envs, 128), dtype=np.uint8)
     state, _ = jax.jit(learner.init)(jax.random.PRNGKey(3), obs)
     step = jax.jit(learner.step)
-    # a few steps so that the buffer, counters and per-env arrays are not all zeros
-    for t in range(5):
+    for t in range(calls):
         obs = np.roll(obs, 1, axis=1)
-        state, _, _ = step(state, obs, np.full(CONFIG.num_envs, t, np.float32),
-                                   np.zeros(CONFIG.num_envs, bool), np.array([False, True, False, False]))
+        state, _, _ = step(state, obs, np.full(config.num_envs, t, np.float32),
+                           np.zeros(config.num_envs, bool), np.array([False, True, False, False]))
     return state
+
+
+@pytest.fixture(scope="module")
+def learner_state():
+    return stepped_state(CONFIG)
 
 
 def test_round_trip_is_exact(tmp_path, learner_state):
@@ -133,14 +137,7 @@ def test_prioritized_checkpoint_written_before_the_sum_tree_restores_with_the_tr
     """A prioritized-replay checkpoint whose state has no ``sum_tree`` (written when drawing used a cumsum)
     restores, with the tree rebuilt from the saved priorities: the state equals the one saved with it."""
     config = CONFIG.replace(prioritized_replay=True)
-    learner = make_learner(config, 6)
-    obs = np.random.default_rng(1).integers(0, 256, size=(config.num_envs, 128), dtype=np.uint8)
-    state, _ = jax.jit(learner.init)(jax.random.PRNGKey(3), obs)
-    step = jax.jit(learner.step)
-    for t in range(6):
-        obs = np.roll(obs, 1, axis=1)
-        state, _, _ = step(state, obs, np.full(config.num_envs, t, np.float32), np.zeros(config.num_envs, bool),
-                           np.zeros(config.num_envs, bool))
+    state = stepped_state(config, calls=6, seed=1)
     as_dict = lambda nt: {k: v for k, v in nt._asdict().items() if v is not None}  # noqa: E731
     replay = as_dict(state.replay)
     del replay["sum_tree"]
