@@ -221,11 +221,11 @@ class _SeedsRun:
     """The host side of a multi-seed run: this process's agents (envs, ``AgentLog``s), the global state, the
     boundaries (evals, one checkpoint of everything, next segment)."""
 
-    def __init__(self, config: DQNConfig, run_dir: Path, learner: Learner, num_actions: int, *, resume: bool,
-                 progress: bool, log):
+    def __init__(self, config: DQNConfig, run_dir: Path, shards: AgentShards, learner: Learner, num_actions: int,
+                 *, resume: bool, progress: bool, log):
         self.config, self.run_dir, self.log = config, run_dir, log
         self.primary = jax.process_index() == 0
-        self.shards = shard_agents(config.num_seeds)
+        self.shards = shards
         block_learner = learner if self.shards.per_device == 1 else make_learner(config, num_actions, SEED_AXIS)
         self.multi_step = make_multi_step(block_learner, self.shards)
         self.manager = ckpt.open_manager(run_dir, config.keep_checkpoints)
@@ -347,12 +347,13 @@ def train_seeds(config: DQNConfig, run_dir: str | os.PathLike, *, resume: bool =
         ``jaxrl.dqn.run.train.train``.
     """
     config, num_actions, learner = _resolve_run(config, run_dir, resume=resume, log=log)
+    shards = shard_agents(config.num_seeds)  # refuses a count that does not split over the processes
     if jax.process_index() == 0:
         prepared = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
         write_json_atomic(prepared / CONFIG_FILE, config.to_dict())
     _barrier("jaxrl dqn run directory")
     run_dir = Path(run_dir)
-    run = _SeedsRun(config, run_dir, learner, num_actions, resume=resume, progress=progress, log=log)
+    run = _SeedsRun(config, run_dir, shards, learner, num_actions, resume=resume, progress=progress, log=log)
     stopping = False
     done = min(allgather_json(min(agent.env_steps for agent in run.agents))) >= config.total_steps
     try:
