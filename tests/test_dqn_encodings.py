@@ -182,6 +182,7 @@ def test_train_defaults_to_the_objects_preset_and_seed_stays_the_reference(tmp_p
     objects = preset("objects")
     assert (objects.obs_encoding, objects.frame_stack) == ("objects", 2)
     assert objects.replace(obs_encoding="scale", frame_stack=1) == preset("tuned")
+    assert preset("planes") == objects.replace(obs_encoding="planes", update_every=4)  # the measured CNN runs
     run = tmp_path / "run"
     assert main(["dqn", "train", "--backend", "gymnasium", "--num-envs", "2", "--total-steps", "16",
                  "--learning-starts", "8", "--buffer-size", "64", "--batch-size", "8", "--checkpoint-every", "16",
