@@ -322,8 +322,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # snapshots): the best mean frozen-policy eval measured here at 10M frames (docs/dqn-results.md).
     "objects": dict(n_step=3, life_loss_terminal=True, gamma=0.99, update_every=2, learning_rate=2.5e-4,
                     obs_encoding="objects", frame_stack=2),
-    # `objects` drawn as planes for a small CNN, at half the replay ratio: the best frozen-policy evals measured
-    # here at 10M frames (two seeds, docs/dqn-results.md), about a quarter of `objects`' speed on a 2-core CPU.
+    # `objects` drawn as planes for a small CNN, at half the replay ratio: the highest mean frozen-policy eval
+    # measured here at 10M frames (386 ± 70, three seeds; docs/dqn-results.md), a quarter of `objects`' speed
+    # on a 2-core CPU.
     "planes": dict(n_step=3, life_loss_terminal=True, gamma=0.99, update_every=4, learning_rate=2.5e-4,
                    obs_encoding="planes", frame_stack=2),
     # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
