@@ -122,3 +122,32 @@ def test_expected_value_head_keeps_its_parameters_with_a_quantile_axis_of_one():
     assert net.apply(params, obs, method=QNetwork.quantile_values).shape == (2, 6, 1)
     with np.testing.assert_raises_regex(ValueError, "num_quantiles"):
         QNetwork(num_actions=6, num_quantiles=-1).init(jax.random.key(0), obs)
+
+
+def test_patch_conv_equals_flax_conv_with_the_same_parameters():
+    import flax.linen as nn
+    import pytest
+
+    from jaxrl.dqn.network import PatchConv
+
+    for shape, kernel_size, strides in [((2, 19, 20, 6), 3, 2), ((3, 10, 10, 16), 3, 2), ((1, 7, 5, 2), 3, 1),
+                                        ((2, 9, 8, 3), 5, 3)]:
+        x = jax.random.normal(jax.random.key(shape[1]), shape)
+        conv = nn.Conv(4, (kernel_size, kernel_size), strides=strides, padding="SAME")
+        params = conv.init(jax.random.key(1), x)
+        params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
+        patch = PatchConv(4, kernel_size=kernel_size, strides=strides)
+        assert jax.tree.map(jnp.shape, patch.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+        expected = conv.apply(params, x)
+        got = patch.apply(params, x)
+        assert got.shape == expected.shape, (shape, kernel_size, strides)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception):
+        PatchConv(4).init(jax.random.key(0), jnp.zeros((19, 20, 6)))  # no batch axis
+
+
+def test_planes_torso_keeps_the_conv_parameter_names():
+    net = QNetwork(num_actions=6, obs_encoding="planes", conv_channels=(16, 32))
+    params = net.init(jax.random.key(0), jnp.zeros((1, 256), jnp.uint8))["params"]
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 6, 16) and params["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
+    assert params["Dense_0"]["kernel"].shape == (5 * 5 * 32, 256)

@@ -1,5 +1,5 @@
-"""jaxrl.dqn.ppo: GAE, the masked PPO loss, rollout bookkeeping and learning on the toy env; the command line
-of experiments/ppo_ram_check.py."""
+"""jaxrl.dqn.ppo and the on-policy machinery it shares with PQN (jaxrl.dqn.on_policy): GAE, the masked PPO loss,
+rollout bookkeeping, learning on the toy env; the command line of experiments/train_on_policy.py."""
 import runpy
 from pathlib import Path
 
@@ -8,16 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl.dqn import ppo
+from jaxrl.dqn import on_policy, ppo
 from jaxrl.dqn.envs.toy import make_toy_env
+from jaxrl.dqn.run.on_policy import train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ppo_ram_check.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "train_on_policy.py"
 
 
 def _rollout(values, rewards, dones, valid=None):
     values = jnp.asarray(values, jnp.float32)[:, None]
     t = values.shape[0]
-    return ppo.Rollout(
+    return on_policy.Rollout(
         obs=jnp.zeros((t, 1, 128), jnp.uint8), action=jnp.zeros((t, 1), jnp.int32),
         log_prob=jnp.zeros((t, 1)), value=values, reward=jnp.asarray(rewards, jnp.float32)[:, None],
         done=jnp.asarray(dones)[:, None],
@@ -45,7 +46,7 @@ def test_loss_ignores_invalid_rows_and_is_entropy_only_at_the_start():
     action = jnp.arange(6) % 4
     log_prob = jax.nn.log_softmax(logits)[jnp.arange(6), action]
     valid = jnp.asarray([True, True, False, True, True, False])
-    batch = ppo.Rollout(obs, action, log_prob, value, jnp.zeros(6), jnp.zeros(6, bool), valid)
+    batch = on_policy.Rollout(obs, action, log_prob, value, jnp.zeros(6), jnp.zeros(6, bool), valid)
     advantages = jnp.asarray([1.0, -1.0, 50.0, 2.0, -2.0, -70.0])
     kwargs = dict(clip=0.1, ent_coef=0.01, vf_coef=0.5)
     loss, (policy_loss, value_loss, entropy) = ppo.ppo_loss(params, network.apply, batch, advantages, value,
@@ -107,10 +108,13 @@ def test_learns_the_toy_task():
     """Reward 1 when action == t in 4-step games with 4 actions: random gets 1 per game, PPO should get 4."""
     env = _one_hot_step(make_toy_env(8, num_actions=4, lengths=[4] * 8), 4)
     args = _args(total_steps=8 * 16 * 60, learning_rate=3e-3, log_every=1, num_envs=8)
-    _, params, rows = ppo.train(env, args, log=lambda _: None)
+    algo = ppo.make_ppo(env, args)
+    params, rows = train(algo, env, jax.random.key(0), num_steps=args.num_steps, log_every=1,
+                         loss_names=("loss", "policy_loss", "value_loss", "entropy"), log=lambda _: None)
     assert rows[0]["mean_return_100"] < 2.0, rows[0]  # the first rollout: the initial, near-uniform policy
     assert rows[-1]["mean_return_100"] >= 3.8, rows[-1]
-    returns = ppo.evaluate(ppo.ActorCritic(4, (32,)), params, env, jax.random.key(0), greedy=True, max_steps=20)
+    assert set(rows[-1]) >= {"policy_loss", "value_loss", "entropy", "steps_per_s"}
+    returns = on_policy.evaluate(ppo.act(algo.network, greedy=True), params, env, jax.random.key(0), max_steps=20)
     np.testing.assert_array_equal(returns, 4.0)
 
 
@@ -122,7 +126,7 @@ def test_learns_the_toy_task():
 def test_bad_arguments(argv, capsys):
     parse_args = runpy.run_path(str(SCRIPT))["parse_args"]  # the script's globals; its main() does not run
     with pytest.raises(SystemExit):
-        parse_args(argv)
+        parse_args(["ppo", *argv])
     flag = next(a for a in argv if a.startswith("--") and a != "--num-steps" and a != "--num-envs")
     assert flag in capsys.readouterr().err
 

@@ -15,6 +15,8 @@ _EXPORTS = {
     **dict.fromkeys(("Learner", "LearnerState", "make_learner"), "jaxrl.dqn.learner"),
     "QNetwork": "jaxrl.dqn.network",
     **dict.fromkeys(("PPOConfig", "make_ppo"), "jaxrl.dqn.ppo"),
+    **dict.fromkeys(("PQNConfig", "make_pqn"), "jaxrl.dqn.pqn"),
+    **dict.fromkeys(("OnPolicy", "OnPolicyConfig", "Rollout", "make_on_policy"), "jaxrl.dqn.on_policy"),
     "encode": "jaxrl.dqn.encoders",
     **dict.fromkeys(("PrioritizedReplayBuffer", "PrioritizedReplayState", "PrioritizedSample",
                      "make_prioritized_replay_buffer"), "jaxrl.dqn.buffers.prioritized"),

@@ -152,7 +152,7 @@ def _q_values(params, obs, *, network):
     return network.apply(params, obs)
 
 
-def _act(params, obs, key, epsilon, *, network, num_actions):
+def epsilon_greedy_act(params, obs, key, epsilon, *, network, num_actions):
     """ε-greedy actions, independent per env.
 
     Args:
@@ -218,7 +218,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
         loss=loss_fn,
         update=functools.partial(_update, loss_fn=loss_fn, optimizer=optimizer,
                                  target_update_period=config.target_update_period, tau=config.tau),
-        act=functools.partial(_act, network=network, num_actions=num_actions),
+        act=functools.partial(epsilon_greedy_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
     )
 

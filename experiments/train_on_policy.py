@@ -1,0 +1,165 @@
+"""Train PPO or PQN (`jaxrl.dqn.ppo`, `jaxrl.dqn.pqn`) on SpaceInvaders' RAM and evaluate the frozen policy.
+
+Both run on the envs `jaxrl dqn train --loop xla` uses (envpool's XLA step: sticky actions 0.25, no-op starts,
+full games) with the DQN agent's encodings (``--obs-encoding planes --frame-stack 2``: the decoded objects drawn
+as planes for a small CNN). The whole rollout-and-update iteration is one compiled call.
+
+    python experiments/train_on_policy.py pqn --obs-encoding planes --frame-stack 2 --total-frames 10000000 \\
+        --seed 0 --out checkpoints/pqn-planes-s0
+    python experiments/train_on_policy.py ppo --total-frames 40000000 --eval-at-frames 10000000 --out DIR
+    python experiments/train_on_policy.py pqn --total-steps 20000 --eval-episodes 8      # a smoke run
+
+Prints the training return of the last 100 games every --log-every iterations. At each --eval-at-frames point
+and at the end it evaluates the frozen parameters on --eval-episodes fresh envs (seeded 10,000 + seed, never
+trained on), one full game each: PQN epsilon-greedy at --eval-epsilon (0.05, the DQN evals'), PPO with actions
+sampled from its policy (the PPO convention) and greedy. With --out it writes log.csv, evals.csv, config.json and
+the parameters of each evaluated point (orbax, ``params-<frames>/``); an existing --out is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from jaxrl.dqn.config import Choice
+from jaxrl.dqn.ppo import PPOConfig
+from jaxrl.dqn.pqn import PQNConfig
+
+CONFIGS = {"ppo": PPOConfig, "pqn": PQNConfig}
+FRAME_SKIP = 4
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+    """One flag per config field (same name, dashed; same default and help)."""
+    for field in dataclasses.fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(default=field.default, help=field.metadata["help"])
+        if isinstance(field.default, tuple):
+            kwargs.update(type=int, nargs="+")
+        else:
+            kwargs.update(type=type(field.default))
+        if isinstance(field.metadata["rule"], Choice):
+            kwargs.update(choices=field.metadata["rule"].options)
+        parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    algorithms = parser.add_subparsers(dest="algo", required=True)
+    for name, config_class in CONFIGS.items():
+        sub = algorithms.add_parser(name, help=(config_class.__doc__ or "").splitlines()[0])
+        add_config_flags(sub, config_class)
+        sub.add_argument("--total-frames", type=int, default=None,
+                         help=f"Atari frames instead of --total-steps (steps x {FRAME_SKIP})")
+        sub.add_argument("--eval-episodes", type=int, default=100, help="fresh envs, one full game each")
+        sub.add_argument("--eval-at-frames", type=int, nargs="*", default=[],
+                         help="also evaluate (and save) the parameters when training passes these frame counts")
+        sub.add_argument("--out", default=None, help="a new directory for the logs, evals and parameters")
+        if name == "pqn":
+            sub.add_argument("--eval-epsilon", type=float, default=0.05, help="epsilon of the frozen evaluation")
+    return parser
+
+
+def parse_args(argv=None):
+    """(config, args) of the command line; a bad value exits naming the flag."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config_class = CONFIGS[args.algo]
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)}
+    if args.total_frames is not None:
+        if "--total-steps" in (argv if argv is not None else sys.argv[1:]):
+            parser.error("give --total-steps or --total-frames, not both")
+        if args.total_frames < FRAME_SKIP:
+            parser.error(f"--total-frames must be >= {FRAME_SKIP}, got {args.total_frames}")
+        values["total_steps"] = args.total_frames // FRAME_SKIP
+    if args.eval_episodes < 1:
+        parser.error("--eval-episodes must be >= 1")
+    if any(frames < 1 for frames in args.eval_at_frames):
+        parser.error(f"--eval-at-frames must be positive frame counts, got {args.eval_at_frames}")
+    if args.algo == "pqn" and not 0.0 <= args.eval_epsilon <= 1.0:
+        parser.error(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
+    if args.out is not None and Path(args.out).exists():
+        parser.error(f"--out {args.out} exists; give a new directory (nothing was written)")
+    try:
+        config = config_class(**values)
+    except ValueError as error:
+        parser.error(config_class.as_flags(str(error)))
+    return config, args
+
+
+def policies(args, network) -> dict:
+    """The frozen policies to evaluate, by name."""
+    if args.algo == "pqn":
+        from jaxrl.dqn.pqn import act
+        return {f"epsilon {args.eval_epsilon:g}": act(network, epsilon=args.eval_epsilon)}
+    from jaxrl.dqn.ppo import act
+    return {"sampled": act(network, greedy=False), "greedy": act(network, greedy=True)}
+
+
+def main(argv=None) -> None:
+    config, args = parse_args(argv)
+    import jax
+    import orbax.checkpoint as ocp
+
+    from jaxrl.dqn.envs.xla import make_envpool_xla_env
+    from jaxrl.dqn.on_policy import evaluate
+    from jaxrl.dqn.run.on_policy import train
+
+    out = Path(args.out).resolve() if args.out else None
+    if out is not None:
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps(dict(algo=args.algo, **dataclasses.asdict(config)), indent=1))
+    make = {"ppo": "jaxrl.dqn.ppo:make_ppo", "pqn": "jaxrl.dqn.pqn:make_pqn"}[args.algo].split(":")
+    algo = getattr(__import__(make[0], fromlist=[make[1]]), make[1])
+    env = make_envpool_xla_env(config.num_envs, config.seed, frame_stack=config.frame_stack)
+    learner = algo(env, config)
+    eval_env = make_envpool_xla_env(args.eval_episodes, 10_000 + config.seed, frame_stack=config.frame_stack)
+    chosen = policies(args, learner.network)
+    checkpointer = ocp.StandardCheckpointer()
+    eval_rows = []
+
+    def evaluate_frozen(env_steps, params):
+        for name, act in chosen.items():
+            start = time.perf_counter()
+            returns = evaluate(act, params, eval_env, jax.random.key(config.seed + 1),
+                               max_steps=108_000 // FRAME_SKIP + 1)
+            row = dict(frames=FRAME_SKIP * env_steps, policy=name, episodes=len(returns), mean=returns.mean(),
+                       std=returns.std(), min=returns.min(), max=returns.max())
+            eval_rows.append(row)
+            print(f"eval at {row['frames']:,} frames ({name}, {len(returns)} games): {returns.mean():.1f} +- "
+                  f"{returns.std():.1f} (min {returns.min():.0f}, max {returns.max():.0f}) "
+                  f"[{time.perf_counter() - start:.1f} s]", flush=True)
+        if out is not None:
+            checkpointer.save(out / f"params-{FRAME_SKIP * env_steps}", params)
+            checkpointer.wait_until_finished()
+            write_csv(out / "evals.csv", eval_rows)
+
+    milestones = tuple(frames // FRAME_SKIP for frames in args.eval_at_frames)
+    params, rows = train(learner, env, jax.random.key(config.seed), num_steps=config.num_steps,
+                         log_every=config.log_every, loss_names=LOSS_NAMES[args.algo], milestones=milestones,
+                         at_milestone=evaluate_frozen, log=lambda line: print(line, flush=True))
+    if out is not None:
+        write_csv(out / "log.csv", rows)
+    steps = learner.iterations * config.num_envs * config.num_steps
+    if not eval_rows or eval_rows[-1]["frames"] != FRAME_SKIP * steps:  # the end, unless a milestone was
+        evaluate_frozen(steps, params)
+    env.close()
+    eval_env.close()
+
+
+LOSS_NAMES = {"ppo": ("loss", "policy_loss", "value_loss", "entropy"), "pqn": ("loss", "q_taken")}
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
