@@ -8,12 +8,14 @@ as planes for a small CNN). The whole rollout-and-update iteration is one compil
         --seed 0 --out checkpoints/pqn-planes-s0
     python experiments/train_on_policy.py ppo --total-frames 40000000 --eval-at-frames 10000000 --out DIR
     python experiments/train_on_policy.py pqn --total-steps 20000 --eval-episodes 8      # a smoke run
+    python experiments/train_on_policy.py play checkpoints/pqn-planes-s0 --video docs/pqn-play.gif --max-steps 900
 
 Prints the training return of the last 100 games every --log-every iterations. At each --eval-at-frames point
 and at the end it evaluates the frozen parameters on --eval-episodes fresh envs (seeded 10,000 + seed, never
 trained on), one full game each: PQN epsilon-greedy at --eval-epsilon (0.05, the DQN evals'), PPO with actions
 sampled from its policy (the PPO convention) and greedy. With --out it writes log.csv, evals.csv, config.json and
-the parameters of each evaluated point (orbax, ``params-<frames>/``); an existing --out is refused.
+the parameters of each evaluated point (orbax, ``params-<frames>/``); an existing --out is refused. ``play`` renders
+a saved agent (its last saved point, or --frames) to a GIF or MP4 with `jaxrl.dqn.run.evaluate.play`.
 """
 from __future__ import annotations
 
@@ -61,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default=None, help="a new directory for the logs, evals and parameters")
         if name == "pqn":
             sub.add_argument("--eval-epsilon", type=float, default=0.05, help="epsilon of the frozen evaluation")
+    play = algorithms.add_parser("play", help="render a saved agent (its --out directory) to a GIF or MP4")
+    play.add_argument("run_dir", help="the --out directory of a training run")
+    play.add_argument("--video", required=True, help="output file, .gif or .mp4")
+    play.add_argument("--frames", type=int, default=None, help="the saved point to play (default: the last)")
+    play.add_argument("--seed", type=int, default=0, help="env seed of the episode")
+    play.add_argument("--max-steps", type=int, default=None, help="cut the episode after this many steps")
+    play.add_argument("--fps", type=int, default=30)
     return parser
 
 
@@ -68,6 +77,8 @@ def parse_args(argv=None):
     """(config, args) of the command line; a bad value exits naming the flag."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.algo == "play":
+        return None, args
     config_class = CONFIGS[args.algo]
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)}
     if args.total_frames is not None:
@@ -100,8 +111,52 @@ def policies(args, network) -> dict:
     return {"sampled": act(network, greedy=False), "greedy": act(network, greedy=True)}
 
 
+def load_run(run_dir: Path, frames: int | None):
+    """(algo name, config, saved frames, params) of a --out directory; a missing point raises naming the ones saved."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
+    from jaxrl.dqn.ppo import ActorCritic
+    from jaxrl.dqn.pqn import q_network
+
+    settings = json.loads((run_dir / "config.json").read_text())
+    algo = settings.pop("algo")
+    config = CONFIGS[algo](**settings)
+    saved = sorted(int(path.name.split("-")[1]) for path in run_dir.glob("params-*"))
+    if not saved or (frames is not None and frames not in saved):
+        raise SystemExit(f"error: {run_dir} has no parameters saved at {frames} frames (saved: {saved})")
+    frames = saved[-1] if frames is None else frames
+    num_actions = 6  # SpaceInvaders' minimal action set, the only game the encodings decode
+    network = q_network(config, num_actions) if algo == "pqn" else ActorCritic(
+        num_actions, config.hidden_sizes, config.obs_encoding, config.conv_channels)
+    abstract = network.init(jax.random.key(0), jnp.zeros((1, config.frame_stack * NUM_RAM_BYTES), jnp.uint8))
+    return algo, config, frames, network, ocp.StandardCheckpointer().restore(run_dir / f"params-{frames}", abstract)
+
+
+def play_saved(args) -> None:
+    """Render a saved PQN / PPO agent with the DQN agent's player (its envs: sticky actions, full games)."""
+    from jaxrl.dqn.config import DQNConfig
+    from jaxrl.dqn.run.evaluate import play
+
+    algo, config, frames, network, params = load_run(Path(args.run_dir), args.frames)
+    if algo == "pqn":
+        from jaxrl.dqn.pqn import act
+        policy = act(network, epsilon=0.05)
+    else:
+        from jaxrl.dqn.ppo import act
+        policy = act(network, greedy=False)
+    env_settings = DQNConfig(frame_stack=config.frame_stack, obs_encoding=config.obs_encoding)
+    returns = play(env_settings, params, args.video, seed=args.seed, fps=args.fps, max_steps=args.max_steps,
+                   act=policy)
+    print(f"{algo} agent at {frames:,} frames: score {returns[0]:.0f} -> {args.video}")
+
+
 def main(argv=None) -> None:
     config, args = parse_args(argv)
+    if args.algo == "play":
+        return play_saved(args)
     import jax
     import orbax.checkpoint as ocp
 

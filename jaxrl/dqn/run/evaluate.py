@@ -79,19 +79,23 @@ def _warn_on_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: int):
-    """``policy(obs [N,128] uint8) -> actions [N]``: the core's ε-greedy ``act``, or uniform random."""
+def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: int, act=None):
+    """``policy(obs [N,128] uint8) -> actions [N]``: the core's ε-greedy ``act``, uniform random (``params`` None),
+    or ``act(params, obs, key) -> actions`` when given (another learner's frozen policy: `jaxrl.dqn.pqn.act`,
+    `jaxrl.dqn.ppo.act`)."""
     if params is None:
         rng = np.random.default_rng(seed)
         return lambda obs: rng.integers(0, num_actions, size=len(obs)).astype(np.int32)
-    dqn = make_dqn(config, num_actions)
-    act = jax.jit(dqn.act)
+    if act is None:
+        dqn_act = make_dqn(config, num_actions).act
+        act = lambda params, obs, key: dqn_act(params, obs, key, np.float32(epsilon))  # noqa: E731
+    act = jax.jit(act)
     key = jax.random.PRNGKey(seed)
 
     def policy(obs):
         nonlocal key
         key, act_key = jax.random.split(key)
-        return np.asarray(act(params, obs, act_key, np.float32(epsilon)))
+        return np.asarray(act(params, obs, act_key))
 
     return policy
 
@@ -158,12 +162,15 @@ def _overlay(frame: np.ndarray, text: str, scale: int) -> np.ndarray:
 
 
 def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: int = 1, epsilon: float = 0.05,
-         seed: int = 0, fps: int = 30, scale: int = 2, max_steps: int | None = None) -> list[float]:
+         seed: int = 0, fps: int = 30, scale: int = 2, max_steps: int | None = None, act=None) -> list[float]:
     """Render ``episodes`` episodes of the agent (``params=None``: random) to an MP4 or GIF with a score bar.
 
     Args:
+        config: the env settings (and, without ``act``, the Q-network) of the agent.
         video_path: ``*.mp4`` (imageio-ffmpeg) or ``*.gif``.
         max_steps: stop each episode after this many agent steps (None: play to the end).
+        act: ``act(params, obs, key) -> actions``, the frozen policy of another learner (PQN, PPO) on the same
+          envs; None: the DQN agent's ε-greedy policy at ``epsilon``.
     Returns:
         the return of each episode.
     """
@@ -185,19 +192,19 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
     # threads, which is harmless here (the child execs ffmpeg at once).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        returns = _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps)
+        returns = _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps, act)
     os.replace(tmp_path, video_path)
     return returns
 
 
-def _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps) -> list[float]:
+def _play_episodes(config, params, writer, tmp_path, episodes, epsilon, seed, scale, max_steps, act) -> list[float]:
     """Write ``episodes`` rendered episodes to ``writer`` (closed here; ``tmp_path`` removed on error)."""
     returns = []
     try:
         for episode in range(episodes):
             env = make_env_from_config(config, num_envs=1, seed=seed + episode, render=True)
             try:
-                policy = _policy(config, params, env.num_actions, epsilon, seed + episode)
+                policy = _policy(config, params, env.num_actions, epsilon, seed + episode, act)
                 obs = env.reset()
                 score, steps, done = 0.0, 0, False
                 while not done and (max_steps is None or steps < max_steps):
