@@ -140,7 +140,7 @@ def play_saved(args) -> None:
     from jaxrl.dqn.config import DQNConfig
     from jaxrl.dqn.run.evaluate import play
 
-    algo, config, frames, network, params = load_run(Path(args.run_dir), args.frames)
+    algo, config, frames, network, params = load_run(Path(args.run_dir).resolve(), args.frames)
     if algo == "pqn":
         from jaxrl.dqn.pqn import act
         policy = act(network, epsilon=0.05)

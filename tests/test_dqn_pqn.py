@@ -156,11 +156,12 @@ def test_existing_out_is_refused_untouched(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err and (out / "evals.csv").read_text() == "kept"
 
 
-def test_script_trains_evaluates_and_saves_on_space_invaders(tmp_path, capsys):
+def test_script_trains_evaluates_and_saves_on_space_invaders(tmp_path, capsys, monkeypatch):
     pytest.importorskip("envpool", reason="the script steps envpool's SpaceInvaders (tested without it above)")
     import orbax.checkpoint as ocp
 
-    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    out = Path("run")  # relative, as typed on a command line
     # the MLP on RAM / 255 (the planes CNN is tested on the toy env above): the command line's plumbing at the
     # least compile time
     runpy.run_path(str(SCRIPT))["main"](["pqn", "--num-envs", "4", "--num-steps", "16", "--total-frames", "1024",
@@ -174,11 +175,11 @@ def test_script_trains_evaluates_and_saves_on_space_invaders(tmp_path, capsys):
     assert evals[0] == "frames,policy,episodes,mean,std,min,max" and len(evals) == 3
     network = pqn.q_network(pqn.PQNConfig(**{k: v for k, v in config.items() if k != "algo"}), 6)
     abstract = network.init(jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
-    params = ocp.StandardCheckpointer().restore(out / "params-1024", abstract)
+    params = ocp.StandardCheckpointer().restore((out / "params-1024").resolve(), abstract)
     assert network.apply(params, jnp.zeros((2, 128), jnp.uint8)).shape == (2, 6)
     # the saved agent plays (rendered by the DQN agent's player); a point that was not saved is refused by name
     main = runpy.run_path(str(SCRIPT))["main"]
-    main(["play", str(out), "--video", str(tmp_path / "pqn.gif"), "--max-steps", "5"])
+    main(["play", str(out), "--video", "pqn.gif", "--max-steps", "5"])
     assert "pqn agent at 1,024 frames" in capsys.readouterr().out and (tmp_path / "pqn.gif").stat().st_size > 0
     with pytest.raises(SystemExit, match=r"saved: \[512, 1024\]"):
         main(["play", str(out), "--video", str(tmp_path / "x.gif"), "--frames", "700"])
