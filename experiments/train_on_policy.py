@@ -131,7 +131,8 @@ def load_run(run_dir: Path, frames: int | None):
     num_actions = 6  # SpaceInvaders' minimal action set, the only game the encodings decode
     network = q_network(config, num_actions) if algo == "pqn" else ActorCritic(
         num_actions, config.hidden_sizes, config.obs_encoding, config.conv_channels)
-    abstract = network.init(jax.random.key(0), jnp.zeros((1, config.frame_stack * NUM_RAM_BYTES), jnp.uint8))
+    abstract = jax.eval_shape(network.init, jax.random.key(0),
+                              jnp.zeros((1, config.frame_stack * NUM_RAM_BYTES), jnp.uint8))
     return algo, config, frames, network, ocp.StandardCheckpointer().restore(run_dir / f"params-{frames}", abstract)
 
 

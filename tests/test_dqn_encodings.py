@@ -79,11 +79,12 @@ def test_planes_draw_each_object_in_its_cell():
 def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
     network = QNetwork(num_actions=6, hidden_sizes=(32,), obs_encoding=encoding, conv_channels=(4, 8), **kwargs)
     obs = RNG.integers(0, 256, (7, 128 * frames), dtype=np.uint8)
-    params = network.init(jax.random.key(0), obs[:1])
+    # everything compiled: the decoder run op by op (eagerly) costs seconds per call on a CPU
+    params = jax.jit(network.init)(jax.random.key(0), obs[:1])
     q = jax.jit(network.apply)(params, obs)
     assert q.shape == (7, 6) and q.dtype == np.float32
-    np.testing.assert_allclose(jax.vmap(lambda o: network.apply(params, o))(obs), q, rtol=1e-5, atol=1e-6)
-    values = network.apply(params, obs, method=QNetwork.quantile_values)
+    np.testing.assert_allclose(jax.jit(jax.vmap(lambda o: network.apply(params, o)))(obs), q, rtol=1e-5, atol=1e-6)
+    values = jax.jit(lambda p, o: network.apply(p, o, method=QNetwork.quantile_values))(params, obs)
     assert values.shape == (7, 6, max(kwargs.get("num_quantiles", 0), 1))
     kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(params)}
     if encoding == "planes":  # stride-2 3x3 convolutions: 19 x 20 x 6 (K - 1) -> 10 x 10 x 4 -> 5 x 5 x 8

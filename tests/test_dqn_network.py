@@ -138,8 +138,8 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters():
         params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
         patch = PatchConv(4, kernel_size=kernel_size, strides=strides)
         assert jax.tree.map(jnp.shape, patch.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
-        expected = conv.apply(params, x)
-        got = patch.apply(params, x)
+        expected = jax.jit(conv.apply)(params, x)
+        got = jax.jit(patch.apply)(params, x)
         assert got.shape == expected.shape, (shape, kernel_size, strides)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception):
@@ -148,6 +148,6 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters():
 
 def test_planes_torso_keeps_the_conv_parameter_names():
     net = QNetwork(num_actions=6, obs_encoding="planes", conv_channels=(16, 32))
-    params = net.init(jax.random.key(0), jnp.zeros((1, 256), jnp.uint8))["params"]
+    params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 256), jnp.uint8))["params"]
     assert params["Conv_0"]["kernel"].shape == (3, 3, 6, 16) and params["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
     assert params["Dense_0"]["kernel"].shape == (5 * 5 * 32, 256)

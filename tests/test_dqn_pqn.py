@@ -174,7 +174,7 @@ def test_script_trains_evaluates_and_saves_on_space_invaders(tmp_path, capsys, m
     evals = (out / "evals.csv").read_text().splitlines()
     assert evals[0] == "frames,policy,episodes,mean,std,min,max" and len(evals) == 3
     network = pqn.q_network(pqn.PQNConfig(**{k: v for k, v in config.items() if k != "algo"}), 6)
-    abstract = network.init(jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
+    abstract = jax.eval_shape(network.init, jax.random.key(0), jnp.zeros((1, 128), jnp.uint8))
     params = ocp.StandardCheckpointer().restore((out / "params-1024").resolve(), abstract)
     assert network.apply(params, jnp.zeros((2, 128), jnp.uint8)).shape == (2, 6)
     # the saved agent plays (rendered by the DQN agent's player); a point that was not saved is refused by name

@@ -168,7 +168,8 @@ def make_on_policy(env: XlaEnv, network, policy: Callable, targets: Callable, lo
     def init(key):
         key, init_key = jax.random.split(key)
         env_state, obs = env.reset()
-        params = network.init(init_key, jnp.zeros((1,) + obs.shape[1:], jnp.uint8))
+        # compiled: a game decoder run op by op costs seconds on a CPU
+        params = jax.jit(network.init)(init_key, jnp.zeros((1,) + obs.shape[1:], jnp.uint8))
         return RunnerState(params, optimizer.init(params), env_state, obs, jnp.zeros(n, bool),
                            jnp.zeros(n, jnp.float32), jnp.int32(0), key)
 
