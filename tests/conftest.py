@@ -170,3 +170,27 @@ def wait_for(predicate, proc, timeout=120):
             proc.kill()
             raise AssertionError("timed out waiting for the training run")
         time.sleep(0.02)
+
+
+def one_hot_step_toy_env(num_envs: int, num_actions: int, length: int):
+    """The toy env (episodes of ``length`` steps, reward 1 when action == t % num_actions) with its step t also
+    written one-hot as 255 in RAM bytes 3 + t: a task an MLP on RAM / 255 learns in a few hundred updates
+    (t / 255 alone is a hard input). Random play scores length / num_actions per game, the best play length."""
+    from jaxrl.dqn.envs.toy import make_toy_env
+
+    env = make_toy_env(num_envs, num_actions=num_actions, lengths=[length] * num_envs)
+
+    def spread(obs):
+        t = obs[:, 1].astype(jnp.int32)
+        one_hot = jnp.where(jnp.arange(length)[None] == t[:, None], 255, 0).astype(jnp.uint8)
+        return obs.at[:, 3:3 + length].set(one_hot)
+
+    def reset():
+        state, obs = env.reset()
+        return state, spread(obs)
+
+    def step(state, actions):
+        state, (obs, *rest) = env.step(state, actions)
+        return state, (spread(obs), *rest)
+
+    return env._replace(reset=reset, step=step)

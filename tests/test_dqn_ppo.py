@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import one_hot_step_toy_env
 from jaxrl.dqn import on_policy, ppo
 from jaxrl.dqn.envs.toy import make_toy_env
 from jaxrl.dqn.run.on_policy import train
@@ -84,29 +85,9 @@ def test_rollout_masks_auto_reset_rows_and_counts_games():
             np.testing.assert_allclose(finished[end, i], np.sum(rollout.reward[start:end + 1, i]))
 
 
-def _one_hot_step(env, length):
-    """The toy env with its step t (RAM byte 1) also written one-hot as 255 in byte 3 + t: a task an MLP on
-    RAM / 255 can learn in a few hundred updates (t / 255 alone is a hard input)."""
-
-    def spread(obs):
-        t = obs[:, 1].astype(jnp.int32)
-        one_hot = jnp.where(jnp.arange(length)[None] == t[:, None], 255, 0).astype(jnp.uint8)
-        return obs.at[:, 3:3 + length].set(one_hot)
-
-    def reset():
-        state, obs = env.reset()
-        return state, spread(obs)
-
-    def step(state, actions):
-        state, (obs, *rest) = env.step(state, actions)
-        return state, (spread(obs), *rest)
-
-    return env._replace(reset=reset, step=step)
-
-
 def test_learns_the_toy_task():
     """Reward 1 when action == t in 4-step games with 4 actions: random gets 1 per game, PPO should get 4."""
-    env = _one_hot_step(make_toy_env(8, num_actions=4, lengths=[4] * 8), 4)
+    env = one_hot_step_toy_env(8, num_actions=4, length=4)
     args = _args(total_steps=8 * 16 * 60, learning_rate=3e-3, log_every=1, num_envs=8)
     algo = ppo.make_ppo(env, args)
     params, rows = train(algo, env, jax.random.key(0), num_steps=args.num_steps, log_every=1,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import one_hot_step_toy_env
 from jaxrl.dqn import on_policy, pqn
 from jaxrl.dqn.envs.toy import make_toy_env
 from jaxrl.dqn.run.on_policy import train
@@ -76,27 +77,9 @@ def test_rollout_explores_at_epsilon_one_and_counts_env_steps():
     assert rollout.obs.shape == (16, 8, 128) and not bool(jnp.all(rollout.valid))
 
 
-def _one_hot_step(env, length):
-    """The toy env with its step t also written one-hot as 255 in RAM bytes 3 + t (learnable from RAM / 255)."""
-
-    def spread(obs):
-        t = obs[:, 1].astype(jnp.int32)
-        return obs.at[:, 3:3 + length].set(jnp.where(jnp.arange(length)[None] == t[:, None], 255, 0).astype(jnp.uint8))
-
-    def reset():
-        state, obs = env.reset()
-        return state, spread(obs)
-
-    def step(state, actions):
-        state, (obs, *rest) = env.step(state, actions)
-        return state, (spread(obs), *rest)
-
-    return env._replace(reset=reset, step=step)
-
-
 def test_learns_the_toy_task():
     """Reward 1 when action == t in 4-step games with 4 actions: random play gets 1 per game, PQN must get 4."""
-    env = _one_hot_step(make_toy_env(8, num_actions=4, lengths=[4] * 8), 4)
+    env = one_hot_step_toy_env(8, num_actions=4, length=4)
     config = _config(total_steps=8 * 16 * 80, learning_rate=3e-3, exploration_fraction=0.3, epsilon_end=0.0)
     algo = pqn.make_pqn(env, config)
     params, rows = train(algo, env, jax.random.key(0), num_steps=config.num_steps, log_every=1,
