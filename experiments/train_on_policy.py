@@ -102,6 +102,15 @@ def parse_args(argv=None):
     return config, args
 
 
+def make_learner(algo: str, env, config):
+    """``make_pqn`` or ``make_ppo`` on ``env``."""
+    if algo == "pqn":
+        from jaxrl.dqn.pqn import make_pqn
+        return make_pqn(env, config)
+    from jaxrl.dqn.ppo import make_ppo
+    return make_ppo(env, config)
+
+
 def policies(args, network) -> dict:
     """The frozen policies to evaluate, by name."""
     if args.algo == "pqn":
@@ -169,10 +178,8 @@ def main(argv=None) -> None:
     if out is not None:
         out.mkdir(parents=True)
         (out / "config.json").write_text(json.dumps(dict(algo=args.algo, **dataclasses.asdict(config)), indent=1))
-    make = {"ppo": "jaxrl.dqn.ppo:make_ppo", "pqn": "jaxrl.dqn.pqn:make_pqn"}[args.algo].split(":")
-    algo = getattr(__import__(make[0], fromlist=[make[1]]), make[1])
     env = make_envpool_xla_env(config.num_envs, config.seed, frame_stack=config.frame_stack)
-    learner = algo(env, config)
+    learner = make_learner(args.algo, env, config)
     eval_env = make_envpool_xla_env(args.eval_episodes, 10_000 + config.seed, frame_stack=config.frame_stack)
     chosen = policies(args, learner.network)
     checkpointer = ocp.StandardCheckpointer()
