@@ -218,6 +218,7 @@ LOSS_NAMES = {"ppo": ("loss", "policy_loss", "value_loss", "entropy"), "pqn": ("
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` (dicts with the same keys, the first row's order) to ``path`` with a header."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

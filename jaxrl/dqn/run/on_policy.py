@@ -13,6 +13,7 @@ from jaxrl.dqn.run.train import keep_recent, mean_or_nan
 
 
 def format_row(row: dict) -> str:
+    """One log row as ``key=value, ...`` (floats to 4 significant digits)."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
