@@ -1,7 +1,8 @@
-"""Raw envpool speed vs PQN / PPO training speed (`jaxrl.dqn.pqn`, `jaxrl.dqn.ppo`), same envs, same run.
+"""Raw envpool speed vs PPO training speed (`jaxrl.dqn.ppo`), same envs, same run (PQN, a learner with the DQN
+agent's step, is measured by ``experiments/bench_dqn.py --preset pqn``).
 
-    python experiments/bench_on_policy.py                                  # PQN and PPO, scale and planes
-    python experiments/bench_on_policy.py --algos pqn --encodings planes --iterations 8
+    python experiments/bench_on_policy.py                                  # PPO, scale and planes
+    python experiments/bench_on_policy.py --encodings planes --iterations 8
 
 Raw: envpool's XLA step on the same N envs in a compiled `lax.scan` with uniformly random actions (no network).
 Training: the learner's whole compiled ``iteration`` (rollout of N envs x T steps with the network acting,
@@ -52,10 +53,9 @@ def training_speed(algo: str, encoding: str, iterations: int) -> tuple[float, in
 
     from jaxrl.dqn.envs.xla import make_envpool_xla_env
     from jaxrl.dqn.ppo import PPOConfig, make_ppo
-    from jaxrl.dqn.pqn import PQNConfig, make_pqn
 
     stack = 2 if encoding in ("objects", "planes") else 1
-    config_class, make = {"pqn": (PQNConfig, make_pqn), "ppo": (PPOConfig, make_ppo)}[algo]
+    config_class, make = {"ppo": (PPOConfig, make_ppo)}[algo]
     config = config_class(obs_encoding=encoding, frame_stack=stack)
     env = make_envpool_xla_env(config.num_envs, 0, frame_stack=stack)
     learner = make(env, config)
@@ -73,7 +73,7 @@ def training_speed(algo: str, encoding: str, iterations: int) -> tuple[float, in
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["pqn", "ppo"], choices=["pqn", "ppo"])
+    parser.add_argument("--algos", nargs="+", default=["ppo"], choices=["ppo"])
     parser.add_argument("--encodings", nargs="+", default=["scale", "planes"],
                         choices=["scale", "bits", "objects", "planes"])
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (of N x T env steps)")

@@ -1,19 +1,19 @@
-"""Train PPO or PQN (`jaxrl.dqn.ppo`, `jaxrl.dqn.pqn`) on SpaceInvaders' RAM and evaluate the frozen policy.
+"""Train PPO (`jaxrl.dqn.ppo`) on SpaceInvaders' RAM and evaluate the frozen policy (PQN, a learner with the DQN
+agent's step, trains with ``jaxrl dqn train --preset pqn``).
 
-Both run on the envs `jaxrl dqn train --loop xla` uses (envpool's XLA step: sticky actions 0.25, no-op starts,
+PPO runs on the envs `jaxrl dqn train --loop xla` uses (envpool's XLA step: sticky actions 0.25, no-op starts,
 full games) with the DQN agent's encodings (``--obs-encoding planes --frame-stack 2``: the decoded objects drawn
 as planes for a small CNN). The whole rollout-and-update iteration is one compiled call.
 
-    python experiments/train_on_policy.py pqn --obs-encoding planes --frame-stack 2 --total-frames 10000000 \\
-        --seed 0 --out checkpoints/pqn-planes-s0
+    python experiments/train_on_policy.py ppo --obs-encoding planes --frame-stack 2 --total-frames 10000000 \\
+        --seed 0 --out checkpoints/ppo-planes-s0
     python experiments/train_on_policy.py ppo --total-frames 40000000 --eval-at-frames 10000000 --out DIR
-    python experiments/train_on_policy.py pqn --total-steps 20000 --eval-episodes 8      # a smoke run
-    python experiments/train_on_policy.py play checkpoints/pqn-planes-s0 --video docs/pqn-play.gif --max-steps 900
+    python experiments/train_on_policy.py ppo --total-steps 20000 --eval-episodes 8      # a smoke run
+    python experiments/train_on_policy.py play checkpoints/ppo-planes-s0 --video ppo-play.gif --max-steps 900
 
 Prints the training return of the last 100 games every --log-every iterations. At each --eval-at-frames point
 and at the end it evaluates the frozen parameters on --eval-episodes fresh envs (seeded 10,000 + seed, never
-trained on), one full game each: PQN epsilon-greedy at --eval-epsilon (0.05, the DQN evals'), PPO with actions
-sampled from its policy (the PPO convention) and greedy. With --out it writes log.csv, evals.csv, config.json and
+trained on), one full game each, with actions sampled from the policy (the PPO convention) and greedy. With --out it writes log.csv, evals.csv, config.json and
 the parameters of each evaluated point (orbax, ``params-<frames>/``); an existing --out is refused. ``play`` renders
 a saved agent (its last saved point, or --frames) to a GIF or MP4 with `jaxrl.dqn.run.evaluate.play`.
 """
@@ -29,9 +29,8 @@ from pathlib import Path
 
 from jaxrl.dqn.config import Choice
 from jaxrl.dqn.ppo import PPOConfig
-from jaxrl.dqn.pqn import PQNConfig
 
-CONFIGS = {"ppo": PPOConfig, "pqn": PQNConfig}
+CONFIGS = {"ppo": PPOConfig}
 FRAME_SKIP = 4
 
 
@@ -61,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--eval-at-frames", type=int, nargs="*", default=[],
                          help="also evaluate (and save) the parameters when training passes these frame counts")
         sub.add_argument("--out", default=None, help="a new directory for the logs, evals and parameters")
-        if name == "pqn":
-            sub.add_argument("--eval-epsilon", type=float, default=0.05, help="epsilon of the frozen evaluation")
     play = algorithms.add_parser("play", help="render a saved agent (its --out directory) to a GIF or MP4")
     play.add_argument("run_dir", help="the --out directory of a training run")
     play.add_argument("--video", required=True, help="output file, .gif or .mp4")
@@ -91,8 +88,6 @@ def parse_args(argv=None):
         parser.error("--eval-episodes must be >= 1")
     if any(frames < 1 for frames in args.eval_at_frames):
         parser.error(f"--eval-at-frames must be positive frame counts, got {args.eval_at_frames}")
-    if args.algo == "pqn" and not 0.0 <= args.eval_epsilon <= 1.0:
-        parser.error(f"--eval-epsilon must be in [0, 1], got {args.eval_epsilon}")
     if args.out is not None and Path(args.out).exists():
         parser.error(f"--out {args.out} exists; give a new directory (nothing was written)")
     try:
@@ -102,20 +97,8 @@ def parse_args(argv=None):
     return config, args
 
 
-def make_learner(algo: str, env, config):
-    """``make_pqn`` or ``make_ppo`` on ``env``."""
-    if algo == "pqn":
-        from jaxrl.dqn.pqn import make_pqn
-        return make_pqn(env, config)
-    from jaxrl.dqn.ppo import make_ppo
-    return make_ppo(env, config)
-
-
-def policies(args, network) -> dict:
+def policies(network) -> dict:
     """The frozen policies to evaluate, by name."""
-    if args.algo == "pqn":
-        from jaxrl.dqn.pqn import act
-        return {f"epsilon {args.eval_epsilon:g}": act(network, epsilon=args.eval_epsilon)}
     from jaxrl.dqn.ppo import act
     return {"sampled": act(network, greedy=False), "greedy": act(network, greedy=True)}
 
@@ -128,7 +111,6 @@ def load_run(run_dir: Path, frames: int | None):
 
     from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
     from jaxrl.dqn.ppo import ActorCritic
-    from jaxrl.dqn.pqn import q_network
 
     settings = json.loads((run_dir / "config.json").read_text())
     algo = settings.pop("algo")
@@ -138,25 +120,21 @@ def load_run(run_dir: Path, frames: int | None):
         raise SystemExit(f"error: {run_dir} has no parameters saved at {frames} frames (saved: {saved})")
     frames = saved[-1] if frames is None else frames
     num_actions = 6  # SpaceInvaders' minimal action set, the only game the encodings decode
-    network = q_network(config, num_actions) if algo == "pqn" else ActorCritic(
-        num_actions, config.hidden_sizes, config.obs_encoding, config.conv_channels)
+    network = ActorCritic(num_actions, config.hidden_sizes, config.obs_encoding, config.conv_channels)
     abstract = jax.eval_shape(network.init, jax.random.key(0),
                               jnp.zeros((1, config.frame_stack * NUM_RAM_BYTES), jnp.uint8))
     return algo, config, frames, network, ocp.StandardCheckpointer().restore(run_dir / f"params-{frames}", abstract)
 
 
 def play_saved(args) -> None:
-    """Render a saved PQN / PPO agent with the DQN agent's player (its envs: sticky actions, full games)."""
+    """Render a saved PPO agent with the DQN agent's player (its envs: sticky actions, full games)."""
     from jaxrl.dqn.config import DQNConfig
     from jaxrl.dqn.run.evaluate import play
 
     algo, config, frames, network, params = load_run(Path(args.run_dir).resolve(), args.frames)
-    if algo == "pqn":
-        from jaxrl.dqn.pqn import act
-        policy = act(network, epsilon=0.05)
-    else:
-        from jaxrl.dqn.ppo import act
-        policy = act(network, greedy=False)
+    from jaxrl.dqn.ppo import act
+
+    policy = act(network, greedy=False)
     env_settings = DQNConfig(frame_stack=config.frame_stack, obs_encoding=config.obs_encoding)
     returns = play(env_settings, params, args.video, seed=args.seed, fps=args.fps, max_steps=args.max_steps,
                    act=policy)
@@ -179,9 +157,11 @@ def main(argv=None) -> None:
         out.mkdir(parents=True)
         (out / "config.json").write_text(json.dumps(dict(algo=args.algo, **dataclasses.asdict(config)), indent=1))
     env = make_envpool_xla_env(config.num_envs, config.seed, frame_stack=config.frame_stack)
-    learner = make_learner(args.algo, env, config)
+    from jaxrl.dqn.ppo import make_ppo
+
+    learner = make_ppo(env, config)
     eval_env = make_envpool_xla_env(args.eval_episodes, 10_000 + config.seed, frame_stack=config.frame_stack)
-    chosen = policies(args, learner.network)
+    chosen = policies(learner.network)
     checkpointer = ocp.StandardCheckpointer()
     eval_rows = []
 
@@ -214,7 +194,7 @@ def main(argv=None) -> None:
     eval_env.close()
 
 
-LOSS_NAMES = {"ppo": ("loss", "policy_loss", "value_loss", "entropy"), "pqn": ("loss", "q_taken")}
+LOSS_NAMES = {"ppo": ("loss", "policy_loss", "value_loss", "entropy")}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -1,5 +1,7 @@
-"""jaxrl.dqn.ppo and the on-policy machinery it shares with PQN (jaxrl.dqn.on_policy): GAE, the masked PPO loss,
-rollout bookkeeping, learning on the toy env; the command line of experiments/train_on_policy.py."""
+"""jaxrl.dqn.ppo and its on-policy machinery (jaxrl.dqn.on_policy): GAE, the masked PPO loss, rollout bookkeeping,
+learning on the toy env; the command line of experiments/train_on_policy.py (errors, evaluation milestones, saved
+parameters, play)."""
+import json
 import runpy
 from pathlib import Path
 
@@ -130,3 +132,57 @@ def test_obs_encoding_bits_reads_eight_inputs_per_byte():
     assert state.params["params"]["Dense_0"]["kernel"].shape == (8 * 128, 32)
     state, finished, losses = agent.iteration(state)
     assert all(np.isfinite(float(loss)) for loss in losses)
+
+
+def test_milestones_evaluate_the_parameters_once_each():
+    env = make_toy_env(4, num_actions=3)
+    algo = ppo.make_ppo(env, ppo.PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, epochs=1, hidden_sizes=(8,),
+                                           total_steps=4 * 8 * 5))
+    seen = []
+    _, rows = train(algo, env, jax.random.key(0), num_steps=8, log_every=2,
+                    loss_names=("loss", "policy_loss", "value_loss", "entropy"), milestones=(40, 64, 65, 70),
+                    at_milestone=lambda steps, params: seen.append(steps), log=lambda _: None)
+    assert seen == [64, 96]  # 40 and 64 reached together after iteration 2; 65 and 70 after iteration 3
+    assert [row["iteration"] for row in rows] == [2, 4, 5]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--total-frames", "2"], "--total-frames"), (["--total-frames", "400", "--total-steps", "100"], "--total-steps"),
+    (["--eval-at-frames", "0"], "--eval-at-frames"), (["--eval-episodes", "0"], "--eval-episodes"),
+])
+def test_bad_run_arguments(argv, flag, capsys):
+    parse_args = runpy.run_path(str(SCRIPT))["parse_args"]
+    with pytest.raises(SystemExit):
+        parse_args(["ppo", *argv])
+    assert flag in capsys.readouterr().err
+
+
+def test_existing_out_is_refused_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "evals.csv").write_text("kept")
+    parse_args = runpy.run_path(str(SCRIPT))["parse_args"]
+    with pytest.raises(SystemExit):
+        parse_args(["ppo", "--out", str(out)])
+    assert "exists" in capsys.readouterr().err and (out / "evals.csv").read_text() == "kept"
+
+
+def test_script_trains_evaluates_saves_and_plays_on_space_invaders(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("envpool", reason="the script steps envpool's SpaceInvaders (its pieces are tested on the "
+                                          "toy env above)")
+    monkeypatch.chdir(tmp_path)
+    out = Path("run")  # relative, as typed on a command line
+    main = runpy.run_path(str(SCRIPT))["main"]
+    main(["ppo", "--num-envs", "4", "--num-steps", "16", "--total-frames", "1024", "--eval-at-frames", "512",
+          "--eval-episodes", "2", "--hidden-sizes", "16", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "eval at 512 frames (sampled, 2 games)" in printed and "eval at 1,024 frames (greedy" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["algo"] == "ppo" and config["total_steps"] == 256
+    evals = (out / "evals.csv").read_text().splitlines()
+    assert evals[0] == "frames,policy,episodes,mean,std,min,max" and len(evals) == 5
+    # the saved agent plays (rendered by the DQN agent's player); a point that was not saved is refused by name
+    main(["play", str(out), "--video", "ppo.gif", "--max-steps", "5"])
+    assert "ppo agent at 1,024 frames" in capsys.readouterr().out and (tmp_path / "ppo.gif").stat().st_size > 0
+    with pytest.raises(SystemExit, match=r"saved: \[512, 1024\]"):
+        main(["play", str(out), "--video", str(tmp_path / "x.gif"), "--frames", "700"])

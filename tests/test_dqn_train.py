@@ -64,9 +64,13 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                         prioritized_replay=True, munchausen_alpha=0.9),
                                    dict(n_step=3, num_quantiles=5, double_dqn=True, dueling=True,
                                         prioritized_replay=True),
-                                   dict(frame_stack=3, n_step=2, learning_rate_end=0.0, learning_rate_decay_steps=1_000)],
+                                   dict(frame_stack=3, n_step=2, learning_rate_end=0.0, learning_rate_decay_steps=1_000),
+                                   # rollouts of 12 calls: the checkpoints (every 50 calls) fall mid-rollout
+                                   dict(algo="pqn", rollout_steps=12, num_minibatches=2, epochs=2, layer_norm=True,
+                                        optimizer="radam", clip_rewards=True, reward_scale=1.0,
+                                        life_loss_terminal=True, learning_rate_end=0.0, frame_stack=2)],
                          ids=["n-step-life-bits-dueling-layernorm-prioritized-munchausen",
-                              "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay"])
+                              "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay", "pqn"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     # 600 steps, checkpoints every 200, updates from step 128 (n-step windows are part of the state)
     config = tiny(total_steps=600, checkpoint_every=200, log_every=100, **extra)
@@ -77,7 +81,7 @@ def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     straight, straight_host, step_a = final_state(tmp_path / "straight", config)
     resumed, resumed_host, step_b = final_state(tmp_path / "resumed", config)
     assert step_a == step_b >= 600 and int(straight.dqn.num_updates) > 0
-    assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer, key, counters
+    assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer (PQN: rollout), key, counters
     assert straight_host["recent_returns"] == resumed_host["recent_returns"]
     timing = {"steps_per_s", "wall_s"}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731

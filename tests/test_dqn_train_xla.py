@@ -109,6 +109,24 @@ def test_xla_equals_python_loop_with_frame_stacking_then_eval_and_play(tmp_path,
 
 
 @needs_envpool
+def test_xla_equals_python_loop_with_pqn_on_planes_then_eval(tmp_path, capsys):
+    """PQN (the learner with DQN's step) through both loops: rollouts that span the segment boundaries (every 400
+    steps, mid-rollout), the planes CNN on two stacked snapshots, lives lost; then `jaxrl dqn eval` reads it."""
+    config = tiny_xla(algo="pqn", rollout_steps=16, num_minibatches=2, epochs=2, layer_norm=True, optimizer="radam",
+                      clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, obs_encoding="planes",
+                      frame_stack=2, conv_channels=(4, 8), max_episode_frames=108_000)
+    train(config, tmp_path / "xla", progress=False, log=quiet)
+    train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
+    xla_state, _, xla_step = final_state(tmp_path / "xla", config)
+    python_state, _, python_step = final_state(tmp_path / "python", config)
+    assert xla_step == python_step >= 800 and int(xla_state.dqn.num_updates) >= 12 * 2 * 2
+    assert_same_tree(xla_state, python_state)
+    assert strip_timing(read_rows(tmp_path / "xla")) == strip_timing(read_rows(tmp_path / "python"))
+    assert main(["dqn", "eval", "--run-dir", str(tmp_path / "xla"), "--episodes", "2"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+
+
+@needs_envpool
 def test_xla_resume_is_bit_for_bit(straight_xla, tmp_path):
     straight_run, _ = straight_xla
     config = tiny_xla()

@@ -13,7 +13,7 @@ ROOT = Path(jaxrl.__file__).parent
 DQN_SHELLS = ("jaxrl.dqn.run", "jaxrl.dqn.envs.host", "jaxrl.dqn.envs.xla")
 # The pure core and the config: functions of explicit state, no I/O.
 DQN_CORE = ("jaxrl.dqn.agent", "jaxrl.dqn.buffers", "jaxrl.dqn.config", "jaxrl.dqn.encoders", "jaxrl.dqn.envs.atari",
-            "jaxrl.dqn.envs.frame_stack", "jaxrl.dqn.envs.toy", "jaxrl.dqn.games", "jaxrl.dqn.learner",
+            "jaxrl.dqn.envs.frame_stack", "jaxrl.dqn.envs.toy", "jaxrl.dqn.games", "jaxrl.dqn.learner", "jaxrl.dqn.learner_base",
             "jaxrl.dqn.losses", "jaxrl.dqn.network", "jaxrl.dqn.on_policy", "jaxrl.dqn.ppo", "jaxrl.dqn.pqn")
 
 

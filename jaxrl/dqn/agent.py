@@ -152,27 +152,34 @@ def _q_values(params, obs, *, network):
     return network.apply(params, obs)
 
 
-def epsilon_greedy_act(params, obs, key, epsilon, *, network, num_actions):
-    """ε-greedy actions, independent per env.
+def epsilon_greedy(q: jax.Array, key: jax.Array, epsilon) -> jax.Array:
+    """ε-greedy actions from Q-values, independent per env.
 
     Args:
-      params: online parameters.
-      obs: [N, 128] uint8.
+      q: [N, A] Q-values.
       key: PRNG key, split into one key per env.
-      epsilon: () probability of a uniformly random action over ALL num_actions.
+      epsilon: () probability of a uniformly random action over ALL A actions.
 
     Returns:
       actions: [N] int32.
     """
-    assert obs.ndim == 2, obs.shape
-    greedy = jnp.argmax(network.apply(params, obs), axis=-1).astype(jnp.int32)  # [N]
+    assert q.ndim == 2, q.shape
+    greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)  # [N]
 
     def one_env(env_key, greedy_action):
         explore_key, action_key = jax.random.split(env_key)
-        random_action = jax.random.randint(action_key, (), 0, num_actions, jnp.int32)
+        random_action = jax.random.randint(action_key, (), 0, q.shape[-1], jnp.int32)
         return jnp.where(jax.random.uniform(explore_key) < epsilon, random_action, greedy_action)
 
-    return jax.vmap(one_env)(jax.random.split(key, obs.shape[0]), greedy)
+    return jax.vmap(one_env)(jax.random.split(key, q.shape[0]), greedy)
+
+
+def epsilon_greedy_act(params, obs, key, epsilon, *, network, num_actions):
+    """ε-greedy actions of the Q-network on ``obs`` [N, D] uint8 (`epsilon_greedy`); [N] int32."""
+    assert obs.ndim == 2, obs.shape
+    q = network.apply(params, obs)
+    assert q.shape[-1] == num_actions, q.shape
+    return epsilon_greedy(q, key, epsilon)
 
 
 def epsilon_schedule(
@@ -208,7 +215,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
                        obs_encoding=config.obs_encoding, conv_channels=config.conv_channels,
                        dueling=config.dueling, layer_norm=config.layer_norm, num_quantiles=config.num_quantiles)
-    optimizer = _optimizer(config)
+    optimizer = make_optimizer(config)
     loss_fn = functools.partial(
         _loss, network=network, gamma=config.gamma, huber_delta=config.huber_delta, double_dqn=config.double_dqn,
         munchausen_alpha=config.munchausen_alpha, munchausen_temperature=config.munchausen_temperature,
@@ -223,13 +230,17 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
     )
 
 
-def _optimizer(config: DQNConfig) -> optax.GradientTransformation:
-    """Adam at learning_rate (decaying linearly to learning_rate_end when set), after optional clipping."""
+def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
+    """Adam (or RAdam, ``optimizer="radam"``) at learning_rate, decaying linearly to learning_rate_end over
+    ``config.learning_rate_decay_updates`` updates when that is set, after optional global-norm clipping."""
     learning_rate = config.learning_rate
     if config.learning_rate_end is not None:
         learning_rate = optax.linear_schedule(config.learning_rate, config.learning_rate_end,
                                               config.learning_rate_decay_updates)
-    optimizer = optax.adam(learning_rate, eps=config.adam_eps)
+    if config.optimizer == "radam":
+        optimizer = optax.radam(learning_rate, eps=config.adam_eps)
+    else:
+        optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     if config.max_grad_norm is not None:
         optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optimizer)
     return optimizer

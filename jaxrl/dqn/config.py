@@ -31,6 +31,8 @@ OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
 GAME_ENCODINGS = ("objects", "planes")
 GAME_ENV_PREFIX = "SpaceInvaders"
 LOOPS = ("auto", "python", "xla")
+ALGOS = ("dqn", "pqn")
+OPTIMIZERS = ("adam", "radam")
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change neither the state's
 # shapes nor what the agent learns from a given stream of transitions. ``loop`` and ``xla_chunk_calls`` are
@@ -130,7 +132,7 @@ class Text:
             raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
-GROUPS = ("env", "network", "loss", "replay", "exploration", "run")
+GROUPS = ("env", "network", "loss", "replay", "pqn", "exploration", "run")
 
 
 def _field(default, group: str, help: str, rule) -> Any:
@@ -179,12 +181,16 @@ class DQNConfig:
     num_quantiles: int = _field(0, "network", "0: DQN; N > 0: QR-DQN with N return quantiles per action "
                                               "(--huber-delta is its kappa)", Int(0, 10_000))
     # loss and optimizer
+    algo: str = _field("dqn", "loss", "dqn: replay buffer and target network (jaxrl.dqn.learner); pqn: Q(lambda) "
+                                      "regression on rollouts of the envs, no replay, no target network "
+                                      "(jaxrl.dqn.pqn; the replay flags do not apply)", Choice(ALGOS))
     gamma: float = _field(0.98, "loss", "discount", _PROBABILITY)
     learning_rate: float = _field(2e-3, "loss", "Adam step size", Real(0.0, math.inf, low_open=True, finite=True))
     learning_rate_end: float | None = _field(
         None, "loss", "Adam step size reached linearly after --learning-rate-decay-steps, then kept (none: "
         "constant; the schedule does not depend on --total-steps, so a resumed run keeps it)",
         Real(0.0, math.inf, optional=True))
+    optimizer: str = _field("adam", "loss", "adam, or radam (rectified Adam, PQN's)", Choice(OPTIMIZERS))
     adam_eps: float = _field(1e-8, "loss", "Adam's epsilon, added to the root of its second-moment estimate",
                              _POSITIVE)
     learning_rate_decay_steps: int = _field(2_500_000, "loss", "env steps over which the step size decays to "
@@ -218,6 +224,13 @@ class DQNConfig:
     update_every: int = _field(1, "replay", "learner calls (one per vectorised env step) between update phases",
                                Int(1))
     updates_per_call: int = _field(1, "replay", "DQN updates per update phase", Int(1))
+    # PQN (algo pqn)
+    rollout_steps: int = _field(128, "pqn", "learner calls per rollout: the envs' last T steps are regressed on "
+                                            "once T calls are in", Int(1, 100_000))
+    num_minibatches: int = _field(4, "pqn", "minibatches per pass over a rollout (num_envs * rollout_steps rows)",
+                                  Int(1))
+    epochs: int = _field(4, "pqn", "passes over each rollout", Int(1, 1_000))
+    q_lambda: float = _field(0.65, "pqn", "lambda of the Q(lambda) returns (0: one-step targets)", _PROBABILITY)
     # exploration
     epsilon_start: float = _field(0.08, "exploration", "initial exploration rate", _PROBABILITY)
     epsilon_end: float = _field(0.01, "exploration", "final exploration rate", _PROBABILITY)
@@ -249,7 +262,9 @@ class DQNConfig:
     # -- derived values ---------------------------------------------------------------------------
     @property
     def steps_per_update(self) -> float:
-        """Env steps per DQN update (the inverse replay ratio)."""
+        """Env steps per update (DQN: the inverse replay ratio; PQN: a rollout's rows per its minibatches)."""
+        if self.algo == "pqn":
+            return self.rollout_steps * self.num_envs / (self.epochs * self.num_minibatches)
         return self.update_every * self.num_envs / self.updates_per_call
 
     @property
@@ -327,6 +342,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # on a 2-core CPU.
     "planes": dict(n_step=3, life_loss_terminal=True, gamma=0.99, update_every=4, learning_rate=2.5e-4,
                    obs_encoding="planes", frame_stack=2),
+    # PQN (algo pqn, jaxrl.dqn.pqn) on the object planes: CleanRL's Atari PQN settings (8 envs x 128-step
+    # rollouts, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0 over 10M frames, gradient norm 10, lambda
+    # 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 1M frames, rewards clipped to their sign, a lost life
+    # ends the bootstrap horizon) with LayerNorm: the highest mean frozen-policy eval measured here at 10M frames
+    # (docs/dqn-results.md). Checkpoints every 500k steps: each segment of the compiled loop is one compile.
+    "pqn": dict(algo="pqn", obs_encoding="planes", frame_stack=2, layer_norm=True, optimizer="radam",
+                learning_rate=2.5e-4, learning_rate_end=0.0, learning_rate_decay_steps=2_500_000, max_grad_norm=10.0,
+                gamma=0.99, clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, epsilon_start=1.0,
+                epsilon_end=0.01, epsilon_decay_steps=250_000, checkpoint_every=500_000),
     # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
     "tiny": dict(
         num_envs=4, hidden_sizes=(32,), buffer_size=1_024, batch_size=32, learning_starts=128,
@@ -337,11 +361,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # What `jaxrl dqn train` starts from without --preset.
-DEFAULT_PRESET = "objects"
+DEFAULT_PRESET = "pqn"
 
 
 def preset(name: str, **overrides: Any) -> DQNConfig:
-    """The named preset (``seed``, ``cleanrl-ratio``, ``tuned``, ``objects``, ``planes``, ``tiny``) with
+    """The named preset (``seed``, ``cleanrl-ratio``, ``tuned``, ``objects``, ``planes``, ``pqn``, ``tiny``) with
     ``overrides``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
@@ -349,6 +373,23 @@ def preset(name: str, **overrides: Any) -> DQNConfig:
 
 
 # -- validation -------------------------------------------------------------------------------------
+# DQN options with no meaning for PQN's loss: refused rather than silently ignored (value that is off, flag).
+_DQN_ONLY = (("num_quantiles", 0, "--num-quantiles"), ("munchausen_alpha", 0.0, "--munchausen-alpha"),
+             ("double_dqn", False, "--double-dqn"), ("prioritized_replay", False, "--prioritized-replay"),
+             ("n_step", 1, "--n-step"))
+
+
+def _validate_pqn(config: DQNConfig) -> None:
+    for name, off, flag in _DQN_ONLY:
+        if getattr(config, name) != off:
+            raise ValueError(f"{name}={getattr(config, name)!r} is a DQN option ({flag}); algo='pqn' regresses "
+                             f"Q(lambda) returns (use --q-lambda, or --algo dqn)")
+    rows = config.num_envs * config.rollout_steps
+    if rows % config.num_minibatches:
+        raise ValueError(f"num_envs * rollout_steps ({config.num_envs} * {config.rollout_steps}) must be divisible "
+                         f"by num_minibatches ({config.num_minibatches})")
+
+
 def _validate(config: DQNConfig) -> None:
     """Each field's own rule (its metadata), in field order, then the checks that relate fields."""
     for field in dataclasses.fields(config):
@@ -357,6 +398,8 @@ def _validate(config: DQNConfig) -> None:
 
 
 def _validate_combinations(config: DQNConfig) -> None:
+    if config.algo == "pqn":
+        _validate_pqn(config)
     if config.repeat_action_probability >= 1.0:
         raise ValueError("repeat_action_probability must be < 1 (1 would repeat the first action forever)")
     check_int("max_episode_frames", config.max_episode_frames, config.frame_skip)

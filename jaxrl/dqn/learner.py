@@ -1,4 +1,5 @@
-"""The ONE DQN training step, shared by the Python env loop and the compiled XLA loop.
+"""The ONE DQN training step, shared by the Python env loop and the compiled XLA loop (`make_learner` also builds
+PQN's, `jaxrl.dqn.pqn`, which has the same ``init`` / ``step``).
 
 `step` takes what N vectorised envs returned for the actions it chose last time and fuses, with no host
 round-trip: store the valid transitions, maybe run `updates_per_call` DQN updates, pick the next actions.
@@ -41,6 +42,9 @@ from jaxrl.dqn.buffers import (
     make_replay_buffer,
 )
 from jaxrl.dqn.config import DQNConfig, check_int
+from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive,  # noqa: F401
+                                    track_episodes)
+from jaxrl.dqn.pqn import make_pqn_learner
 
 
 class LearnerState(NamedTuple):
@@ -57,19 +61,6 @@ class LearnerState(NamedTuple):
     env_steps: jax.Array  # () int32, transitions seen (valid rows, all envs)
     calls: jax.Array  # () int32, calls of `step`
     nstep: NStepState | None = None  # pending n-step windows (n_step > 1), else None
-
-
-class Learner(NamedTuple):
-    """`init(key, obs_0) -> (state, actions_0)` and `step(state, obs, reward, terminated, truncated)`."""
-
-    init: Callable[..., tuple[LearnerState, jax.Array]]
-    step: Callable[..., tuple[LearnerState, jax.Array, dict]]
-    dqn: DQN  # the agent's pure functions (e.g. dqn.act / dqn.q_values for evaluation)
-    replay: ReplayBuffer | PrioritizedReplayBuffer  # the buffer's pure functions
-    epsilon: Callable[[jax.Array], jax.Array]  # env_steps -> ε
-    num_envs: int  # N
-    num_actions: int  # A
-    axis_name: str | None  # vmap axis name over seeds that `step` reduces over, or None
 
 
 class _Bound(NamedTuple):
@@ -194,17 +185,7 @@ def _maybe_learn(
     def skip():
         return dqn_state, changed(replay_state), _zero_update_metrics(dqn_state, replay_state, key, bound=bound)
 
-    if bound.axis_name is None:
-        return apply(*jax.lax.cond(ready, run_learn, skip))
-
-    def learn_where_ready():
-        new = run_learn()
-        old = (dqn_state, changed(replay_state))
-        kept = jax.tree.map(lambda n, o: jnp.where(ready, n, o), new[:2], old)
-        return (*kept, jax.tree.map(lambda m: jnp.where(ready, m, jnp.zeros_like(m)), new[2]))
-
-    any_ready = jax.lax.psum(ready.astype(jnp.int32), bound.axis_name) > 0
-    return apply(*jax.lax.cond(any_ready, learn_where_ready, skip))
+    return apply(*cond_over_seeds(ready, run_learn, skip, bound.axis_name))
 
 
 def _store(
@@ -295,10 +276,8 @@ def step(
     replay_state, nstep_state = _store(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t, bound=bound)
     env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
 
-    # Episode bookkeeping (a reset row starts a new episode at 0; nothing is counted for it).
-    episode_return = state.episode_return + jnp.where(valid, reward_t, 0.0)
-    episode_length = state.episode_length + valid.astype(jnp.int32)
-    episode_done = valid & (terminated_t | truncated_t.astype(bool))
+    episodes = track_episodes(state.episode_return, state.episode_length, valid, reward_t, terminated_t,
+                              truncated_t)
 
     ready = _ready(state.calls, replay_state, env_steps, active_t, bound=bound)
     dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key,
@@ -312,25 +291,24 @@ def step(
         did_update=ready,
         env_steps=env_steps,
         num_updates=dqn_state.num_updates,
-        episode_done=episode_done,
-        episode_return=jnp.where(episode_done, episode_return, 0.0),
-        episode_length=jnp.where(episode_done, episode_length, 0),
+        **episode_metrics(episodes),
     )
     new_state = LearnerState(
         dqn=dqn_state,
         replay=replay_state,
         obs_tm1=obs_t.astype(jnp.uint8),
         action_tm1=actions_t,
-        done_tm1=episode_done,
-        episode_return=jnp.where(episode_done, 0.0, episode_return),
-        episode_length=jnp.where(episode_done, 0, episode_length),
+        done_tm1=episodes.done,
+        episode_return=episodes.running_return,
+        episode_length=episodes.running_length,
         key=key,
         env_steps=env_steps,
         calls=state.calls + 1,
         nstep=nstep_state,
     )
     if active_t is not None:
-        return _hold_if_inactive(jnp.asarray(active_t, bool), old, new_state, actions_t, metrics)
+        # the inactive call stored nothing (every row masked) and could not update: the buffer needs no select
+        new_state, actions_t = hold_if_inactive(jnp.asarray(active_t, bool), old, new_state, actions_t, _HELD)
     return new_state, actions_t, metrics
 
 
@@ -344,23 +322,14 @@ def _ready(calls: jax.Array, replay_state, env_steps: jax.Array, active_t, *, bo
     return ready if active_t is None else ready & jnp.asarray(active_t, bool)
 
 
-def _hold_if_inactive(active_t: jax.Array, old: LearnerState, new: LearnerState, actions_t: jax.Array,
-                      metrics: dict) -> tuple[LearnerState, jax.Array, dict]:
-    """`step`'s results where ``active_t``, else ``old`` unchanged and its last actions (no episode ended:
-    every row was masked).
-
-    The inactive call stored nothing (every env was masked as a reset row) and could not update, so the replay
-    buffer needs no select (it is never copied); only the small fields, the agent and the key are selected.
-    """
-    keep = lambda n, o: jnp.where(active_t, n, o)  # noqa: E731
-    held = new._replace(**{name: jax.tree.map(keep, getattr(new, name), getattr(old, name)) for name in (
-        "dqn", "obs_tm1", "action_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps", "calls",
-        "nstep")})
-    return held, keep(actions_t, old.action_tm1), metrics
+# What an inactive call keeps from the old state (everything but the buffer, which it wrote nothing to).
+_HELD = ("dqn", "obs_tm1", "action_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps", "calls",
+         "nstep")
 
 
 def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = None) -> Learner:
-    """Build the fused DQN training step for ``config.num_envs`` envs.
+    """Build the fused DQN training step for ``config.num_envs`` envs (PQN's when ``config.algo == "pqn"``:
+    `jaxrl.dqn.pqn.make_pqn_learner`).
 
     Besides the agent's fields (`jaxrl.dqn.agent.make_dqn`) it reads: buffer_size, batch_size (uniform replay,
     or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.buffers.prioritized`), n_step
@@ -379,6 +348,8 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     Returns:
       Learner(init, step, dqn, replay, epsilon, num_envs, num_actions, axis_name).
     """
+    if config.algo == "pqn":
+        return make_pqn_learner(config, num_actions, axis_name)
     num_actions = check_int("num_actions", num_actions)
     dqn = make_dqn(config, num_actions)
     replay = _make_replay(config)

@@ -1,11 +1,12 @@
-"""What PPO and PQN share: many envs stepped together, a rollout of T steps, targets, epochs of minibatch updates.
+"""An on-policy learner whose whole iteration is one compiled call: many envs stepped together for a rollout of T
+steps, targets, epochs of minibatch updates (PPO, `jaxrl.dqn.ppo`, is one `make_on_policy` call).
 
-Both algorithms (`jaxrl.dqn.ppo`, `jaxrl.dqn.pqn`) are one `make_on_policy` call with their own three pieces:
+Its three pieces:
 
 * ``policy(params, obs [N, D], key, env_steps) -> (action [N], log_prob [N], value [N])``: how the rollout acts
-  (PPO samples its policy; PQN is epsilon-greedy and records max_a Q);
+  (PPO samples its policy);
 * ``targets(params, rollout, last_obs) -> dict of [T, N] arrays``: what the updates regress to (GAE advantages
-  and returns; Q(lambda) returns), computed once per rollout;
+  and returns), computed once per rollout;
 * ``loss(params, batch: Rollout [B], targets: dict of [B]) -> (loss, aux tuple of scalars)``, over the rollout's
   valid rows.
 
@@ -42,7 +43,8 @@ def config_field(default, help: str, rule) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class OnPolicyConfig:
-    """The settings PPO and PQN share (CleanRL's Atari defaults); a bad value raises a ValueError naming the field.
+    """The settings of an on-policy learner (CleanRL's Atari defaults); a bad value raises a ValueError naming the
+    field.
 
     Subclasses add their own fields; ``as_flags`` turns field names in an error message into flags.
     """
@@ -90,8 +92,8 @@ class Rollout(NamedTuple):
 
     obs: jax.Array  # uint8 [T, N, D]: what the policy saw
     action: jax.Array  # int32
-    log_prob: jax.Array  # float32, of the action under the acting policy (0 for PQN)
-    value: jax.Array  # float32: V(s) for PPO, max_a Q(s, a) for PQN
+    log_prob: jax.Array  # float32, of the action under the acting policy
+    value: jax.Array  # float32: V(s)
     reward: jax.Array  # float32, clipped to its sign
     done: jax.Array  # bool: terminated, truncated or a life lost at this step (no bootstrap past it)
     valid: jax.Array  # bool: False on envpool's auto-reset row (the action was ignored)

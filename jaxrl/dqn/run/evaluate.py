@@ -81,7 +81,7 @@ def _warn_on_stderr(message: str) -> None:
 
 def _policy(config: DQNConfig, params, num_actions: int, epsilon: float, seed: int, act=None):
     """``policy(obs [N,128] uint8) -> actions [N]``: the core's ε-greedy ``act``, uniform random (``params`` None),
-    or ``act(params, obs, key) -> actions`` when given (another learner's frozen policy: `jaxrl.dqn.pqn.act`,
+    or ``act(params, obs, key) -> actions`` when given (another learner's frozen policy:
     `jaxrl.dqn.ppo.act`)."""
     if params is None:
         rng = np.random.default_rng(seed)
@@ -169,7 +169,7 @@ def play(config: DQNConfig, params, video_path: str | os.PathLike, *, episodes: 
         config: the env settings (and, without ``act``, the Q-network) of the agent.
         video_path: ``*.mp4`` (imageio-ffmpeg) or ``*.gif``.
         max_steps: stop each episode after this many agent steps (None: play to the end).
-        act: ``act(params, obs, key) -> actions``, the frozen policy of another learner (PQN, PPO) on the same
+        act: ``act(params, obs, key) -> actions``, the frozen policy of another learner (PPO) on the same
           envs; None: the DQN agent's ε-greedy policy at ``epsilon``.
     Returns:
         the return of each episode.

@@ -1,4 +1,4 @@
-"""Training and frozen-policy evaluation of an on-policy learner (`jaxrl.dqn.ppo`, `jaxrl.dqn.pqn`): the host loop
+"""Training and frozen-policy evaluation of an on-policy learner (`jaxrl.dqn.ppo`): the host loop
 around its jitted ``iteration``, the log rows, and evaluations of the parameters at chosen points of the run."""
 from __future__ import annotations
 
