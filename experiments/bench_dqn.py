@@ -110,7 +110,7 @@ def main(argv=None) -> None:
             xla_cells = f"{xla_loop:,.0f} | {xla_loop / raw:.0%}"
         else:
             xla_cells = "n/a (no XLA interface on gymnasium) | n/a"
-        per_step = config.updates_per_call / (config.update_every * num_envs)
+        per_step = 1.0 / config.replace(num_envs=num_envs).steps_per_update  # DQN: the replay ratio; PQN: 1 / 64
         print(f"| {num_envs} | {raw:,.0f} | {python_loop:,.0f} | {python_loop / raw:.0%} | {xla_cells} "
               f"| {per_step:.3g} |", flush=True)
     print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

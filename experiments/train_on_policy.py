@@ -13,9 +13,10 @@ as planes for a small CNN). The whole rollout-and-update iteration is one compil
 
 Prints the training return of the last 100 games every --log-every iterations. At each --eval-at-frames point
 and at the end it evaluates the frozen parameters on --eval-episodes fresh envs (seeded 10,000 + seed, never
-trained on), one full game each, with actions sampled from the policy (the PPO convention) and greedy. With --out it writes log.csv, evals.csv, config.json and
-the parameters of each evaluated point (orbax, ``params-<frames>/``); an existing --out is refused. ``play`` renders
-a saved agent (its last saved point, or --frames) to a GIF or MP4 with `jaxrl.dqn.run.evaluate.play`.
+trained on), one full game each, with actions sampled from the policy (the PPO convention) and greedy. With
+--out it writes log.csv, evals.csv, config.json and the parameters of each evaluated point (orbax,
+``params-<frames>/``); an existing --out is refused. ``play`` renders a saved agent (its last saved point, or
+--frames) to a GIF or MP4 with `jaxrl.dqn.run.evaluate.play`.
 """
 from __future__ import annotations
 

@@ -185,9 +185,9 @@ class DQNConfig:
                                       "regression on rollouts of the envs, no replay, no target network "
                                       "(jaxrl.dqn.pqn; the replay flags do not apply)", Choice(ALGOS))
     gamma: float = _field(0.98, "loss", "discount", _PROBABILITY)
-    learning_rate: float = _field(2e-3, "loss", "Adam step size", Real(0.0, math.inf, low_open=True, finite=True))
+    learning_rate: float = _field(2e-3, "loss", "optimizer step size", Real(0.0, math.inf, low_open=True, finite=True))
     learning_rate_end: float | None = _field(
-        None, "loss", "Adam step size reached linearly after --learning-rate-decay-steps, then kept (none: "
+        None, "loss", "step size reached linearly after --learning-rate-decay-steps, then kept (none: "
         "constant; the schedule does not depend on --total-steps, so a resumed run keeps it)",
         Real(0.0, math.inf, optional=True))
     optimizer: str = _field("adam", "loss", "adam, or radam (rectified Adam, PQN's)", Choice(OPTIMIZERS))
