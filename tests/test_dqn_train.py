@@ -68,7 +68,7 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                    # rollouts of 12 calls: the checkpoints (every 50 calls) fall mid-rollout
                                    dict(algo="pqn", rollout_steps=12, num_minibatches=2, epochs=2, layer_norm=True,
                                         optimizer="radam", clip_rewards=True, reward_scale=1.0,
-                                        life_loss_terminal=True, learning_rate_end=0.0, frame_stack=2)],
+                                        life_loss_terminal=True, learning_rate_end=0.0)],
                          ids=["n-step-life-bits-dueling-layernorm-prioritized-munchausen",
                               "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay", "pqn"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):

@@ -109,12 +109,13 @@ def test_xla_equals_python_loop_with_frame_stacking_then_eval_and_play(tmp_path,
 
 
 @needs_envpool
-def test_xla_equals_python_loop_with_pqn_on_planes_then_eval(tmp_path, capsys):
+def test_xla_equals_python_loop_with_pqn_then_eval(tmp_path, capsys):
     """PQN (the learner with DQN's step) through both loops: rollouts that span the segment boundaries (every 400
-    steps, mid-rollout), the planes CNN on two stacked snapshots, lives lost; then `jaxrl dqn eval` reads it."""
+    steps, mid-rollout), two stacked snapshots, lives lost; then `jaxrl dqn eval` reads it. (PQN on the planes
+    CNN, the default preset, runs end to end in test_dqn_encodings.py.)"""
     config = tiny_xla(algo="pqn", rollout_steps=16, num_minibatches=2, epochs=2, layer_norm=True, optimizer="radam",
-                      clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, obs_encoding="planes",
-                      frame_stack=2, conv_channels=(4, 8), max_episode_frames=108_000)
+                      clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, frame_stack=2,
+                      max_episode_frames=108_000)
     train(config, tmp_path / "xla", progress=False, log=quiet)
     train(config.replace(loop="python"), tmp_path / "python", progress=False, log=quiet)
     xla_state, _, xla_step = final_state(tmp_path / "xla", config)
