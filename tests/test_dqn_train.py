@@ -65,22 +65,22 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                    dict(n_step=3, num_quantiles=5, double_dqn=True, dueling=True,
                                         prioritized_replay=True),
                                    dict(frame_stack=3, n_step=2, learning_rate_end=0.0, learning_rate_decay_steps=1_000),
-                                   # rollouts of 12 calls: the checkpoints (every 50 calls) fall mid-rollout
+                                   # rollouts of 12 calls: the checkpoint (after 50 calls) falls mid-rollout
                                    dict(algo="pqn", rollout_steps=12, num_minibatches=2, epochs=2, layer_norm=True,
                                         optimizer="radam", clip_rewards=True, reward_scale=1.0,
                                         life_loss_terminal=True, learning_rate_end=0.0)],
                          ids=["n-step-life-bits-dueling-layernorm-prioritized-munchausen",
                               "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay", "pqn"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
-    # 600 steps, checkpoints every 200, updates from step 128 (n-step windows are part of the state)
-    config = tiny(total_steps=600, checkpoint_every=200, log_every=100, **extra)
+    # 400 steps, checkpoints every 200, updates from step 128 (n-step windows are part of the state)
+    config = tiny(total_steps=400, checkpoint_every=200, log_every=100, **extra)
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
-    # same run, stopped at 400 steps (its final checkpoint) then resumed to 600
-    train(config.replace(total_steps=400), tmp_path / "resumed", progress=False, log=lambda *_: None)
+    # same run, stopped at 200 steps (its final checkpoint, after updates began) then resumed to 400
+    train(config.replace(total_steps=200), tmp_path / "resumed", progress=False, log=lambda *_: None)
     train(config, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
     straight, straight_host, step_a = final_state(tmp_path / "straight", config)
     resumed, resumed_host, step_b = final_state(tmp_path / "resumed", config)
-    assert step_a == step_b >= 600 and int(straight.dqn.num_updates) > 0
+    assert step_a == step_b >= 400 and int(straight.dqn.num_updates) > 0
     assert_same_tree(straight, resumed)  # params, target, Adam state, replay buffer (PQN: rollout), key, counters
     assert straight_host["recent_returns"] == resumed_host["recent_returns"]
     timing = {"steps_per_s", "wall_s"}
