@@ -55,10 +55,10 @@ def training_speed(algo: str, encoding: str, iterations: int) -> tuple[float, in
     from jaxrl.dqn.ppo import PPOConfig, make_ppo
 
     stack = 2 if encoding in ("objects", "planes") else 1
-    config_class, make = {"ppo": (PPOConfig, make_ppo)}[algo]
-    config = config_class(obs_encoding=encoding, frame_stack=stack)
+    assert algo == "ppo", algo
+    config = PPOConfig(obs_encoding=encoding, frame_stack=stack)
     env = make_envpool_xla_env(config.num_envs, 0, frame_stack=stack)
-    learner = make(env, config)
+    learner = make_ppo(env, config)
     state = learner.init(jax.random.key(0))
     state, _, losses = learner.iteration(state)  # compiles
     jax.block_until_ready(losses)

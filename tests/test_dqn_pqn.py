@@ -157,10 +157,11 @@ def test_seeds_under_vmap_equal_each_seed_alone():
     for t in range(1, 9):
         states, _, metrics = step(states, obs[t], reward[t], no, no, no)
     assert int(states.dqn.num_updates[0]) == 2 * config.epochs * config.num_minibatches
+    alone_step = jax.jit(alone.step)
     for s, seed in enumerate((5, 6)):
         state, _ = alone.init(jax.random.key(seed), jnp.asarray(obs[0, s]))
         for t in range(1, 9):
-            state, _, _ = jax.jit(alone.step)(state, obs[t, s], reward[t, s], no[s], no[s], no[s])
+            state, _, _ = alone_step(state, obs[t, s], reward[t, s], no[s], no[s], no[s])
         for a, b in zip(jax.tree.leaves(state.dqn.params), jax.tree.leaves(states.dqn.params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b)[s], rtol=0, atol=1e-5)
 

@@ -18,6 +18,12 @@ import jax.numpy as jnp
 import optax
 
 
+def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean of x [B] over the rows where valid [B] (0 rows: 0)."""
+    weight = valid.astype(jnp.float32)
+    return jnp.sum(x * weight) / jnp.maximum(weight.sum(), 1.0)
+
+
 def td_error(
     q_tm1: jax.Array,
     a_tm1: jax.Array,

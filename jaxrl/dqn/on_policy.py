@@ -146,12 +146,6 @@ def rollout_step(state: RunnerState, _, *, policy: Callable, env: XlaEnv):
     return new_state, (row, finished)
 
 
-def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
-    """Mean of x [B] over the rows where valid [B] (0 rows: 0)."""
-    weight = valid.astype(jnp.float32)
-    return jnp.sum(x * weight) / jnp.maximum(weight.sum(), 1.0)
-
-
 def make_on_policy(env: XlaEnv, network, policy: Callable, targets: Callable, loss: Callable,
                    optimizer: optax.GradientTransformation, *, num_steps: int, num_minibatches: int, epochs: int,
                    total_steps: int) -> OnPolicy:

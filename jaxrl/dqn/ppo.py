@@ -28,7 +28,8 @@ import optax
 from jaxrl.dqn.config import Real
 from jaxrl.dqn.envs.atari import XlaEnv
 from jaxrl.dqn.network import features
-from jaxrl.dqn.on_policy import OnPolicy, OnPolicyConfig, Rollout, config_field, make_on_policy, masked_mean
+from jaxrl.dqn.losses import masked_mean
+from jaxrl.dqn.on_policy import OnPolicy, OnPolicyConfig, Rollout, config_field, make_on_policy
 
 
 @dataclasses.dataclass(frozen=True)

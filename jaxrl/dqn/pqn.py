@@ -35,6 +35,7 @@ from jaxrl.dqn.agent import DQN, DQNState, epsilon_greedy, epsilon_schedule, mak
 from jaxrl.dqn.config import DQNConfig, check_int
 from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive,
                                     track_episodes)
+from jaxrl.dqn.losses import masked_mean
 
 
 class Rollout(NamedTuple):
@@ -87,12 +88,6 @@ def q_lambda_returns(rollout: Rollout, last_value: jax.Array, gamma: float, lam:
     _, returns = jax.lax.scan(backward, last_value,
                               (rollout.reward, rollout.terminal, rollout.truncated, next_values), reverse=True)
     return returns
-
-
-def masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
-    """Mean of x [B] over the rows where valid [B] (0 rows: 0)."""
-    weight = valid.astype(jnp.float32)
-    return jnp.sum(x * weight) / jnp.maximum(weight.sum(), 1.0)
 
 
 def pqn_loss(params, q_values: Callable, obs: jax.Array, action: jax.Array, returns: jax.Array, valid: jax.Array):
