@@ -64,7 +64,6 @@ class PQNState(NamedTuple):
     episode_length: jax.Array  # [N] int32
     key: jax.Array
     env_steps: jax.Array  # () int32, transitions seen (valid rows, all envs)
-    calls: jax.Array  # () int32, calls of `step`
 
 
 def q_lambda_returns(rollout: Rollout, last_value: jax.Array, gamma: float, lam: float) -> jax.Array:
@@ -135,8 +134,7 @@ def init(key: jax.Array, obs_0: jax.Array, *, bound: _Bound) -> tuple[PQNState, 
     state = PQNState(dqn=dqn_state, rollout=rollout, filled=jnp.zeros((), jnp.int32),
                      obs_tm1=obs_0.astype(jnp.uint8), action_tm1=actions_0, value_tm1=value_0,
                      done_tm1=jnp.zeros((n,), bool), episode_return=jnp.zeros((n,)),
-                     episode_length=jnp.zeros((n,), jnp.int32), key=key, env_steps=env_steps,
-                     calls=jnp.zeros((), jnp.int32))
+                     episode_length=jnp.zeros((n,), jnp.int32), key=key, env_steps=env_steps)
     return state, actions_0
 
 
@@ -219,8 +217,7 @@ def step(state: PQNState, obs_t: jax.Array, reward_t: jax.Array, terminated_t: j
     new_state = PQNState(dqn=dqn_state, rollout=rollout, filled=jnp.where(ready, 0, filled),
                          obs_tm1=obs_t.astype(jnp.uint8), action_tm1=actions_t, value_tm1=value_t,
                          done_tm1=episodes.done, episode_return=episodes.running_return,
-                         episode_length=episodes.running_length, key=key, env_steps=env_steps,
-                         calls=state.calls + 1)
+                         episode_length=episodes.running_length, key=key, env_steps=env_steps)
     if active_t is not None:
         new_state, actions_t = hold_if_inactive(jnp.asarray(active_t, bool), old, new_state, actions_t,
                                                 _HELD)
@@ -229,8 +226,7 @@ def step(state: PQNState, obs_t: jax.Array, reward_t: jax.Array, terminated_t: j
 
 # What an inactive call keeps from the old state: the rest it cannot have changed (no update ran, ``filled`` did not
 # advance, and the row it wrote is overwritten by the next active call).
-_HELD = ("obs_tm1", "action_tm1", "value_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps",
-         "calls")
+_HELD = ("obs_tm1", "action_tm1", "value_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps")
 
 
 def make_pqn_learner(config: DQNConfig, num_actions: int, axis_name: str | None = None) -> Learner:
