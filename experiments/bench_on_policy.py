@@ -18,6 +18,8 @@ import os
 import platform
 import time
 
+from jaxrl.dqn.config import OBS_ENCODINGS  # jax-free
+
 
 def raw_speed(num_envs: int, frame_stack: int, calls: int) -> float:
     import jax
@@ -51,10 +53,11 @@ def raw_speed(num_envs: int, frame_stack: int, calls: int) -> float:
 def training_speed(algo: str, encoding: str, iterations: int) -> tuple[float, int, int]:
     import jax
 
+    from jaxrl.dqn.config import GAME_ENCODINGS
     from jaxrl.dqn.envs.xla import make_envpool_xla_env
     from jaxrl.dqn.ppo import PPOConfig, make_ppo
 
-    stack = 2 if encoding in ("objects", "planes") else 1
+    stack = 2 if encoding in GAME_ENCODINGS else 1
     assert algo == "ppo", algo
     config = PPOConfig(obs_encoding=encoding, frame_stack=stack)
     env = make_envpool_xla_env(config.num_envs, 0, frame_stack=stack)
@@ -74,8 +77,7 @@ def training_speed(algo: str, encoding: str, iterations: int) -> tuple[float, in
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=["ppo"], choices=["ppo"])
-    parser.add_argument("--encodings", nargs="+", default=["scale", "planes"],
-                        choices=["scale", "bits", "objects", "planes"])
+    parser.add_argument("--encodings", nargs="+", default=["scale", "planes"], choices=OBS_ENCODINGS)
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (of N x T env steps)")
     args = parser.parse_args(argv)
     if args.iterations < 1:

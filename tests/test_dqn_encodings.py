@@ -12,6 +12,7 @@ from jaxrl.dqn import make_learner
 from jaxrl.dqn.config import DQNConfig, GAME_ENCODINGS, OBS_ENCODINGS, preset
 from jaxrl.dqn.envs.toy import make_toy_env
 from jaxrl.dqn.games import space_invaders
+from jaxrl.dqn.encoders import SPATIAL_ENCODINGS
 from jaxrl.dqn.network import QNetwork
 from jaxrl.dqn.run.train import resolve_loop, train
 from jaxrl.dqn.run.xla_loop import make_xla_loop, summarize
@@ -35,6 +36,7 @@ def test_config_and_encoders_list_the_same_encodings():
     ("scale", 1, (128,)), ("bits", 1, (1024,)), ("scale", 3, (384,)),
     ("objects", 2, (space_invaders.OBJECT_FEATURES,)), ("objects", 4, (space_invaders.OBJECT_FEATURES,)),
     ("planes", 2, space_invaders.PLANE_SHAPE + (6,)), ("planes", 4, space_invaders.PLANE_SHAPE + (18,)),
+    ("bilinear-planes", 3, space_invaders.PLANE_SHAPE + (12,)),
 ])
 def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
     obs = RNG.integers(0, 256, (5, 128 * frames), dtype=np.uint8)
@@ -44,8 +46,9 @@ def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
     for out in (eager, jitted, vmapped):
         assert out.shape == (5,) + shape and out.dtype == np.float32
         assert np.isfinite(np.asarray(out)).all()
-    np.testing.assert_allclose(eager, jitted, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(eager, vmapped, rtol=1e-6, atol=1e-6)
+    # to float rounding (the bilinear weights' products are fused differently under jit)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eager, vmapped, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("encoding", GAME_ENCODINGS)
@@ -73,8 +76,42 @@ def test_planes_draw_each_object_in_its_cell():
     assert planes[..., 3].sum() == 0 and planes[..., 5].sum() == 0  # no enemy bullet moved, no ship moved
 
 
+def test_bilinear_planes_keep_positions_within_a_cell():
+    """Each object's weights sum to 1 and their mean cell centre is the object's centre, so moving it within a
+    cell changes the bilinear planes (the cell planes cannot tell); at the border they clip to the edge cells."""
+    ram = np.zeros(128, np.uint8)
+    ram[18 + 5] = 0b000001  # one alien: top row, leftmost column
+    ram[26], ram[16] = 17, 0  # its centre (20, 36)
+    before = ram.copy()
+    ram[85], before[85] = 40, 41  # player bullet, moving: visible, centre (60.5, 88)
+    ram[87] = 62
+    centres_x = (np.arange(space_invaders.PLANE_SHAPE[1]) + 0.5) * space_invaders.PLANE_CELL[0]
+    centres_y = space_invaders.PLANE_TOP + (np.arange(space_invaders.PLANE_SHAPE[0]) + 0.5) * \
+        space_invaders.PLANE_CELL[1]
+
+    def encode(player_byte):
+        ram[28] = before[28] = player_byte
+        stack = np.concatenate([before, ram])[None]
+        return (np.asarray(encoders.encode(stack, "bilinear-planes"))[0],
+                np.asarray(encoders.encode(stack, "planes"))[0])
+
+    planes, cells = encode(81)  # player x 80: centre (83.5, 190)
+    for channel, (x, y) in {0: (83.5, 190.0), 1: (20.0, 36.0), 2: (60.5, 88.0)}.items():
+        plane = planes[..., channel]
+        assert plane.sum() == pytest.approx(1.0) and (plane > 0).sum() <= 4
+        assert (plane.sum(0) * centres_x).sum() == pytest.approx(x)
+        assert (plane.sum(1) * centres_y).sum() == pytest.approx(y)
+    assert planes[..., 3:].sum() == 0 == planes[..., 5].sum()
+    moved, moved_cells = encode(82)  # one pixel right, same cell
+    np.testing.assert_array_equal(moved_cells, cells)
+    assert (moved[..., 0].sum(0) * centres_x).sum() == pytest.approx(84.5)
+    edge, _ = encode(1)  # player x 0: centre 3.5 lies left of the first cell's centre, clipped onto it
+    assert edge[..., 0].sum() == pytest.approx(1.0) and edge[:, 0, 0].sum() == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("encoding, frames, kwargs", [
     ("objects", 2, {}), ("planes", 2, {}), ("planes", 3, dict(dueling=True)), ("planes", 2, dict(num_quantiles=4)),
+    ("bilinear-planes", 2, {}),
 ])
 def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
     network = QNetwork(num_actions=6, hidden_sizes=(32,), obs_encoding=encoding, conv_channels=(4, 8), **kwargs)
@@ -87,7 +124,7 @@ def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
     values = jax.jit(lambda p, o: network.apply(p, o, method=QNetwork.quantile_values))(params, obs)
     assert values.shape == (7, 6, max(kwargs.get("num_quantiles", 0), 1))
     kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(params)}
-    if encoding == "planes":  # stride-2 3x3 convolutions: 19 x 20 x 6 (K - 1) -> 10 x 10 x 4 -> 5 x 5 x 8
+    if encoding in SPATIAL_ENCODINGS:  # stride-2 3x3 convolutions: 19 x 20 x 6 (K - 1) -> 10 x 10 x 4 -> 5 x 5 x 8
         assert (3, 3, 6 * (frames - 1), 4) in kernels and (3, 3, 4, 8) in kernels
         assert (5 * 5 * 8, 32) in kernels
     else:

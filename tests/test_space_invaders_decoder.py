@@ -7,6 +7,7 @@ frame skip 1 so that both of the last two frames of every agent step (frames 4t 
 the game draws the player's bullet on even frames and the enemy bullets on odd ones only. Where the optional
 ``ocatari`` package imports, the decoded objects are also compared with its RAM mode.
 """
+import functools
 from typing import NamedTuple
 
 import ale_py
@@ -295,7 +296,9 @@ def test_encoders_shapes_and_dtypes_under_jit_and_vmap(recording, num_frames):
     stacks = np.stack([np.concatenate(recording.ram[t - num_frames + 1:t + 1, EVEN]) for t in range(300, 304)])
     assert stacks.shape == (4, 128 * num_frames)
     plane_shape = si.PLANE_SHAPE + (len(si.PLANE_CLASSES) * (num_frames - 1),)
-    for encode, shape in ((si.encode_objects, (si.OBJECT_FEATURES,)), (si.encode_planes, plane_shape)):
+    bilinear_planes = functools.partial(si.encode_planes, bilinear=True)
+    for encode, shape in ((si.encode_objects, (si.OBJECT_FEATURES,)), (si.encode_planes, plane_shape),
+                          (bilinear_planes, plane_shape)):
         batched = jax.jit(encode)(stacks)
         vmapped = jax.jit(jax.vmap(encode))(stacks)
         assert batched.shape == vmapped.shape == (4,) + shape

@@ -27,8 +27,8 @@ from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 
 BACKENDS = ("auto", "envpool", "gymnasium")
 # As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
-OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
-GAME_ENCODINGS = ("objects", "planes")
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes")
+GAME_ENCODINGS = ("objects", "planes", "bilinear-planes")
 GAME_ENV_PREFIX = "SpaceInvaders"
 LOOPS = ("auto", "python", "xla")
 ALGOS = ("dqn", "pqn")
@@ -172,10 +172,10 @@ class DQNConfig:
     hidden_sizes: tuple[int, ...] = _field((256, 256), "network", "Q-network hidden widths", Sizes())
     obs_encoding: str = _field(
         "scale", "network", "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded "
-        "Space Invaders objects, egocentric vector) or planes (objects on a grid, CNN); the last two need "
-        "--frame-stack >= 2", Choice(OBS_ENCODINGS))
+        "Space Invaders objects, egocentric vector), planes (objects on a grid, CNN) or bilinear-planes (the "
+        "grid keeping positions within a cell); the last three need --frame-stack >= 2", Choice(OBS_ENCODINGS))
     conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the stride-2 3x3 convolutions on "
-                                                                 "--obs-encoding planes", Sizes())
+                                                                 "--obs-encoding planes / bilinear-planes", Sizes())
     dueling: bool = _field(False, "network", "dueling Q-network head (value + advantages)", Flag())
     layer_norm: bool = _field(False, "network", "LayerNorm in each hidden layer of the Q-network", Flag())
     num_quantiles: int = _field(0, "network", "0: DQN; N > 0: QR-DQN with N return quantiles per action "

@@ -9,7 +9,10 @@ acting, eval, play) encodes the same way:
 * ``"objects"``: Space Invaders' RAM decoded into game objects (`jaxrl.dqn.games.space_invaders`), as an
   egocentric feature vector -> ``[..., 82]``; needs K >= 2 (bullets are seen as changes between snapshots);
 * ``"planes"``: the decoded objects drawn on a coarse 19 x 20 grid, one channel per object class and decoded
-  snapshot -> ``[..., 19, 20, 6 (K - 1)]`` for a convolutional torso; needs K >= 2.
+  snapshot -> ``[..., 19, 20, 6 (K - 1)]`` for a convolutional torso; needs K >= 2. Each object marks the
+  8 x 10 px cell of its centre;
+* ``"bilinear-planes"``: the same grid, each object spread over the 4 cells around its centre with bilinear
+  weights, so where it lies within a cell (the aim of a shot, a bullet's distance to the player) is kept.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ import jax.numpy as jnp
 
 from jaxrl.dqn.games import space_invaders
 
-OBS_ENCODINGS = ("scale", "bits", "objects", "planes")
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes")
 # Encodings decoded from Space Invaders' RAM layout (``jaxrl.dqn.config`` checks the env id and frame stack).
-GAME_ENCODINGS = ("objects", "planes")
-SPATIAL_ENCODINGS = ("planes",)
+GAME_ENCODINGS = ("objects", "planes", "bilinear-planes")
+SPATIAL_ENCODINGS = ("planes", "bilinear-planes")
 
 
 def unpack_bits(obs: jax.Array) -> jax.Array:
@@ -56,7 +59,7 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
 
     Returns:
       float32: ``[..., D]`` (scale), ``[..., 8 D]`` (bits), ``[..., 82]`` (objects), ``[..., 19, 20, 6 (K - 1)]``
-      (planes).
+      (planes, bilinear-planes).
     """
     if encoding == "scale":
         return scale_obs(obs)
@@ -66,6 +69,6 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
         raise TypeError(f"obs_encoding={encoding!r} decodes integer RAM bytes, got {obs.dtype}")
     if encoding == "objects":
         return space_invaders.encode_objects(obs)
-    if encoding == "planes":
-        return space_invaders.encode_planes(obs)
+    if encoding in SPATIAL_ENCODINGS:
+        return space_invaders.encode_planes(obs, bilinear=encoding == "bilinear-planes")
     raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")

@@ -276,19 +276,48 @@ def _cell(x, y, w, h):
         jnp.int32)
 
 
-def object_planes(objects: SpaceInvadersObjects) -> jax.Array:
-    """Draw one decoded snapshot on the coarse grid: [..., H, W, len(PLANE_CLASSES)] float32 in [0, 1].
+def _bilinear_cells(x, y, w, h):
+    """An object's centre spread over the 4 cells whose centres surround it (bilinear weights).
 
-    Each object adds its weight (1; for shields, the share of a cell's pixels still standing) to the cell of
-    its centre, in its class's channel: one scatter-add for all objects of all classes.
+    Returns (row, column, weight), each [..., 4] (int32, int32, float32): the weights sum to 1 and their
+    weighted mean of the cell centres is the object's centre, so a position within a cell is kept (clipped to
+    the centres of the border cells).
+    """
+    u = jnp.clip((x + w / 2) / PLANE_CELL[0] - 0.5, 0.0, PLANE_SHAPE[1] - 1.0)  # in cell-centre units
+    v = jnp.clip((y + h / 2 - PLANE_TOP) / PLANE_CELL[1] - 0.5, 0.0, PLANE_SHAPE[0] - 1.0)
+    col0 = jnp.minimum(jnp.floor(u), PLANE_SHAPE[1] - 2)
+    row0 = jnp.minimum(jnp.floor(v), PLANE_SHAPE[0] - 2)
+    fu, fv = u - col0, v - row0
+    row = jnp.stack([row0, row0, row0 + 1, row0 + 1], axis=-1).astype(jnp.int32)
+    col = jnp.stack([col0, col0 + 1, col0, col0 + 1], axis=-1).astype(jnp.int32)
+    weight = jnp.stack([(1 - fv) * (1 - fu), (1 - fv) * fu, fv * (1 - fu), fv * fu], axis=-1)
+    return row, col, weight
+
+
+def object_planes(objects: SpaceInvadersObjects, *, bilinear: bool = False) -> jax.Array:
+    """Draw one decoded snapshot on the coarse grid: [..., H, W, len(PLANE_CLASSES)] float32.
+
+    Each object adds its weight (1; for shields, the share of a cell's pixels still standing) in its class's
+    channel: one scatter-add for all objects of all classes.
+
+    Args:
+      objects: one snapshot's objects, leading dims ``...``.
+      bilinear: False: to the cell of its centre, each cell clipped to [0, 1] (an 8 x 10 px cell hides where in
+        it the object is); True: spread over the 4 cells around its centre with bilinear weights
+        (``_bilinear_cells``), unclipped, so positions are kept to the pixel at the same grid size.
     """
     lead = objects.player_x.shape
     f32 = jnp.float32
 
-    def points(x, y, size, weight, channel):  # -> (flat cell index, weight), both [..., M]
-        row, col = _cell(x, y, *size)
-        index = (row * PLANE_SHAPE[1] + col) * len(PLANE_CLASSES) + channel
-        return index, jnp.broadcast_to(weight, index.shape).astype(f32)
+    def points(x, y, size, weight, channel):  # -> (flat cell index, weight), both [..., M] (bilinear: [..., 4 M])
+        weight = jnp.broadcast_to(weight, x.shape).astype(f32)
+        if bilinear:
+            row, col, share = _bilinear_cells(x, y, *size)
+            weight = (weight[..., None] * share).reshape(lead + (-1,))
+            row, col = row.reshape(lead + (-1,)), col.reshape(lead + (-1,))
+        else:
+            row, col = _cell(x, y, *size)
+        return (row * PLANE_SHAPE[1] + col) * len(PLANE_CLASSES) + channel, weight
 
     def full(value, m):
         return jnp.full(lead + (m,), value, f32)
@@ -317,14 +346,16 @@ def object_planes(objects: SpaceInvadersObjects) -> jax.Array:
     rows = math.prod(lead)
     flat = index.reshape(rows, -1) + num_cells * jnp.arange(rows, dtype=jnp.int32)[:, None]
     planes = jnp.zeros(rows * num_cells, f32).at[flat.reshape(-1)].add(weight.reshape(-1))
-    return jnp.clip(planes.reshape(lead + PLANE_SHAPE + (len(PLANE_CLASSES),)), 0.0, 1.0)
+    planes = planes.reshape(lead + PLANE_SHAPE + (len(PLANE_CLASSES),))
+    return planes if bilinear else jnp.clip(planes, 0.0, 1.0)
 
 
-def encode_planes(obs: jax.Array) -> jax.Array:
-    """``--obs-encoding planes``: [..., K * 128] uint8 (K >= 2) -> [..., H, W, 6 (K - 1)] float32.
+def encode_planes(obs: jax.Array, *, bilinear: bool = False) -> jax.Array:
+    """``--obs-encoding planes`` (``bilinear-planes``): [..., K * 128] uint8 (K >= 2) -> [..., H, W, 6 (K - 1)].
 
-    Each of the last K - 1 snapshots, decoded against the one before it, drawn as 6 planes (oldest first).
+    Each of the last K - 1 snapshots, decoded against the one before it, drawn as 6 planes (oldest first) by
+    `object_planes` (float32).
     """
-    planes = object_planes(decode_stack(obs))  # [..., K - 1, H, W, 6]
+    planes = object_planes(decode_stack(obs), bilinear=bilinear)  # [..., K - 1, H, W, 6]
     planes = jnp.moveaxis(planes, -4, -2)  # [..., H, W, K - 1, 6]
     return planes.reshape(planes.shape[:-2] + (-1,))
