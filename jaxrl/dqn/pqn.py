@@ -15,7 +15,8 @@ gamma, the network fields, the optimizer fields (``optimizer``, learning_rate, l
 counted in updates, adam_eps, max_grad_norm), reward_scale / clip_rewards, life_loss_terminal and the epsilon
 schedule. The ``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4
 annealed to 0, gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps,
-rewards clipped to their sign, a lost life ends the bootstrap horizon) on the object planes of the RAM.
+rewards clipped to their sign, a lost life ends the bootstrap horizon) on the bilinear object planes of the RAM
+(``--obs-encoding bilinear-planes --frame-stack 3``).
 
 Differences from CleanRL kept on purpose: the Q(lambda) recursion stops at every episode or life end (CleanRL's
 carries the next return across a done; purejaxql's does not), and a time-limit truncation (or a run's segment
