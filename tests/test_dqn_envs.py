@@ -125,7 +125,7 @@ def test_life_lost_marks_each_lost_life(backend):
 def test_ram_frame_phase_is_fixed_at_frame_skip_4_and_alternates_at_3(backend):
     """Space Invaders' RAM byte 1 is 7 on one frame parity and 128 on the other (the kernel multiplexes some
     bytes by frame). An even frame skip keeps an episode's observations on one parity, so half of the per-frame
-    RAM is never seen; frame skip 3 alternates (docs/notes/dqn-learning.md, session 6)."""
+    RAM is never seen; frame skip 3 alternates (docs/notes/dqn-learning.md)."""
     for frame_skip, expect_alternating in ((4, False), (3, True)):
         with make_vec_env(2, 0, backend=backend, frame_skip=frame_skip) as env:
             previous = env.reset()[:, 1]
