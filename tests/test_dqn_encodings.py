@@ -142,8 +142,10 @@ def test_config_refuses_game_encodings_without_a_stack_or_on_another_game():
     assert config.conv_channels == (8, 16)
     assert DQNConfig.from_json(config.to_json()) == config
     old = json.loads(config.to_json())
-    del old["conv_channels"]  # a config.json written before the field existed still loads
+    del old["conv_channels"], old["replay_frames"]  # a config.json written before the fields existed still loads
     assert DQNConfig.from_dict(old).conv_channels == DQNConfig().conv_channels
+    # a saved config without replay_frames is from a run whose replay rows hold stacks: it keeps that layout
+    assert config.replay_frames and not DQNConfig.from_dict(old).replay_frames
 
 
 def tiny_game(encoding, **overrides):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrl.cli import main
+from jaxrl.dqn.buffers import frames
 from jaxrl.dqn.config import DQNConfig, config_differences, preset
 from jaxrl.dqn.run.train import METRIC_COLUMNS, DivergenceError, resolve_loop, train
 
@@ -98,7 +99,9 @@ def test_xla_equals_python_loop_with_frame_stacking_then_eval_and_play(tmp_path,
     python_state, python_host, python_step = final_state(tmp_path / "python", config)
     assert xla_step == python_step and xla_host["episodes"] == python_host["episodes"] > 0
     assert_same_tree(xla_state, python_state)
-    obs = np.asarray(xla_state.replay.data.obs)[: int(xla_state.replay.size)]
+    refs = np.asarray(xla_state.replay.data.obs)[: int(xla_state.replay.size)]
+    assert refs.shape[1] == 3  # rows store frame-store references; the stacks are rebuilt from them
+    obs = np.asarray(frames.gather(xla_state.frames, refs, num_frames=3))
     assert obs.shape[1] == 3 * 128
     assert (obs[:, :128] != obs[:, 256:]).any(), "every stored stack is one snapshot repeated"
     assert main(["dqn", "eval", "--run-dir", str(tmp_path / "xla"), "--episodes", "2"]) == 0

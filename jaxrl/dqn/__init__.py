@@ -22,6 +22,7 @@ _EXPORTS = {
     **dict.fromkeys(("PrioritizedReplayBuffer", "PrioritizedReplayState", "PrioritizedSample",
                      "make_prioritized_replay_buffer"), "jaxrl.dqn.buffers.prioritized"),
     **dict.fromkeys(("ReplayBuffer", "ReplayState", "Transition", "make_replay_buffer"), "jaxrl.dqn.buffers.replay"),
+    **dict.fromkeys(("FrameStore", "FrameStoreState", "make_frame_store"), "jaxrl.dqn.buffers.frames"),
     "make_toy_env": "jaxrl.dqn.envs.toy",
     "XlaEnv": "jaxrl.dqn.envs.atari",
     "make_envpool_xla_env": "jaxrl.dqn.envs.xla",

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_schedule, make_dqn
 from jaxrl.dqn.buffers import (
+    FrameStore,
+    FrameStoreState,
     NStep,
     NStepState,
     PrioritizedReplayBuffer,
@@ -37,6 +39,8 @@ from jaxrl.dqn.buffers import (
     ReplayBuffer,
     ReplayState,
     Transition,
+    frames_per_env_for,
+    make_frame_store,
     make_nstep,
     make_prioritized_replay_buffer,
     make_replay_buffer,
@@ -52,7 +56,7 @@ class LearnerState(NamedTuple):
 
     dqn: DQNState
     replay: ReplayState | PrioritizedReplayState  # uniform, or prioritized (`prioritized_replay`)
-    obs_tm1: jax.Array  # [N, 128] uint8, last observation actions were chosen for
+    obs_tm1: jax.Array  # [N, obs_size] uint8, last observation actions were chosen for
     action_tm1: jax.Array  # [N] int32, actions chosen for obs_tm1
     done_tm1: jax.Array  # [N] bool, env ended at the previous call -> this call's result is a reset
     episode_return: jax.Array  # [N] float32, running unscaled return of the current episode
@@ -61,6 +65,8 @@ class LearnerState(NamedTuple):
     env_steps: jax.Array  # () int32, transitions seen (valid rows, all envs)
     calls: jax.Array  # () int32, calls of `step`
     nstep: NStepState | None = None  # pending n-step windows (n_step > 1), else None
+    frames: FrameStoreState | None = None  # each env's RAM snapshots (with a frame store), else None
+    ref_tm1: jax.Array | None = None  # [N, 3] int32 frame-store reference of obs_tm1 (with a store), else None
 
 
 class _Bound(NamedTuple):
@@ -71,6 +77,7 @@ class _Bound(NamedTuple):
     replay: ReplayBuffer | PrioritizedReplayBuffer
     epsilon: Callable[[jax.Array], jax.Array]
     nstep: NStep | None
+    frames: FrameStore | None  # frame_stack > 1 and replay_frames: rows store references to snapshots, not stacks
     axis_name: str | None
 
 
@@ -87,11 +94,14 @@ def init(key: jax.Array, obs_0: jax.Array, *, bound: _Bound) -> tuple[LearnerSta
     assert obs_0.shape == (bound.config.num_envs, bound.config.obs_size), obs_0.shape
     key, init_key, act_key = jax.random.split(key, 3)
     dqn_state = bound.dqn.init(init_key)
+    frames, ref_0 = (None, None) if bound.frames is None else bound.frames.init(obs_0)
+    stored_obs = (jnp.zeros((bound.config.obs_size,), jnp.uint8) if bound.frames is None
+                  else jnp.zeros((3,), jnp.int32))  # a stacked observation, or its frame-store reference
     example = Transition(
-        obs=jnp.zeros((bound.config.obs_size,), jnp.uint8),
+        obs=stored_obs,
         action=jnp.zeros((), jnp.int32),
         reward=jnp.zeros((), jnp.float32),
-        next_obs=jnp.zeros((bound.config.obs_size,), jnp.uint8),
+        next_obs=stored_obs,
         terminated=jnp.zeros((), bool),
         discount=None if bound.nstep is None else jnp.zeros((), jnp.float32),
     )
@@ -109,22 +119,35 @@ def init(key: jax.Array, obs_0: jax.Array, *, bound: _Bound) -> tuple[LearnerSta
         env_steps=env_steps,
         calls=jnp.zeros((), jnp.int32),
         nstep=None if bound.nstep is None else bound.nstep.init(example.obs),
+        frames=frames,
+        ref_tm1=ref_0,
     )
     return state, actions_0
 
 
-def _zero_update_metrics(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound):
+def as_observed(rows: Transition, frames: FrameStoreState | None, *, bound: _Bound) -> Transition:
+    """Replay rows as the agent sees them: frame-store references rebuilt into stacked observations
+    ([..., obs_size] uint8); rows that store observations are returned as they are."""
+    if bound.frames is None:
+        return rows
+    return rows._replace(obs=bound.frames.gather(frames, rows.obs), next_obs=bound.frames.gather(frames, rows.next_obs))
+
+
+def _zero_update_metrics(dqn_state: DQNState, replay_state, frames, key: jax.Array, *, bound: _Bound):
     """Update metrics (same tree as `dqn.update`'s) filled with zeros, for calls without an update."""
 
     def metrics(dqn_state):
         drawn = bound.replay.sample(replay_state, key)
-        return bound.dqn.update(dqn_state, drawn.batch if bound.config.prioritized_replay else drawn)[1]
+        rows = drawn.batch if bound.config.prioritized_replay else drawn
+        return bound.dqn.update(dqn_state, as_observed(rows, frames, bound=bound))[1]
 
     return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(metrics, dqn_state))
 
 
-def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -> tuple[DQNState, Any, dict]:
-    """`updates_per_call` DQN updates, each on a fresh draw from the buffer.
+def learn(dqn_state: DQNState, replay_state, frames, key: jax.Array, *, bound: _Bound,
+          ) -> tuple[DQNState, Any, dict]:
+    """`updates_per_call` DQN updates, each on a fresh draw from the buffer (its stacks rebuilt from ``frames``,
+    the frame store's state, when rows hold references).
 
     With prioritized replay each update's loss is importance-weighted and the drawn rows' priorities are then
     set from their TD errors, so the buffer's priorities (and their sum tree) change too; the rows themselves never
@@ -133,12 +156,12 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
     Returns:
       (dqn_state, replay_state, metrics of the last update).
     """
-    zeros = _zero_update_metrics(dqn_state, replay_state, key, bound=bound)
+    zeros = _zero_update_metrics(dqn_state, replay_state, frames, key, bound=bound)
     if not bound.config.prioritized_replay:
         def one_update(i, carry):
             dqn_state, _ = carry
-            dqn_state, metrics, _ = bound.dqn.update(dqn_state,
-                                                     bound.replay.sample(replay_state, jax.random.fold_in(key, i)))
+            rows = bound.replay.sample(replay_state, jax.random.fold_in(key, i))
+            dqn_state, metrics, _ = bound.dqn.update(dqn_state, as_observed(rows, frames, bound=bound))
             return dqn_state, metrics
 
         dqn_state, metrics = jax.lax.fori_loop(0, bound.config.updates_per_call, one_update, (dqn_state, zeros))
@@ -148,7 +171,8 @@ def learn(dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound) -
         dqn_state, priority_part, _ = carry
         buffer = priority_part._replace(replay=replay_state.replay)
         drawn = bound.replay.sample(buffer, jax.random.fold_in(key, i))
-        dqn_state, metrics, td_errors = bound.dqn.update(dqn_state, drawn.batch, drawn.weights)
+        dqn_state, metrics, td_errors = bound.dqn.update(dqn_state, as_observed(drawn.batch, frames, bound=bound),
+                                                         drawn.weights)
         return dqn_state, _priority_part(bound.replay.update(buffer, drawn.indices, td_errors)), metrics
 
     dqn_state, priority_part, metrics = jax.lax.fori_loop(
@@ -163,7 +187,7 @@ def _priority_part(replay_state: PrioritizedReplayState) -> PrioritizedReplaySta
 
 
 def _maybe_learn(
-    ready: jax.Array, dqn_state: DQNState, replay_state, key: jax.Array, *, bound: _Bound
+    ready: jax.Array, dqn_state: DQNState, replay_state, frames, key: jax.Array, *, bound: _Bound
 ) -> tuple[DQNState, Any, dict]:
     """`learn` under `lax.cond(ready)`; with an axis name, the condition is reduced over seeds (see module doc).
 
@@ -179,11 +203,12 @@ def _maybe_learn(
         return dqn_state, replay, metrics
 
     def run_learn():
-        new_dqn, new_replay, metrics = learn(dqn_state, replay_state, key, bound=bound)
+        new_dqn, new_replay, metrics = learn(dqn_state, replay_state, frames, key, bound=bound)
         return new_dqn, changed(new_replay), metrics
 
     def skip():
-        return dqn_state, changed(replay_state), _zero_update_metrics(dqn_state, replay_state, key, bound=bound)
+        return dqn_state, changed(replay_state), _zero_update_metrics(dqn_state, replay_state, frames, key,
+                                                                      bound=bound)
 
     return apply(*cond_over_seeds(ready, run_learn, skip, bound.axis_name))
 
@@ -197,40 +222,47 @@ def _store(
     life_lost_t: jax.Array | None,
     *,
     bound: _Bound,
-) -> tuple[Any, NStepState | None]:
+) -> tuple[Any, NStepState | None, FrameStoreState | None, jax.Array | None]:
     """Add this call's transitions (obs_tm1, action_tm1, stored reward, obs_t, terminal) to the buffer.
 
     Only envs whose last call was not an episode end give a transition (``~state.done_tm1``). The stored reward
     is scaled (and sign-clipped with ``clip_rewards``); with ``life_loss_terminal`` a lost life is stored as
     terminal. With n_step > 1 the transitions go through the n-step windows first, and the rows they complete
-    enter the buffer.
+    enter the buffer. With a frame store (frame_stack > 1) the newest snapshot of obs_t is pushed to it (a new
+    episode where ``state.done_tm1``) and rows hold references (``state.ref_tm1``, its reference) instead of stacks.
 
     Args:
       reward_t: [N] float32 unscaled rewards; terminated_t: [N] bool; the rest as in `step`.
 
     Returns:
-      (replay_state, nstep_state): the buffer after the writes, the pending n-step windows (None when n = 1).
+      (replay_state, nstep_state, frames, ref_t): the buffer after the writes, the pending n-step windows (None
+      when n = 1), the frame store after the push and obs_t's references [N, 3] (both None without a store).
     """
     valid = ~state.done_tm1
+    if bound.frames is None:
+        frames, ref_t = None, None
+        stored_obs_tm1, stored_obs_t = state.obs_tm1, obs_t.astype(jnp.uint8)
+    else:
+        frames, ref_t = bound.frames.push(state.frames, obs_t, state.done_tm1)
+        stored_obs_tm1, stored_obs_t = state.ref_tm1, ref_t
     stored_terminal = terminated_t
     if bound.config.life_loss_terminal and life_lost_t is not None:
         stored_terminal = terminated_t | life_lost_t.astype(bool)
     stored_reward = bound.config.reward_scale * (jnp.sign(reward_t) if bound.config.clip_rewards else reward_t)
     if bound.nstep is None:
         transitions = Transition(
-            obs=state.obs_tm1,
+            obs=stored_obs_tm1,
             action=state.action_tm1,
             reward=stored_reward,
-            next_obs=obs_t.astype(jnp.uint8),
+            next_obs=stored_obs_t,
             terminated=stored_terminal,
         )
-        return bound.replay.add(state.replay, transitions, valid), state.nstep
+        return bound.replay.add(state.replay, transitions, valid), state.nstep, frames, ref_t
     window_end = stored_terminal | truncated_t.astype(bool)
     nstep_state, rows, row_mask = bound.nstep.update(
-        state.nstep, state.obs_tm1, state.action_tm1, stored_reward, obs_t.astype(jnp.uint8), stored_terminal,
-        window_end, valid,
+        state.nstep, stored_obs_tm1, state.action_tm1, stored_reward, stored_obs_t, stored_terminal, window_end, valid,
     )
-    return bound.replay.add(state.replay, rows, row_mask), nstep_state
+    return bound.replay.add(state.replay, rows, row_mask), nstep_state, frames, ref_t
 
 
 def step(
@@ -273,14 +305,15 @@ def step(
     valid = ~state.done_tm1  # [N]; False where this result is the auto-reset after an episode end
     reward_t = reward_t.astype(jnp.float32)
     terminated_t = terminated_t.astype(bool)
-    replay_state, nstep_state = _store(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t, bound=bound)
+    replay_state, nstep_state, frames, ref_t = _store(state, obs_t, reward_t, terminated_t, truncated_t, life_lost_t,
+                                                      bound=bound)
     env_steps = state.env_steps + jnp.sum(valid, dtype=jnp.int32)
 
     episodes = track_episodes(state.episode_return, state.episode_length, valid, reward_t, terminated_t,
                               truncated_t)
 
     ready = _ready(state.calls, replay_state, env_steps, active_t, bound=bound)
-    dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, sample_key,
+    dqn_state, replay_state, update_metrics = _maybe_learn(ready, state.dqn, replay_state, frames, sample_key,
                                                            bound=bound)
 
     epsilon = bound.epsilon(env_steps)
@@ -305,6 +338,8 @@ def step(
         env_steps=env_steps,
         calls=state.calls + 1,
         nstep=nstep_state,
+        frames=frames,
+        ref_tm1=ref_t,
     )
     if active_t is not None:
         # the inactive call stored nothing (every row masked) and could not update: the buffer needs no select
@@ -322,9 +357,10 @@ def _ready(calls: jax.Array, replay_state, env_steps: jax.Array, active_t, *, bo
     return ready if active_t is None else ready & jnp.asarray(active_t, bool)
 
 
-# What an inactive call keeps from the old state (everything but the buffer, which it wrote nothing to).
+# What an inactive call keeps from the old state (everything but the buffer, which it wrote nothing to; the frame
+# store's push is undone, as every other per-env field's).
 _HELD = ("dqn", "obs_tm1", "action_tm1", "done_tm1", "episode_return", "episode_length", "key", "env_steps", "calls",
-         "nstep")
+         "nstep", "frames", "ref_tm1")
 
 
 def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = None) -> Learner:
@@ -338,7 +374,9 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     and updates_per_call (updates run on calls where calls % update_every == 0, so the replay ratio is
     updates_per_call * batch_size / (update_every * N) samples per transition), reward_scale / clip_rewards
     (applied before storing; episode returns stay unscaled), life_loss_terminal (see `step`'s life_lost_t),
-    epsilon_start / epsilon_end / epsilon_decay_steps (linear ε over env_steps), obs_size.
+    epsilon_start / epsilon_end / epsilon_decay_steps (linear ε over env_steps), obs_size, frame_stack and
+    replay_frames (K > 1: rows store references into a frame store and stacks are rebuilt when sampled,
+    `jaxrl.dqn.buffers.frames`).
 
     Args:
       config: the run's DQNConfig (validated on construction).
@@ -355,7 +393,12 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     replay = _make_replay(config)
     epsilon = epsilon_schedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps)
     nstep = None if config.n_step == 1 else make_nstep(config.num_envs, config.n_step, config.gamma)
-    bound = _Bound(config=config, dqn=dqn, replay=replay, epsilon=epsilon, nstep=nstep, axis_name=axis_name)
+    frames = None if config.frame_stack == 1 or not config.replay_frames else make_frame_store(
+        config.num_envs, config.frame_stack,
+        frames_per_env_for(config.buffer_size, config.num_envs, config.frame_stack, config.n_step),
+        frame_size=config.obs_size // config.frame_stack)
+    bound = _Bound(config=config, dqn=dqn, replay=replay, epsilon=epsilon, nstep=nstep, frames=frames,
+                   axis_name=axis_name)
     return Learner(
         init=functools.partial(init, bound=bound),
         step=functools.partial(step, bound=bound),

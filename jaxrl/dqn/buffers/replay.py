@@ -11,7 +11,9 @@ seeds, and `add` can donate the old state:
     state = add(state, transitions, valid)               # transitions: leaves [N, ...], valid: [N] bool
     batch = buffer.sample(state, key)                    # leaves [batch_size, ...]
 
-Observations are stored as uint8 RAM (128 bytes), so 100,000 transitions with o_tm1 and o_t take about 26 MB.
+Observations are stored as uint8 RAM (128 bytes), so 100,000 transitions with o_tm1 and o_t take about 26 MB;
+the learner stores stacked observations (``--frame-stack K``) as references into a frame store
+(`jaxrl.dqn.buffers.frames`), which keeps each snapshot once (about 28 MB for 100,000 rows, whatever K).
 """
 from __future__ import annotations
 
