@@ -135,7 +135,13 @@ def test_config_obs_size_and_learner_input():
 
     learner = make_learner(config, 6)
     state, actions = learner.init(jax.random.PRNGKey(0), jnp.zeros((config.num_envs, 512), jnp.uint8))
-    assert state.replay.data.obs.shape[1:] == (512,) and actions.shape == (config.num_envs,)
+    assert actions.shape == (config.num_envs,)
+    # rows hold frame-store references (the snapshots, 128 bytes each, are stored once per env) ...
+    assert state.replay.data.obs.shape[1:] == (3,) and state.frames.frames.shape[1:] == (config.num_envs, 128)
+    # ... or, with replay_frames off, the stacks themselves
+    stacked, _ = make_learner(config.replace(replay_frames=False), 6).init(
+        jax.random.PRNGKey(0), jnp.zeros((config.num_envs, 512), jnp.uint8))
+    assert stacked.replay.data.obs.shape[1:] == (512,) and stacked.frames is None
     first_kernel = jax.tree.leaves(state.dqn.params)
     assert any(leaf.shape[0] == 512 for leaf in first_kernel if leaf.ndim == 2)
     with pytest.raises(AssertionError):  # RAM of the wrong width is refused at trace time

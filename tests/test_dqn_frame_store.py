@@ -63,7 +63,7 @@ def test_every_row_in_the_buffer_stays_readable(n_step):
         windows, rows, mask = nstep.update(windows, obs_tm1, action, reward, obs_t, terminal, end, valid)
         return buffer.add(replay, rows, mask), windows
 
-    add = jax.jit(add)
+    add, push, gather = jax.jit(add), jax.jit(store.push), jax.jit(store.gather)
     stacks, refs = jnp.asarray(stream[0][0]), None
     frames, refs = store.init(stacks)
     plain = buffer.init(example(stacks[0])), nstep.init(stacks[0])
@@ -76,15 +76,15 @@ def test_every_row_in_the_buffer_stays_readable(n_step):
         end = jnp.asarray(following_reset)  # the episode ends where the next call resets
         terminal = end & jnp.asarray(rng.random(num_envs) < 0.5)
         action, reward = jnp.asarray(rng.integers(0, 4, num_envs)), jnp.asarray(rng.random(num_envs), jnp.float32)
-        frames, refs_t = store.push(frames, obs, jnp.asarray(reset))
+        frames, refs_t = push(frames, obs, jnp.asarray(reset))
         plain = add(*plain, stacks, obs, action, reward, terminal, end, valid)
         referenced = add(*referenced, refs, refs_t, action, reward, terminal, end, valid)
         stacks, refs = obs, refs_t
         assert int(plain[0].size) == int(referenced[0].size)
         size = int(plain[0].size)
         rows = jax.tree.map(lambda x: x[:size], referenced[0].data)
-        np.testing.assert_array_equal(store.gather(frames, rows.obs), plain[0].data.obs[:size])
-        np.testing.assert_array_equal(store.gather(frames, rows.next_obs), plain[0].data.next_obs[:size])
+        np.testing.assert_array_equal(gather(frames, rows.obs), plain[0].data.obs[:size])
+        np.testing.assert_array_equal(gather(frames, rows.next_obs), plain[0].data.next_obs[:size])
     assert int(plain[0].size) == capacity  # the ring of rows wrapped
 
 

@@ -1,0 +1,97 @@
+"""Draw docs/dqn-on-policy-returns.png from docs/dqn-on-policy-runs.csv (the PQN / PPO runs on decoded planes).
+
+Lines are training returns (mean of the last 100 games), dots the frozen 100-episode evals of the parameters at
+that point. Left: the 10M-frame runs, one colour per setting; right: the 40M-frame runs.
+
+    python experiments/plot_on_policy_runs.py [--csv docs/dqn-on-policy-runs.csv] [--out docs/dqn-on-policy-returns.png]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+# setting (run name without its "-s<seed>") -> (legend label, colour, line style); drawn in this order
+SETTINGS = {
+    "pqn-bilinear-k3": ("PQN --preset pqn (bilinear planes, stack 3)", "tab:red", "-"),
+    "pqn-bilinear-k3-e32": ("same, 32 envs x 32-step rollouts", "tab:purple", "-"),
+    "pqn-bilinear-k4": ("same as the preset, stack 4", "tab:brown", "-"),
+    "pqn-bilinear-k3-wide": ("same as the preset, CNN (32, 64) + 512", "tab:gray", "-"),
+    "pqn-bilinear-k2": ("PQN, bilinear planes, stack 2", "tab:pink", "--"),
+    "pqn-planes": ("PQN on planes (stack 2), compiled-iteration form", "tab:cyan", "-"),
+    "pqn-planes-learner": ("PQN on planes (stack 2)", "tab:blue", "-"),
+    "pqn-mb8": ("PQN on planes, 8 minibatches", "tab:olive", "--"),
+    "ppo-planes": ("PPO on planes", "tab:orange", "-"),
+    "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
+    "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
+}
+GOALS = ((663, "goal at 10M frames: 663", "--"), (1300, "goal at 40M frames: 1,300", "-."))
+
+
+def read_runs(path: Path) -> dict[str, dict]:
+    """run -> {"setting", "seed", "total_frames", "train": [(frames, return)], "eval": [(frames, return)]}."""
+    runs: dict[str, dict] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            run = runs.setdefault(row["run"], dict(setting=re.sub(r"-s\d+$", "", row["run"]), seed=int(row["seed"]),
+                                                   total_frames=int(row["total_frames"]), train=[], eval=[]))
+            if row["kind"] == "eval" and row["eval_policy"] == "greedy":
+                continue  # PPO's greedy eval: the sampled policy is its reported one
+            runs[row["run"]][row["kind"]].append((int(row["frames"]) / 1e6, float(row["return_mean"])))
+    return runs
+
+
+def draw(runs: dict[str, dict], out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw=dict(width_ratios=[1.4, 1]))
+    panels = ((axes[0], "10M-frame runs", lambda r: r["total_frames"] <= 10_000_100),
+              (axes[1], "40M-frame runs", lambda r: r["total_frames"] > 10_000_100))
+    for ax, title, keep in panels:
+        seeds = defaultdict(list)
+        for run in runs.values():
+            if keep(run):
+                seeds[run["setting"]].append(run)
+        for setting, (label, colour, style) in SETTINGS.items():
+            group = sorted(seeds.pop(setting, []), key=lambda r: r["seed"])
+            for i, run in enumerate(group):
+                names = ", ".join(str(r["seed"]) for r in group)
+                ax.plot(*zip(*run["train"]), color=colour, ls=style, lw=1.2,
+                        label=f"{label}, seed{'s' if len(group) > 1 else ''} {names}" if i == 0 else None)
+                if run["eval"]:
+                    ax.plot(*zip(*run["eval"]), "o", color=colour, ms=6, zorder=3)
+        if seeds:
+            raise ValueError(f"no label for the runs of {sorted(seeds)}: add them to SETTINGS")
+        for value, text, style in GOALS:
+            ax.axhline(value, color="k", ls=style, lw=1.2)
+            ax.text(0.02, value + 12, text, transform=ax.get_yaxis_transform(), fontsize=9)
+        ax.axhline(285, color="gray", ls=":", lw=1)
+        ax.text(0.98, 250, "always FIRE 285", transform=ax.get_yaxis_transform(), ha="right", fontsize=9,
+                color="gray")
+        ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1450), xlim=(0, None))
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(0, 0.9))
+    axes[0].set_ylabel("episode return")
+    fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
+                 "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DOCS / "dqn-on-policy-runs.csv")
+    parser.add_argument("--out", type=Path, default=DOCS / "dqn-on-policy-returns.png")
+    args = parser.parse_args()
+    draw(read_runs(args.csv), args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
