@@ -76,7 +76,7 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.text(0.98, 250, "always FIRE 285", transform=ax.get_yaxis_transform(), ha="right", fontsize=9,
                 color="gray")
         ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1450), xlim=(0, None))
-        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(0, 0.9))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.885), labelspacing=0.3)
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
                  "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled)", fontsize=9)
