@@ -88,24 +88,28 @@ def test_every_row_in_the_buffer_stays_readable(n_step):
     assert int(plain[0].size) == capacity  # the ring of rows wrapped
 
 
-def test_learner_rows_rebuild_to_the_observed_transitions():
-    """The DQN learner with frame_stack 3 stores references; rebuilt, its rows are exactly the (obs_tm1, obs_t)
-    pairs of the valid calls, in order, and the buffer takes 2 * 3 int32 a row instead of 2 * 384 bytes."""
-    num_envs, num_frames = 3, 3
-    env = FakeVecEnv([2, 1, 4])
-    learner = make_learner(small_config(num_envs, frame_stack=num_frames, learning_starts=8, **SMALL_AGENT), 3)
+def run_stacked(learner, env, num_frames, calls):
+    """``calls`` jitted learner steps on ``env`` (a FakeVecEnv) observed through frame stacking: the final state,
+    the last call's metrics, and the (obs_tm1, obs_t) stacks of every valid transition, in call order."""
     history = frame_stack.init(env.reset(), num_frames)
     state, actions = jax.jit(learner.init)(jax.random.key(0), jnp.asarray(frame_stack.flatten(history)))
-    step = jax.jit(learner.step)
-    pairs, ended = [], np.zeros(num_envs, bool)
-    for _ in range(40):
+    step, ended, pairs = jax.jit(learner.step), np.zeros(env.n, bool), []
+    for _ in range(calls):
         raw, reward, terminated, truncated = env.step(np.asarray(actions))
         obs_tm1 = frame_stack.flatten(history)
         history = frame_stack.update(history, raw, ended)
         obs_t = frame_stack.flatten(history)
-        pairs += [(obs_tm1[i], obs_t[i]) for i in range(num_envs) if not ended[i]]
+        pairs += [(obs_tm1[i], obs_t[i]) for i in range(env.n) if not ended[i]]
         ended = terminated | truncated
         state, actions, metrics = step(state, jnp.asarray(obs_t), reward, terminated, truncated)
+    return state, metrics, pairs
+
+
+def test_learner_rows_rebuild_to_the_observed_transitions():
+    """The DQN learner with frame_stack 3 stores references; rebuilt, its rows are exactly the (obs_tm1, obs_t)
+    pairs of the valid calls, in order, and the buffer takes 2 * 3 int32 a row instead of 2 * 384 bytes."""
+    learner = make_learner(small_config(3, frame_stack=3, learning_starts=8, **SMALL_AGENT), 3)
+    state, metrics, pairs = run_stacked(learner, FakeVecEnv([2, 1, 4]), 3, calls=40)
     assert state.replay.data.obs.shape == (SMALL_AGENT["buffer_size"], 3)
     assert state.replay.data.obs.dtype == jnp.int32
     size = int(state.replay.size)
@@ -116,24 +120,11 @@ def test_learner_rows_rebuild_to_the_observed_transitions():
     np.testing.assert_array_equal(rows.next_obs, np.stack([p[1] for p in pairs]))
 
 
-def run_stacked(learner, env, num_frames, calls):
-    """``calls`` learner steps on ``env`` (a FakeVecEnv) observed through frame stacking: the final state."""
-    history = frame_stack.init(env.reset(), num_frames)
-    state, actions = jax.jit(learner.init)(jax.random.key(0), jnp.asarray(frame_stack.flatten(history)))
-    step, ended = jax.jit(learner.step), np.zeros(env.n, bool)
-    for _ in range(calls):
-        raw, reward, terminated, truncated = env.step(np.asarray(actions))
-        history = frame_stack.update(history, raw, ended)
-        ended = terminated | truncated
-        state, actions, _ = step(state, jnp.asarray(frame_stack.flatten(history)), reward, terminated, truncated)
-    return state
-
-
 @pytest.mark.parametrize("extra", [dict(n_step=1), dict(n_step=3, prioritized_replay=True)], ids=["1-step", "3-step-per"])
 def test_references_and_stacks_train_the_same_agent(extra):
     """``replay_frames`` changes how rows are stored, not what is learned: the same updates, bit for bit."""
     config = small_config(3, frame_stack=2, learning_starts=8, update_every=1, **extra, **SMALL_AGENT)
-    states = [run_stacked(make_learner(config.replace(replay_frames=on), 3), FakeVecEnv([2, 1, 4]), 2, calls=30)
+    states = [run_stacked(make_learner(config.replace(replay_frames=on), 3), FakeVecEnv([2, 1, 4]), 2, calls=30)[0]
               for on in (True, False)]
     rows = [state.replay.replay.data if extra.get("prioritized_replay") else state.replay.data for state in states]
     assert rows[0].obs.shape == (SMALL_AGENT["buffer_size"], 3)
