@@ -1,19 +1,24 @@
 """Settings for the whole test session.
 
-The persistent XLA compilation cache stays off unless asked for: tests that call `jaxrl.cli.main` in-process
-or run the `jaxrl` command in a subprocess (which inherits this environment) then change no JAX setting and
-write nothing under ~/.cache. tests/test_compilation_cache.py turns it on explicitly, into tmp folders.
-Run the suite with JAXRL_COMPILATION_CACHE=1 to use the cache anyway.
+The persistent XLA compilation cache (jaxrl.compilation_cache) is on for the session, in a fresh temporary
+folder made by the first pytest process (the xdist workers and the `jaxrl` subprocesses of the tests inherit
+it through JAXRL_COMPILATION_CACHE_DIR) and removed when that process exits: the many tests that compile the
+same learner again (a run, then its resume; each loop of a comparison) load the executable instead. Nothing is
+written under ~/.cache and no run of the suite reads another's cache. JAXRL_COMPILATION_CACHE=0 turns it off.
+tests/test_compilation_cache.py sets its own folders.
 
 Also the helpers several test files share (import them with ``from conftest import ...``): small configs, a
 fake vectorised env with next-step auto-reset, replay rows that encode their id, and the run-directory
 helpers of the end-to-end training tests.
 """
+import atexit
 import csv
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,9 +26,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-os.environ.setdefault("JAXRL_COMPILATION_CACHE", "0")
+from jaxrl import compilation_cache
+from jaxrl.dqn.buffers.replay import Transition
 
-from jaxrl.dqn.buffers.replay import Transition  # noqa: E402  (after the cache setting)
+
+def _session_compilation_cache():
+    """Point JAXRL_COMPILATION_CACHE_DIR at a fresh folder (first process only) and turn the cache on."""
+    if compilation_cache.is_enabled() and "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="jaxrl-test-xla-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ[compilation_cache.DIR_VARIABLE] = folder
+    if compilation_cache.DIR_VARIABLE in os.environ:
+        compilation_cache.enable()
+
+
+_session_compilation_cache()
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 FAST_BACKEND = "envpool" if HAS_ENVPOOL else "gymnasium"
