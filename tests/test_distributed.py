@@ -102,8 +102,16 @@ def test_launch_runs_every_process_and_prefixes_their_lines():
     assert sorted(proc.stdout.splitlines()) == [f"[{i}] hello from {i} 3" for i in range(3)]
 
 
-def test_launch_stops_everything_when_one_process_fails():
-    code = "print('starting', flush=True)\nif rank == '1': sys.exit(3)\ntime.sleep(60)"
+def test_launch_stops_everything_when_one_process_fails(tmp_path):
+    # process 1 fails once process 0 has started (its marker file), so both "starting" lines are in
+    marker = tmp_path / "0-started"
+    code = (f"print('starting', flush=True)\nmarker = {str(marker)!r}\n"
+            "if rank == '0': open(marker, 'w').close()\n"
+            "if rank == '1':\n"
+            "    deadline = time.monotonic() + 20\n"
+            "    while not os.path.exists(marker) and time.monotonic() < deadline: time.sleep(0.01)\n"
+            "    sys.exit(3)\n"
+            "time.sleep(60)")
     proc, seconds = _launch("-n", "2", "--timeout", "100", "--", *_python(code))
     assert proc.returncode == 3
     assert "process 1 exited with code 3" in proc.stderr
