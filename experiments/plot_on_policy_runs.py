@@ -29,6 +29,8 @@ SETTINGS = {
     "pqn-bilinear-k3-lr5e4": ("same as the preset, step size 5e-4", "gold", "--"),
     "pqn-bilinear-k3-lam08": ("same as the preset, lambda 0.8", "tab:green", "--"),
     "pqn-bilinear-k3-unclip": ("same as the preset, score / 33 (not clipped)", "black", "-"),
+    "pqn-bilinear-k3-ep8": ("same as the preset, 8 epochs per rollout", "tab:blue", "-."),
+    "ppo-bilinear-k3": ("PPO on bilinear planes (stack 3)", "tab:orange", "--"),
     "pqn-bilinear-k2": ("PQN, bilinear planes, stack 2", "tab:pink", "--"),
     "pqn-planes": ("PQN on planes (stack 2), compiled-iteration form", "tab:cyan", "-"),
     "pqn-planes-learner": ("PQN on planes (stack 2)", "tab:blue", "-"),
@@ -47,9 +49,14 @@ def read_runs(path: Path) -> dict[str, dict]:
         for row in csv.DictReader(f):
             run = runs.setdefault(row["run"], dict(setting=re.sub(r"-s\d+$", "", row["run"]), seed=int(row["seed"]),
                                                    total_frames=int(row["total_frames"]), train=[], eval=[]))
-            if row["kind"] == "eval" and row["eval_policy"] == "greedy":
-                continue  # PPO's greedy eval: the sampled policy is its reported one
-            runs[row["run"]][row["kind"]].append((int(row["frames"]) / 1e6, float(row["return_mean"])))
+            point = (int(row["frames"]) / 1e6, float(row["return_mean"]))
+            if row["kind"] == "eval" and row["eval_policy"]:  # PPO: one row per policy
+                run.setdefault("policies", defaultdict(list))[row["eval_policy"]].append(point)
+            else:
+                run[row["kind"]].append(point)
+    for run in runs.values():  # PPO's dots: ε 0.05 on its greedy policy (as PQN's) where measured, else sampled
+        policies = run.pop("policies", {})
+        run["eval"] += policies.get("greedy-eps0.05") or policies.get("sampled", [])
     return runs
 
 
@@ -82,7 +89,7 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.885), labelspacing=0.3)
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
-                 "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled)", fontsize=9)
+                 "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled unless ε 0.05 was run)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 

@@ -10,12 +10,15 @@ as planes for a small CNN). The whole rollout-and-update iteration is one compil
     python experiments/train_on_policy.py ppo --total-frames 40000000 --eval-at-frames 10000000 --out DIR
     python experiments/train_on_policy.py ppo --total-steps 20000 --eval-episodes 8      # a smoke run
     python experiments/train_on_policy.py play checkpoints/ppo-planes-s0 --video ppo-play.gif --max-steps 900
+    python experiments/train_on_policy.py eval checkpoints/ppo-planes-s0 --episodes 100
 
 Prints the training return of the last 100 games every --log-every iterations. At each --eval-at-frames point
 and at the end it evaluates the frozen parameters on --eval-episodes fresh envs (seeded 10,000 + seed, never
-trained on), one full game each, with actions sampled from the policy (the PPO convention) and greedy. With
---out it writes log.csv, evals.csv, config.json and the parameters of each evaluated point (orbax,
-``params-<frames>/``); an existing --out is refused. ``play`` renders a saved agent (its last saved point, or
+trained on), one full game each, with actions sampled from the policy (the PPO convention), greedy, and greedy
+with a random action at probability 0.05 (``greedy-eps0.05``: the DQN agent's evaluation, ``jaxrl dqn eval``).
+With --out it writes log.csv, evals.csv, config.json and the parameters of each evaluated point (orbax,
+``params-<frames>/``); an existing --out is refused. ``eval`` scores a saved point the same way on envs of its own
+--seed (12345 by default, as ``jaxrl dqn eval``); ``play`` renders a saved agent (its last saved point, or
 --frames) to a GIF or MP4 with `jaxrl.dqn.run.evaluate.play`.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ from jaxrl.dqn.ppo import PPOConfig
 
 CONFIGS = {"ppo": PPOConfig}
 FRAME_SKIP = 4
+EVAL_EPSILON = 0.05  # the DQN agent's evaluation
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
@@ -68,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--seed", type=int, default=0, help="env seed of the episode")
     play.add_argument("--max-steps", type=int, default=None, help="cut the episode after this many steps")
     play.add_argument("--fps", type=int, default=30)
+    evaluate = algorithms.add_parser("eval", help="score a saved agent (its --out directory) on fresh envs")
+    evaluate.add_argument("run_dir", help="the --out directory of a training run")
+    evaluate.add_argument("--frames", type=int, default=None, help="the saved point (default: the last)")
+    evaluate.add_argument("--episodes", type=int, default=100, help="fresh envs, one full game each")
+    evaluate.add_argument("--seed", type=int, default=12345, help="env / action seed of the evaluation")
     return parser
 
 
@@ -75,7 +84,9 @@ def parse_args(argv=None):
     """(config, args) of the command line; a bad value exits naming the flag."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.algo == "play":
+    if args.algo in ("play", "eval"):
+        if args.algo == "eval" and args.episodes < 1:
+            parser.error("--episodes must be >= 1")
         return None, args
     config_class = CONFIGS[args.algo]
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)}
@@ -101,7 +112,25 @@ def parse_args(argv=None):
 def policies(network) -> dict:
     """The frozen policies to evaluate, by name."""
     from jaxrl.dqn.ppo import act
-    return {"sampled": act(network, greedy=False), "greedy": act(network, greedy=True)}
+    return {"sampled": act(network, greedy=False), "greedy": act(network, greedy=True),
+            f"greedy-eps{EVAL_EPSILON}": act(network, greedy=True, epsilon=EVAL_EPSILON)}
+
+
+def evaluate_policies(network, params, eval_env, key, frames: int) -> list[dict]:
+    """Each of `policies` on eval_env's fresh envs (one full game each, the same games and key for each policy);
+    a row per policy, printed as it ends."""
+    from jaxrl.dqn.on_policy import evaluate
+
+    rows = []
+    for name, act in policies(network).items():
+        start = time.perf_counter()
+        returns = evaluate(act, params, eval_env, key, max_steps=108_000 // FRAME_SKIP + 1)
+        rows.append(dict(frames=frames, policy=name, episodes=len(returns), mean=returns.mean(), std=returns.std(),
+                         min=returns.min(), max=returns.max()))
+        print(f"eval at {frames:,} frames ({name}, {len(returns)} games): {returns.mean():.1f} +- "
+              f"{returns.std():.1f} (min {returns.min():.0f}, max {returns.max():.0f}) "
+              f"[{time.perf_counter() - start:.1f} s]", flush=True)
+    return rows
 
 
 def load_run(run_dir: Path, frames: int | None):
@@ -142,15 +171,29 @@ def play_saved(args) -> None:
     print(f"{algo} agent at {frames:,} frames: score {returns[0]:.0f} -> {args.video}")
 
 
+def evaluate_saved(args) -> None:
+    """Score a saved PPO agent with each of `policies` on --episodes fresh envs of --seed."""
+    import jax
+
+    from jaxrl.dqn.envs.xla import make_envpool_xla_env
+
+    algo, config, frames, network, params = load_run(Path(args.run_dir).resolve(), args.frames)
+    eval_env = make_envpool_xla_env(args.episodes, args.seed, frame_stack=config.frame_stack)
+    print(f"{algo} agent at {frames:,} frames, envs seeded {args.seed}:")
+    evaluate_policies(network, params, eval_env, jax.random.key(args.seed), frames)
+    eval_env.close()
+
+
 def main(argv=None) -> None:
     config, args = parse_args(argv)
     if args.algo == "play":
         return play_saved(args)
+    if args.algo == "eval":
+        return evaluate_saved(args)
     import jax
     import orbax.checkpoint as ocp
 
     from jaxrl.dqn.envs.xla import make_envpool_xla_env
-    from jaxrl.dqn.on_policy import evaluate
     from jaxrl.dqn.run.on_policy import train
 
     out = Path(args.out).resolve() if args.out else None
@@ -162,21 +205,12 @@ def main(argv=None) -> None:
 
     learner = make_ppo(env, config)
     eval_env = make_envpool_xla_env(args.eval_episodes, 10_000 + config.seed, frame_stack=config.frame_stack)
-    chosen = policies(learner.network)
     checkpointer = ocp.StandardCheckpointer()
     eval_rows = []
 
     def evaluate_frozen(env_steps, params):
-        for name, act in chosen.items():
-            start = time.perf_counter()
-            returns = evaluate(act, params, eval_env, jax.random.key(config.seed + 1),
-                               max_steps=108_000 // FRAME_SKIP + 1)
-            row = dict(frames=FRAME_SKIP * env_steps, policy=name, episodes=len(returns), mean=returns.mean(),
-                       std=returns.std(), min=returns.min(), max=returns.max())
-            eval_rows.append(row)
-            print(f"eval at {row['frames']:,} frames ({name}, {len(returns)} games): {returns.mean():.1f} +- "
-                  f"{returns.std():.1f} (min {returns.min():.0f}, max {returns.max():.0f}) "
-                  f"[{time.perf_counter() - start:.1f} s]", flush=True)
+        eval_rows.extend(evaluate_policies(learner.network, params, eval_env, jax.random.key(config.seed + 1),
+                                           FRAME_SKIP * env_steps))
         if out is not None:
             checkpointer.save(out / f"params-{FRAME_SKIP * env_steps}", params)
             checkpointer.wait_until_finished()

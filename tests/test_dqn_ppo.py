@@ -101,6 +101,21 @@ def test_learns_the_toy_task():
     np.testing.assert_array_equal(returns, 4.0)
 
 
+def test_epsilon_greedy_policy_explores_uniformly_at_epsilon():
+    """act(greedy, epsilon) is the DQN evaluation's policy: argmax, else a uniform action with probability epsilon."""
+    network = ppo.ActorCritic(4, (8,), "scale", ())
+    obs = jnp.zeros((4000, 128), jnp.uint8)
+    params = network.init(jax.random.key(0), obs[:1])
+    greedy = ppo.act(network, greedy=True)(params, obs, jax.random.key(1))
+    for epsilon in (0.05, 1.0):
+        actions = np.asarray(ppo.act(network, greedy=True, epsilon=epsilon)(params, obs, jax.random.key(1)))
+        changed = np.mean(actions != np.asarray(greedy))  # a random pick equals the greedy one 1 time in 4
+        np.testing.assert_allclose(changed, 0.75 * epsilon, atol=0.02)
+    assert np.all(np.bincount(actions, minlength=4) > 900)  # epsilon 1: every action about a quarter of the time
+    with pytest.raises(ValueError, match="greedy=True"):
+        ppo.act(network, greedy=False, epsilon=0.05)
+
+
 @pytest.mark.parametrize("argv", [
     ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], ["--total-steps", "0"], ["--gamma", "1.5"],
     ["--gae-lambda", "-0.1"], ["--learning-rate", "0"], ["--clip", "-1"], ["--ent-coef", "-0.01"],
@@ -177,10 +192,15 @@ def test_script_trains_evaluates_saves_and_plays_on_space_invaders(tmp_path, cap
           "--eval-episodes", "2", "--hidden-sizes", "16", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "eval at 512 frames (sampled, 2 games)" in printed and "eval at 1,024 frames (greedy" in printed
+    assert "eval at 1,024 frames (greedy-eps0.05, 2 games)" in printed
     config = json.loads((out / "config.json").read_text())
     assert config["algo"] == "ppo" and config["total_steps"] == 256
     evals = (out / "evals.csv").read_text().splitlines()
-    assert evals[0] == "frames,policy,episodes,mean,std,min,max" and len(evals) == 5
+    assert evals[0] == "frames,policy,episodes,mean,std,min,max" and len(evals) == 1 + 2 * 3
+    # a saved point is scored again on envs of another seed
+    main(["eval", str(out), "--frames", "512", "--episodes", "2", "--seed", "7"])
+    printed = capsys.readouterr().out
+    assert "ppo agent at 512 frames, envs seeded 7" in printed and "(greedy-eps0.05, 2 games)" in printed
     # the saved agent plays (rendered by the DQN agent's player); a point that was not saved is refused by name
     main(["play", str(out), "--video", "ppo.gif", "--max-steps", "5"])
     assert "ppo agent at 1,024 frames" in capsys.readouterr().out and (tmp_path / "ppo.gif").stat().st_size > 0

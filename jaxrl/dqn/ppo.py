@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrl.dqn.agent import epsilon_greedy
 from jaxrl.dqn.config import Real
 from jaxrl.dqn.envs.atari import XlaEnv
 from jaxrl.dqn.network import features
@@ -143,11 +144,19 @@ def make_ppo(env: XlaEnv, config: PPOConfig) -> OnPolicy:
                           total_steps=config.total_steps)
 
 
-def act(network: ActorCritic, *, greedy: bool):
-    """The frozen policy for `jaxrl.dqn.on_policy.evaluate`: argmax of the logits, or a sample of them."""
+def act(network: ActorCritic, *, greedy: bool, epsilon: float = 0.0):
+    """The frozen policy for `jaxrl.dqn.on_policy.evaluate`: argmax of the logits, or a sample of them.
+
+    ``epsilon`` > 0 (greedy only) takes a uniformly random action with that probability, per env, exactly as the
+    DQN agent's evaluation does (`jaxrl.dqn.agent.epsilon_greedy` on the logits), so both are scored alike.
+    """
+    if epsilon and not greedy:
+        raise ValueError(f"epsilon={epsilon} needs greedy=True (a sampled policy already explores)")
 
     def choose(params, obs, key):
         logits, _ = network.apply(params, obs)
+        if epsilon:
+            return epsilon_greedy(logits, key, epsilon)
         return jnp.argmax(logits, -1) if greedy else jax.random.categorical(key, logits)
 
     return choose
