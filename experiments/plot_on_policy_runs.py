@@ -39,6 +39,7 @@ SETTINGS = {
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
+EVAL_POLICIES = ("epsilon 0.05", "greedy-eps0.05", "sampled")  # the dots drawn: the first a run has
 GOALS = ((663, "goal at 10M frames: 663", "--"), (1300, "goal at 40M frames: 1,300", "-."))
 
 
@@ -50,13 +51,13 @@ def read_runs(path: Path) -> dict[str, dict]:
             run = runs.setdefault(row["run"], dict(setting=re.sub(r"-s\d+$", "", row["run"]), seed=int(row["seed"]),
                                                    total_frames=int(row["total_frames"]), train=[], eval=[]))
             point = (int(row["frames"]) / 1e6, float(row["return_mean"]))
-            if row["kind"] == "eval" and row["eval_policy"]:  # PPO: one row per policy
+            if row["kind"] == "eval":  # PQN: "epsilon 0.05"; PPO: a row per policy
                 run.setdefault("policies", defaultdict(list))[row["eval_policy"]].append(point)
             else:
                 run[row["kind"]].append(point)
     for run in runs.values():  # PPO's dots: ε 0.05 on its greedy policy (as PQN's) where measured, else sampled
         policies = run.pop("policies", {})
-        run["eval"] += policies.get("greedy-eps0.05") or policies.get("sampled", [])
+        run["eval"] = next((policies[name] for name in EVAL_POLICIES if name in policies), [])
     return runs
 
 
