@@ -172,6 +172,13 @@ def test_bad_run_arguments(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+def test_eval_needs_episodes(capsys):
+    parse_args = runpy.run_path(str(SCRIPT))["parse_args"]
+    with pytest.raises(SystemExit):
+        parse_args(["eval", "some-run", "--episodes", "0"])
+    assert "--episodes must be >= 1" in capsys.readouterr().err
+
+
 def test_existing_out_is_refused_untouched(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
