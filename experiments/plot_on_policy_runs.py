@@ -31,6 +31,7 @@ SETTINGS = {
     "pqn-bilinear-k3-unclip": ("same as the preset, score / 33 (not clipped)", "black", "-"),
     "pqn-bilinear-k3-ep8": ("same as the preset, 8 epochs per rollout", "tab:blue", "-."),
     "pqn-bilinear-k3-duel": ("same as the preset, dueling head", "tab:olive", "-."),
+    "pqn-bilinear-k3-mb8": ("same as the preset, 8 minibatches", "tab:cyan", ":"),
     "ppo-bilinear-k3": ("PPO on bilinear planes (stack 3)", "tab:orange", "--"),
     "pqn-bilinear-k2": ("PQN, bilinear planes, stack 2", "tab:pink", "--"),
     "pqn-planes": ("PQN on planes (stack 2), compiled-iteration form", "tab:cyan", "-"),
