@@ -92,7 +92,8 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.885), labelspacing=0.3)
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
-                 "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled unless ε 0.05 was run)", fontsize=9)
+                 "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled unless "
+                 "ε 0.05 was run)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
