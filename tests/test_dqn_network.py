@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrl.dqn import QNetwork
 
@@ -151,3 +152,38 @@ def test_planes_torso_keeps_the_conv_parameter_names():
     params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 256), jnp.uint8))["params"]
     assert params["Conv_0"]["kernel"].shape == (3, 3, 6, 16) and params["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
     assert params["Dense_0"]["kernel"].shape == (5 * 5 * 32, 256)
+
+
+def test_conv_strides_and_conv_layer_norm_shape_the_planes_torso():
+    # stride 1 keeps the 19 x 20 grid, the next two halve it: 19 x 20 -> 19 x 20 -> 10 x 10 -> 5 x 5
+    net = QNetwork(num_actions=6, obs_encoding="planes", conv_channels=(8, 16, 16), conv_strides=(1, 2, 2),
+                   conv_layer_norm=True, hidden_sizes=(32,))
+    obs = np.random.default_rng(0).integers(0, 256, (3, 256), dtype=np.uint8)
+    params = jax.jit(net.init)(jax.random.key(0), obs[:1])["params"]
+    assert [params[f"Conv_{i}"]["kernel"].shape for i in range(3)] == [(3, 3, 6, 8), (3, 3, 8, 16), (3, 3, 16, 16)]
+    # one scale and bias per grid cell and channel, as torch's LayerNorm([C, H, W]) in CleanRL's PQN network
+    assert params["ConvLayerNorm_0"]["scale"].shape == (19, 20, 8)
+    assert params["ConvLayerNorm_2"]["bias"].shape == (5, 5, 16)
+    assert params["Dense_0"]["kernel"].shape == (5 * 5 * 16, 32)
+    q = jax.jit(net.apply)({"params": params}, obs)
+    assert q.shape == (3, 6) and np.all(np.isfinite(q))
+    # the normalised pre-activations: zero mean and unit variance over each sample's cells and channels
+    _, state = net.apply({"params": params}, obs, capture_intermediates=True)
+    normed = state["intermediates"]["ConvLayerNorm_0"]["__call__"][0]
+    np.testing.assert_allclose(normed.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(normed.std(axis=(1, 2, 3)), 1.0, rtol=1e-2)
+    with pytest.raises(ValueError, match="one stride per convolution"):
+        QNetwork(num_actions=6, obs_encoding="planes", conv_strides=(1,)).init(jax.random.key(0), obs[:1])
+
+
+def test_config_needs_one_conv_stride_per_convolution():
+    from jaxrl.dqn.config import DQNConfig
+
+    with pytest.raises(ValueError, match="one stride per convolution"):
+        DQNConfig(conv_channels=(16, 32, 32))
+    config = DQNConfig(obs_encoding="planes", frame_stack=2, conv_channels=[8, 16, 16], conv_strides=[1, 2, 2],
+                       conv_layer_norm=True)
+    assert config.conv_strides == (1, 2, 2) and DQNConfig.from_json(config.to_json()) == config
+    old = config.to_dict()
+    del old["conv_strides"], old["conv_layer_norm"], old["conv_channels"]  # a config.json from before the fields
+    assert DQNConfig.from_dict(old).conv_strides == (2, 2) and not DQNConfig.from_dict(old).conv_layer_norm

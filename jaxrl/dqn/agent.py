@@ -195,7 +195,7 @@ def epsilon_schedule(
 def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
     """Build the DQN agent's pure functions from ``config``'s network and loss fields.
 
-    Reads: hidden_sizes, obs_encoding, conv_channels, dueling, layer_norm, num_quantiles (the Q-network,
+    Reads: hidden_sizes, obs_encoding, conv_channels, conv_strides, conv_layer_norm, dueling, layer_norm, num_quantiles (the Q-network,
     `jaxrl.dqn.network.QNetwork`; its input is ``config.obs_size`` bytes), learning_rate, learning_rate_end
     (a linear decay over ``config.learning_rate_decay_updates`` updates, ``optax.linear_schedule``),
     max_grad_norm (global-norm clipping before Adam), gamma, huber_delta, double_dqn (van Hasselt et al.,
@@ -214,6 +214,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
     num_actions = check_int("num_actions", num_actions)
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
                        obs_encoding=config.obs_encoding, conv_channels=config.conv_channels,
+                       conv_strides=config.conv_strides, conv_layer_norm=config.conv_layer_norm,
                        dueling=config.dueling, layer_norm=config.layer_norm, num_quantiles=config.num_quantiles)
     optimizer = make_optimizer(config)
     loss_fn = functools.partial(

@@ -115,7 +115,9 @@ class Flag:
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    """A non-empty tuple of positive integers (layer widths, channels)."""
+    """A non-empty tuple of positive integers (layer widths, channels, strides); ``metavar`` names one."""
+
+    metavar: str = "WIDTH"
 
     def __call__(self, name: str, value) -> None:
         if not value or not all(not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
@@ -174,8 +176,13 @@ class DQNConfig:
         "scale", "network", "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded "
         "Space Invaders objects, egocentric vector), planes (objects on a grid, CNN) or bilinear-planes (the "
         "grid keeping positions within a cell); the last three need --frame-stack >= 2", Choice(OBS_ENCODINGS))
-    conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the stride-2 3x3 convolutions on "
+    conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the 3x3 convolutions on "
                                                                  "--obs-encoding planes / bilinear-planes", Sizes())
+    conv_strides: tuple[int, ...] = _field((2, 2), "network", "stride of each of those convolutions (one per "
+                                                              "--conv-channels entry; 1 keeps the grid's resolution)",
+                                           Sizes("STRIDE"))
+    conv_layer_norm: bool = _field(False, "network", "LayerNorm after each convolution, before its ReLU (as in "
+                                                     "CleanRL's and purejaxql's Atari PQN networks)", Flag())
     dueling: bool = _field(False, "network", "dueling Q-network head (value + advantages)", Flag())
     layer_norm: bool = _field(False, "network", "LayerNorm in each hidden layer of the Q-network", Flag())
     num_quantiles: int = _field(0, "network", "0: DQN; N > 0: QR-DQN with N return quantiles per action "
@@ -258,7 +265,7 @@ class DQNConfig:
                                               "Ctrl-C between them)", Int(1, 100_000))
 
     def __post_init__(self) -> None:
-        for name in ("hidden_sizes", "conv_channels"):
+        for name in ("hidden_sizes", "conv_channels", "conv_strides"):
             if isinstance(getattr(self, name), (list, tuple)):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         _validate(self)
@@ -288,6 +295,7 @@ class DQNConfig:
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
         out["conv_channels"] = list(self.conv_channels)
+        out["conv_strides"] = list(self.conv_strides)
         return out
 
     def to_json(self) -> str:
@@ -417,6 +425,9 @@ def _validate_combinations(config: DQNConfig) -> None:
         if config.frame_stack < 2:
             raise ValueError(f"obs_encoding={config.obs_encoding!r} needs frame_stack >= 2 (bullets are seen as "
                              f"changes between consecutive RAM snapshots), got {config.frame_stack}")
+    if len(config.conv_strides) != len(config.conv_channels):
+        raise ValueError(f"conv_strides {list(config.conv_strides)} must give one stride per convolution of "
+                         f"conv_channels {list(config.conv_channels)}")
     if config.batch_size > config.buffer_size:
         raise ValueError(f"batch_size ({config.batch_size}) must be <= buffer_size ({config.buffer_size})")
     if config.num_envs * config.n_step > config.buffer_size:

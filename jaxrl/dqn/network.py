@@ -47,7 +47,8 @@ class PatchConv(nn.Module):
 
 
 def features(obs: jax.Array, obs_encoding: str, conv_channels: Sequence[int], hidden_sizes: Sequence[int], *,
-             layer_norm: bool = False, kernel_init=nn.initializers.lecun_normal()) -> jax.Array:
+             layer_norm: bool = False, conv_strides: Sequence[int] | None = None, conv_layer_norm: bool = False,
+             kernel_init=nn.initializers.lecun_normal()) -> jax.Array:
     """The torso every network here shares: encode the RAM, convolve a spatial encoding, then the hidden layers.
 
     Called inside a module's ``nn.compact`` method, so its layers are that module's own (``Conv_i``, ``Dense_i``).
@@ -55,10 +56,14 @@ def features(obs: jax.Array, obs_encoding: str, conv_channels: Sequence[int], hi
     Args:
       obs: [..., D] uint8 RAM, D = K * 128 (or, for ``"scale"``, float already in [0, 1]).
       obs_encoding: one of ``jaxrl.dqn.encoders.OBS_ENCODINGS``.
-      conv_channels: output channels of the 3x3, stride-2 ReLU convolutions applied to a spatial encoding
-        (``"planes"``: 19 x 20 cells -> 10 x 10 -> 5 x 5 ...); unused otherwise.
+      conv_channels: output channels of the 3x3 ReLU convolutions applied to a spatial encoding; unused
+        otherwise.
       hidden_sizes: widths of the hidden layers, each Dense -> (LayerNorm) -> ReLU.
       layer_norm: LayerNorm after each hidden Dense.
+      conv_strides: each convolution's stride, one per ``conv_channels`` entry (None: 2 for all, so
+        ``"planes"``' 19 x 20 cells -> 10 x 10 -> 5 x 5 ...).
+      conv_layer_norm: LayerNorm (over each cell's channels and the grid) after each convolution, before its
+        ReLU.
       kernel_init: the convolutions' and hidden layers' initialiser.
 
     Returns:
@@ -68,9 +73,17 @@ def features(obs: jax.Array, obs_encoding: str, conv_channels: Sequence[int], hi
     if obs_encoding in SPATIAL_ENCODINGS:  # [..., H, W, C] -> convolutions -> [..., features]
         lead = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
-        for layer, channels in enumerate(conv_channels):
+        strides = (2,) * len(conv_channels) if conv_strides is None else tuple(conv_strides)
+        if len(strides) != len(conv_channels):
+            raise ValueError(f"conv_strides {strides} must give one stride per convolution of conv_channels "
+                             f"{tuple(conv_channels)}")
+        for layer, (channels, stride) in enumerate(zip(conv_channels, strides)):
             # named as nn.Conv's layers were, so checkpoints written with nn.Conv restore
-            x = nn.relu(PatchConv(channels, kernel_init=kernel_init, name=f"Conv_{layer}")(x))
+            x = PatchConv(channels, strides=stride, kernel_init=kernel_init, name=f"Conv_{layer}")(x)
+            if conv_layer_norm:
+                x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=(-3, -2, -1),
+                                 name=f"ConvLayerNorm_{layer}")(x)
+            x = nn.relu(x)
         x = x.reshape(lead + (-1,))
     for width in hidden_sizes:
         x = nn.Dense(width, kernel_init=kernel_init)(x)
@@ -87,8 +100,10 @@ class QNetwork(nn.Module):
       num_actions: A, the number of discrete actions (size of the output).
       hidden_sizes: widths of the hidden ReLU layers; the seed preset is (256, 256).
       obs_encoding: one of ``jaxrl.dqn.encoders.OBS_ENCODINGS`` (see the module doc).
-      conv_channels: output channels of the 3x3 convolutions (stride 2, ReLU; 19 x 20 cells -> 10 x 10 -> 5 x 5
-        ...) applied to a spatial encoding (``"planes"``) before the hidden layers; unused otherwise.
+      conv_channels: output channels of the 3x3 ReLU convolutions applied to a spatial encoding (``"planes"``)
+        before the hidden layers; unused otherwise.
+      conv_strides: their strides, one per convolution (default 2 each: 19 x 20 cells -> 10 x 10 -> 5 x 5 ...).
+      conv_layer_norm: LayerNorm after each convolution, before its ReLU.
       dueling: split the head into a state value and action advantages, ``q = v + a - mean(a)`` (Wang et al.,
         2016, "Dueling Network Architectures"): the value is learned from every action's target, which helps
         when the actions' values differ by far less than the state's value.
@@ -107,6 +122,8 @@ class QNetwork(nn.Module):
     hidden_sizes: Sequence[int] = (256, 256)
     obs_encoding: str = "scale"
     conv_channels: Sequence[int] = (16, 32)
+    conv_strides: Sequence[int] | None = None
+    conv_layer_norm: bool = False
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0
@@ -136,7 +153,8 @@ class QNetwork(nn.Module):
             raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {self.obs_encoding!r}")
         if self.num_quantiles < 0:
             raise ValueError(f"num_quantiles must be >= 0, got {self.num_quantiles}")
-        x = features(obs, self.obs_encoding, self.conv_channels, self.hidden_sizes, layer_norm=self.layer_norm)
+        x = features(obs, self.obs_encoding, self.conv_channels, self.hidden_sizes, layer_norm=self.layer_norm,
+                     conv_strides=self.conv_strides, conv_layer_norm=self.conv_layer_norm)
         k = max(self.num_quantiles, 1)
         shape = x.shape[:-1] + (self.num_actions, k)
         if not self.dueling:

@@ -42,7 +42,7 @@ def _argparse_kwargs(rule) -> dict:
     if isinstance(rule, Choice):
         return dict(choices=rule.options)
     if isinstance(rule, Sizes):
-        return dict(nargs="+", type=int, metavar="WIDTH")
+        return dict(nargs="+", type=int, metavar=rule.metavar)
     if isinstance(rule, Int):
         return dict(type=int, metavar="N")
     if isinstance(rule, Real):
