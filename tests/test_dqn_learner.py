@@ -112,3 +112,23 @@ def test_life_loss_terminal_and_clipped_rewards_in_the_buffer(life_loss_terminal
     assert data.terminated[:4].tolist() == [life_loss_terminal, False, False, False]
     np.testing.assert_allclose(state.episode_return, [30.0, 3.0])
     assert not np.asarray(metrics["episode_done"]).any()
+
+
+def test_symlog_rewards_compress_the_score_in_the_buffer():
+    """symlog_rewards stores sign(r) * log(1 + |r|) * reward_scale (larger scores still count more, unlike the
+    sign); it cannot be combined with clip_rewards."""
+    config = small_config(2, buffer_size=32, batch_size=4, learning_starts=1_000, hidden_sizes=(8,), reward_scale=0.5,
+                          symlog_rewards=True)
+    learner = make_learner(config, 3)
+    obs = lambda t: jnp.full((2, 128), t, jnp.uint8)  # noqa: E731
+    state, _ = learner.init(jax.random.key(0), obs(0))
+    step = jax.jit(learner.step)
+    no = jnp.zeros(2, bool)
+    state, _, _ = step(state, obs(1), jnp.array([30.0, -2.0]), no, no)
+    state, _, _ = step(state, obs(2), jnp.array([0.0, 300.0]), no, no)
+    data = jax.device_get(state.replay.data)
+    np.testing.assert_allclose(data.reward[:4], 0.5 * np.array([np.log(31.0), -np.log(3.0), 0.0, np.log(301.0)]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(state.episode_return, [30.0, 298.0])  # episode returns stay the raw score
+    with pytest.raises(ValueError, match="choose one"):
+        small_config(2, clip_rewards=True, symlog_rewards=True)

@@ -207,3 +207,17 @@ def test_pqn_preset_is_the_default_and_its_schedules_span_ten_million_frames():
     assert config.learning_rate_decay_updates == -(-config.total_steps // 64) and config.learning_rate_end == 0.0
     assert config.epsilon_decay_steps == config.total_steps // 10
     assert preset("seed") == DQNConfig() and DQNConfig().algo == "dqn"  # the reference agent is unchanged
+
+
+@pytest.mark.parametrize("rewards, expected", [(dict(clip_rewards=True), np.sign),
+                                               (dict(clip_rewards=False, symlog_rewards=True),
+                                                lambda r: np.sign(r) * np.log1p(np.abs(r)))])
+def test_rollout_rows_hold_the_stored_reward(rewards, expected):
+    """The rollout's reward is the learners' shared stored reward (sign or symlog, times reward_scale)."""
+    learner = make_learner(_config(reward_scale=0.5, **rewards), 4)
+    obs = jnp.zeros((8, 128), jnp.uint8)
+    state, _ = learner.init(jax.random.key(0), obs)
+    reward = jnp.asarray([0.0, 5.0, 10.0, 30.0, 200.0, -1.0, 1.0, 0.5])
+    no = jnp.zeros(8, bool)
+    state, _, _ = jax.jit(learner.step)(state, obs, reward, no, no)
+    np.testing.assert_allclose(state.rollout.reward[0], 0.5 * expected(np.asarray(reward)), rtol=1e-6)

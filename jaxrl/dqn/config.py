@@ -218,6 +218,9 @@ class DQNConfig:
     batch_size: int = _field(128, "replay", "transitions per update", Int(1))
     reward_scale: float = _field(0.01, "replay", "reward multiplier before storing", _POSITIVE)
     clip_rewards: bool = _field(False, "replay", "store sign(reward) * reward_scale (Nature DQN clipping)", Flag())
+    symlog_rewards: bool = _field(False, "replay", "store sign(reward) * log(1 + |reward|) * reward_scale: a score "
+                                                   "compressed, not clipped, so larger rewards still count more "
+                                                   "(Hafner et al., 2023's symlog)", Flag())
     life_loss_terminal: bool = _field(False, "replay", "store a life-losing step as terminal (the game goes on)",
                                       Flag())
     n_step: int = _field(1, "replay", "n-step returns (1: one-step DQN targets)", Int(1, 100))
@@ -425,6 +428,9 @@ def _validate_combinations(config: DQNConfig) -> None:
         if config.frame_stack < 2:
             raise ValueError(f"obs_encoding={config.obs_encoding!r} needs frame_stack >= 2 (bullets are seen as "
                              f"changes between consecutive RAM snapshots), got {config.frame_stack}")
+    if config.clip_rewards and config.symlog_rewards:
+        raise ValueError("clip_rewards and symlog_rewards are two ways to store the reward; choose one "
+                         "(--no-clip-rewards --symlog-rewards)")
     if len(config.conv_strides) != len(config.conv_channels):
         raise ValueError(f"conv_strides {list(config.conv_strides)} must give one stride per convolution of "
                          f"conv_channels {list(config.conv_channels)}")

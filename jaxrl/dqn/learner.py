@@ -47,7 +47,7 @@ from jaxrl.dqn.buffers import (
 )
 from jaxrl.dqn.config import DQNConfig, check_int
 from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive,  # noqa: F401
-                                    track_episodes)
+                                    stored_reward, track_episodes)
 from jaxrl.dqn.pqn import make_pqn_learner
 
 
@@ -248,19 +248,19 @@ def _store(
     stored_terminal = terminated_t
     if bound.config.life_loss_terminal and life_lost_t is not None:
         stored_terminal = terminated_t | life_lost_t.astype(bool)
-    stored_reward = bound.config.reward_scale * (jnp.sign(reward_t) if bound.config.clip_rewards else reward_t)
+    reward = stored_reward(reward_t, bound.config)
     if bound.nstep is None:
         transitions = Transition(
             obs=stored_obs_tm1,
             action=state.action_tm1,
-            reward=stored_reward,
+            reward=reward,
             next_obs=stored_obs_t,
             terminated=stored_terminal,
         )
         return bound.replay.add(state.replay, transitions, valid), state.nstep, frames, ref_t
     window_end = stored_terminal | truncated_t.astype(bool)
     nstep_state, rows, row_mask = bound.nstep.update(
-        state.nstep, stored_obs_tm1, state.action_tm1, stored_reward, stored_obs_t, stored_terminal, window_end, valid,
+        state.nstep, stored_obs_tm1, state.action_tm1, reward, stored_obs_t, stored_terminal, window_end, valid,
     )
     return bound.replay.add(state.replay, rows, row_mask), nstep_state, frames, ref_t
 

@@ -72,3 +72,14 @@ def cond_over_seeds(ready: jax.Array, run: Callable[[], Any], skip: Callable[[],
 
     any_ready = jax.lax.psum(ready.astype(jnp.int32), axis_name) > 0
     return jax.lax.cond(any_ready, run_where_ready, skip)
+
+
+def stored_reward(reward_t: jax.Array, config) -> jax.Array:
+    """The reward a learner regresses on: ``reward_scale`` times the env's reward, its sign (``clip_rewards``) or
+    its symlog ``sign(r) * log(1 + |r|)`` (``symlog_rewards``). [...] -> [...] float32."""
+    reward_t = jnp.asarray(reward_t, jnp.float32)
+    if config.clip_rewards:
+        reward_t = jnp.sign(reward_t)
+    elif config.symlog_rewards:
+        reward_t = jnp.sign(reward_t) * jnp.log1p(jnp.abs(reward_t))
+    return config.reward_scale * reward_t

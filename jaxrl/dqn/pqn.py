@@ -34,7 +34,7 @@ import optax
 
 from jaxrl.dqn.agent import DQN, DQNState, epsilon_greedy, epsilon_schedule, make_dqn, make_optimizer
 from jaxrl.dqn.config import DQNConfig, check_int
-from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive,
+from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive, stored_reward,
                                     track_episodes)
 from jaxrl.dqn.losses import masked_mean
 
@@ -193,8 +193,7 @@ def step(state: PQNState, obs_t: jax.Array, reward_t: jax.Array, terminated_t: j
     terminal = terminated_t.astype(bool)
     if config.life_loss_terminal and life_lost_t is not None:
         terminal = terminal | life_lost_t.astype(bool)
-    stored_reward = config.reward_scale * (jnp.sign(reward_t) if config.clip_rewards else reward_t)
-    row = Rollout(state.obs_tm1, state.action_tm1, state.value_tm1, stored_reward, terminal,
+    row = Rollout(state.obs_tm1, state.action_tm1, state.value_tm1, stored_reward(reward_t, config), terminal,
                   truncated_t.astype(bool), valid)
     rollout = jax.tree.map(lambda rows, x: rows.at[state.filled].set(x), state.rollout, row)
     written = jnp.ones((), bool) if active_t is None else jnp.asarray(active_t, bool)
