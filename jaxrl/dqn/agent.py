@@ -198,10 +198,10 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
     Reads: hidden_sizes, obs_encoding, conv_channels, conv_strides, conv_layer_norm, dueling, layer_norm,
     num_quantiles (the Q-network, `jaxrl.dqn.network.QNetwork`; its input is ``config.obs_size`` bytes),
     learning_rate, learning_rate_end (a linear decay over ``config.learning_rate_decay_updates`` updates,
-    ``optax.linear_schedule``), max_grad_norm (global-norm clipping before Adam), gamma, huber_delta, double_dqn (van Hasselt et al.,
-    2016), munchausen_alpha / munchausen_temperature (`munchausen_target`; with n-step rows the bonus is that
-    of the row's first action only), num_quantiles > 0 (QR-DQN, `quantile_td_loss`: huber_delta is then the
-    quantile Huber threshold kappa), target_update_period (hard copy every this many updates when tau == 1)
+    ``optax.linear_schedule``), max_grad_norm (global-norm clipping before Adam), gamma, huber_delta, double_dqn
+    (van Hasselt et al., 2016), munchausen_alpha / munchausen_temperature (`munchausen_target`; with n-step rows the
+    bonus is that of the row's first action only), num_quantiles > 0 (QR-DQN, `quantile_td_loss`: huber_delta is
+    then the quantile Huber threshold kappa), target_update_period (hard copy every this many updates when tau == 1)
     and tau (< 1: Polyak averaging after every update). ``config`` was validated on construction.
 
     Args:

@@ -364,7 +364,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of 4 minibatches, RAdam 2.5e-4 annealed to 0 over 10M frames, gradient norm 10, lambda 0.65, gamma 0.99,
     # epsilon 1 -> 0.01 over the first 1M frames, rewards clipped to their sign, a lost life ends the bootstrap
     # horizon) with LayerNorm: the highest mean frozen-policy eval measured here at 10M frames over three or more
-    # seeds (570.8 ± 42.8, five seeds; docs/dqn-results.md). Checkpoints every 500k steps: each segment of the compiled loop is one compile.
+    # seeds (570.8 ± 42.8, five seeds; docs/dqn-results.md). Checkpoints every 500k steps: each segment of the
+    # compiled loop is one compile.
     "pqn": dict(algo="pqn", obs_encoding="bilinear-planes", frame_stack=3, layer_norm=True, optimizer="radam",
                 learning_rate=2.5e-4, learning_rate_end=0.0, learning_rate_decay_steps=2_500_000, max_grad_norm=10.0,
                 gamma=0.99, clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, epsilon_start=1.0,

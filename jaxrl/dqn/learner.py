@@ -225,11 +225,12 @@ def _store(
 ) -> tuple[Any, NStepState | None, FrameStoreState | None, jax.Array | None]:
     """Add this call's transitions (obs_tm1, action_tm1, stored reward, obs_t, terminal) to the buffer.
 
-    Only envs whose last call was not an episode end give a transition (``~state.done_tm1``). The stored reward
-    is scaled (and sign-clipped with ``clip_rewards``); with ``life_loss_terminal`` a lost life is stored as
-    terminal. With n_step > 1 the transitions go through the n-step windows first, and the rows they complete
-    enter the buffer. With a frame store (frame_stack > 1) the newest snapshot of obs_t is pushed to it (a new
-    episode where ``state.done_tm1``) and rows hold references (``state.ref_tm1``, its reference) instead of stacks.
+    Only envs whose last call was not an episode end give a transition (``~state.done_tm1``). The stored reward is
+    ``stored_reward``: scaled (its sign with ``clip_rewards``, its symlog with ``symlog_rewards``); with
+    ``life_loss_terminal`` a lost life is stored as terminal. With n_step > 1 the transitions go through the n-step
+    windows first, and the rows they complete enter the buffer. With a frame store (frame_stack > 1) the newest snapshot
+    of obs_t is pushed to it (a new episode where ``state.done_tm1``) and rows hold references (``state.ref_tm1``, its
+    reference) instead of stacks.
 
     Args:
       reward_t: [N] float32 unscaled rewards; terminated_t: [N] bool; the rest as in `step`.
@@ -370,11 +371,11 @@ def make_learner(config: DQNConfig, num_actions: int, axis_name: str | None = No
     Besides the agent's fields (`jaxrl.dqn.agent.make_dqn`) it reads: buffer_size, batch_size (uniform replay,
     or prioritized_replay with priority_exponent / importance_exponent, `jaxrl.dqn.buffers.prioritized`), n_step
     (n > 1 stores n-step returns, `jaxrl.dqn.buffers.nstep`: rows enter the buffer n - 1 calls later, or when the
-    episode / life ends), learning_starts (no update before this many transitions were stored), update_every
-    and updates_per_call (updates run on calls where calls % update_every == 0, so the replay ratio is
-    updates_per_call * batch_size / (update_every * N) samples per transition), reward_scale / clip_rewards
-    (applied before storing; episode returns stay unscaled), life_loss_terminal (see `step`'s life_lost_t),
-    epsilon_start / epsilon_end / epsilon_decay_steps (linear ε over env_steps), obs_size, frame_stack and
+    episode / life ends), learning_starts (no update before this many transitions were stored), update_every and
+    updates_per_call (updates run on calls where calls % update_every == 0, so the replay ratio is updates_per_call *
+    batch_size / (update_every * N) samples per transition), reward_scale / clip_rewards / symlog_rewards (applied
+    before storing; episode returns stay unscaled), life_loss_terminal (see `step`'s life_lost_t), epsilon_start /
+    epsilon_end / epsilon_decay_steps (linear ε over env_steps), obs_size, frame_stack and
     replay_frames (K > 1: rows store references into a frame store and stacks are rebuilt when sampled,
     `jaxrl.dqn.buffers.frames`).
 

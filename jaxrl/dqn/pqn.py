@@ -10,11 +10,11 @@ network. Because it is a learner like DQN's, every run shell takes it unchanged 
 the Python and the compiled loop, checkpoints with exact resume, multi-seed runs, evaluation, play); its
 ``dqn.params`` are a `jaxrl.dqn.network.QNetwork`'s, so a PQN agent acts and evaluates exactly as a DQN agent.
 
-Settings that PQN reads from `jaxrl.dqn.config.DQNConfig`: rollout_steps, num_minibatches, epochs, q_lambda,
-gamma, the network fields, the optimizer fields (``optimizer``, learning_rate, learning_rate_end and its decay,
-counted in updates, adam_eps, max_grad_norm), reward_scale / clip_rewards, life_loss_terminal and the epsilon
-schedule. The ``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4
-annealed to 0, gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps,
+Settings that PQN reads from `jaxrl.dqn.config.DQNConfig`: rollout_steps, num_minibatches, epochs, q_lambda, gamma, the
+network fields, the optimizer fields (``optimizer``, learning_rate, learning_rate_end and its decay, counted in updates,
+adam_eps, max_grad_norm), reward_scale / clip_rewards / symlog_rewards, life_loss_terminal and the epsilon schedule. The
+``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0,
+gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps,
 rewards clipped to their sign, a lost life ends the bootstrap horizon) on the bilinear object planes of the RAM
 (``--obs-encoding bilinear-planes --frame-stack 3``).
 
@@ -45,7 +45,7 @@ class Rollout(NamedTuple):
     obs: jax.Array  # uint8 [T, N, D]: what the agent acted on
     action: jax.Array  # int32 [T, N]
     value: jax.Array  # float32 [T, N]: max_a Q(obs, a) when acting (the bootstrap of the row before)
-    reward: jax.Array  # float32 [T, N]: the stored reward (scaled, clipped to its sign with clip_rewards)
+    reward: jax.Array  # float32 [T, N]: the stored reward (learner_base.stored_reward: scaled, sign / symlog)
     terminal: jax.Array  # bool [T, N]: no bootstrap past this row (game over; a lost life with life_loss_terminal)
     truncated: jax.Array  # bool [T, N]: the episode was cut here: bootstrap from the next row's value only
     valid: jax.Array  # bool [T, N]: False on envpool's auto-reset row (the action was ignored)
