@@ -36,6 +36,7 @@ SETTINGS = {
                              ":"),
     "pqn-bilinear-k3-eps05": ("same as the preset, trained at epsilon 0.05 (0.01 in the preset)", "tab:brown",
                               ":"),
+    "pqn-bilinear-k3-symlog": ("same as the preset, symlog of the score (not its sign)", "black", ":"),
     "pqn-bilinear-k3-convln": ("same as the preset, LayerNorm after each convolution", "tab:pink", ":"),
     "ppo-bilinear-k3": ("PPO on bilinear planes (stack 3)", "tab:orange", "--"),
     "pqn-bilinear-k2": ("PQN, bilinear planes, stack 2", "tab:pink", "--"),
@@ -69,7 +70,7 @@ def read_runs(path: Path) -> dict[str, dict]:
 
 
 def draw(runs: dict[str, dict], out: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw=dict(width_ratios=[1.4, 1]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 8.5), gridspec_kw=dict(width_ratios=[1.4, 1]))
     panels = ((axes[0], "10M-frame runs", lambda r: r["total_frames"] <= 10_000_100),
               (axes[1], "40M-frame runs", lambda r: r["total_frames"] > 10_000_100))
     for ax, title, keep in panels:
@@ -94,7 +95,7 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.text(0.98, 250, "always FIRE 285", transform=ax.get_yaxis_transform(), ha="right", fontsize=9,
                 color="gray")
         ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1450), xlim=(0, None))
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.885), labelspacing=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), labelspacing=0.3)  # below the axes
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
                  "dots = frozen eval of the parameters at that point (100 games, ε 0.05; PPO: sampled unless "
