@@ -7,10 +7,13 @@ agent: ``dqn.params`` act and evaluate), ``done_tm1`` [N] and ``env_steps`` (), 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from jaxrl.dqn.config import DQNConfig
 
 
 class Learner(NamedTuple):
@@ -74,7 +77,7 @@ def cond_over_seeds(ready: jax.Array, run: Callable[[], Any], skip: Callable[[],
     return jax.lax.cond(any_ready, run_where_ready, skip)
 
 
-def stored_reward(reward_t: jax.Array, config) -> jax.Array:
+def stored_reward(reward_t: jax.Array, config: DQNConfig) -> jax.Array:
     """The reward a learner regresses on: ``reward_scale`` times the env's reward, its sign (``clip_rewards``) or
     its symlog ``sign(r) * log(1 + |r|)`` (``symlog_rewards``). [...] -> [...] float32."""
     reward_t = jnp.asarray(reward_t, jnp.float32)

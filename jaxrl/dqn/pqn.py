@@ -10,12 +10,12 @@ network. Because it is a learner like DQN's, every run shell takes it unchanged 
 the Python and the compiled loop, checkpoints with exact resume, multi-seed runs, evaluation, play); its
 ``dqn.params`` are a `jaxrl.dqn.network.QNetwork`'s, so a PQN agent acts and evaluates exactly as a DQN agent.
 
-Settings that PQN reads from `jaxrl.dqn.config.DQNConfig`: rollout_steps, num_minibatches, epochs, q_lambda, gamma, the
-network fields, the optimizer fields (``optimizer``, learning_rate, learning_rate_end and its decay, counted in updates,
-adam_eps, max_grad_norm), reward_scale / clip_rewards / symlog_rewards, life_loss_terminal and the epsilon schedule. The
-``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0,
-gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps,
-rewards clipped to their sign, a lost life ends the bootstrap horizon) on the bilinear object planes of the RAM
+Settings that PQN reads from `jaxrl.dqn.config.DQNConfig`: rollout_steps, num_minibatches, epochs, q_lambda, gamma,
+the network fields, the optimizer fields (``optimizer``, learning_rate, learning_rate_end and its decay, counted in
+updates, adam_eps, max_grad_norm), reward_scale / clip_rewards / symlog_rewards, life_loss_terminal and the epsilon
+schedule. The ``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4
+annealed to 0, gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps, rewards
+clipped to their sign, a lost life ends the bootstrap horizon) on the bilinear object planes of the RAM
 (``--obs-encoding bilinear-planes --frame-stack 3``).
 
 Differences from CleanRL kept on purpose: the Q(lambda) recursion stops at every episode or life end (CleanRL's
