@@ -36,7 +36,7 @@ def test_config_and_encoders_list_the_same_encodings():
     ("scale", 1, (128,)), ("bits", 1, (1024,)), ("scale", 3, (384,)),
     ("objects", 2, (space_invaders.OBJECT_FEATURES,)), ("objects", 4, (space_invaders.OBJECT_FEATURES,)),
     ("planes", 2, space_invaders.PLANE_SHAPE + (6,)), ("planes", 4, space_invaders.PLANE_SHAPE + (18,)),
-    ("bilinear-planes", 3, space_invaders.PLANE_SHAPE + (12,)),
+    ("bilinear-planes", 3, space_invaders.PLANE_SHAPE + (12,)), ("box-planes", 3, space_invaders.BOX_SHAPE + (12,)),
 ])
 def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
     obs = RNG.integers(0, 256, (5, 128 * frames), dtype=np.uint8)
@@ -131,6 +131,40 @@ def test_qnetwork_on_decoded_objects(encoding, frames, kwargs):
         assert (space_invaders.OBJECT_FEATURES, 32) in kernels
 
 
+def test_box_planes_draw_each_box_over_the_cells_it_covers():
+    """The player (7 x 10 px) at x 81: 3 px of cell 20, 4 px of cell 21, rows 35 and 36 in full; one alien (8 x 10
+    px) at (16, 31): cells 4, 5 of rows 4 (4 of its 5 px), 5 and 6 (1 px); a 1 px wide bullet, a quarter of
+    each cell's width down one column."""
+    ram = np.zeros(128, np.uint8)
+    ram[28] = 82
+    ram[18 + 5] = 0b000001
+    ram[26], ram[16] = 17, 0
+    before = ram.copy()
+    ram[85], before[85] = 40, 41  # player bullet (60, 83), moving: visible
+    ram[87] = 62
+    planes = np.asarray(encoders.encode(np.concatenate([before, ram])[None], "box-planes"))[0]
+    assert planes.shape == space_invaders.BOX_SHAPE + (6,)
+    player, aliens, bullet = planes[..., 0], planes[..., 1], planes[..., 2]
+    np.testing.assert_allclose(player[35:37, 20:22], [[0.75, 1.0], [0.75, 1.0]])
+    assert player.sum() == pytest.approx(7 * 10 / 20)
+    np.testing.assert_allclose(aliens[4:7, 4:6], [[0.8, 0.8], [1.0, 1.0], [0.2, 0.2]], rtol=1e-6)
+    assert aliens.sum() == pytest.approx(8 * 10 / 20)
+    np.testing.assert_allclose(bullet[14:17, 15], [0.1, 0.25, 0.15], rtol=1e-6)  # y 83-93, x 60: 1 px of 4
+    assert bullet.sum() == pytest.approx(10 / 20) and planes[..., 3].sum() == 0 == planes[..., 5].sum()
+
+
+def test_qnetwork_on_box_planes():
+    """Three stride-2 convolutions take the 38 x 40 grid to 5 x 5, as two take the 19 x 20 one."""
+    network = QNetwork(num_actions=6, hidden_sizes=(32,), obs_encoding="box-planes", conv_channels=(4, 8, 8),
+                       conv_strides=(2, 2, 2))
+    obs = RNG.integers(0, 256, (7, 128 * 3), dtype=np.uint8)
+    params = jax.jit(network.init)(jax.random.key(0), obs[:1])
+    q = jax.jit(network.apply)(params, obs)
+    assert q.shape == (7, 6) and q.dtype == np.float32 and np.isfinite(np.asarray(q)).all()
+    kernels = {tuple(leaf.shape) for leaf in jax.tree.leaves(params)}
+    assert {(3, 3, 12, 4), (3, 3, 4, 8), (3, 3, 8, 8), (5 * 5 * 8, 32)} <= kernels
+
+
 def test_config_refuses_game_encodings_without_a_stack_or_on_another_game():
     with pytest.raises(ValueError, match="needs frame_stack >= 2"):
         DQNConfig(obs_encoding="objects")
@@ -170,7 +204,8 @@ def test_train_with_game_encodings_on_the_python_loop_then_eval(encoding, tmp_pa
 def test_game_encodings_equal_on_both_loops_and_resume_bit_for_bit(encoding, frame_stack, tmp_path):
     """A straight compiled-loop run equals one whose first segment ran compiled and whose second, resumed from
     the checkpoint, ran on the host loop: both loops and the resume are exact with the decoded encodings.
-    (``planes`` runs the same network and loops as ``bilinear-planes``; only its drawing differs, tested above.)"""
+    (``planes`` and ``box-planes`` run the same network and loops as ``bilinear-planes``; only their drawing
+    differs, tested above.)"""
     config = tiny_game(encoding, loop="xla", xla_chunk_calls=16, frame_stack=frame_stack)
     train(config, tmp_path / "xla", progress=False, log=quiet)
     train(config.replace(total_steps=240), tmp_path / "resumed", progress=False, log=quiet)

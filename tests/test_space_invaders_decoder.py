@@ -180,6 +180,50 @@ def test_shields_pixels_match_and_vanish_with_the_game(recording, decoded):
     assert with_shields and without
 
 
+def area_average(mask):
+    """[210, 160] pixel mask -> [38, 40] share of each 4 x 5 px cell of the box grid (rows from PLANE_TOP)."""
+    rows, cols = si.BOX_SHAPE
+    field = mask[si.PLANE_TOP:si.PLANE_TOP + rows * si.BOX_CELL[1], :cols * si.BOX_CELL[0]].astype(np.float64)
+    return field.reshape(rows, si.BOX_CELL[1], cols, si.BOX_CELL[0]).mean(axis=(1, 3))
+
+
+def test_box_planes_are_the_decoded_boxes_averaged_over_cells(recording, decoded):
+    """Each channel of `object_boxes` equals its class's boxes drawn on the 160 x 210 screen (a count per pixel,
+    clipped to 1 per cell) and averaged over the 4 x 5 px cells; the shields channel also equals the shield
+    pixels ale-py renders, averaged the same way (to the few pixels a hit erodes a frame early)."""
+    steps = recording.steps
+    objects = si.SpaceInvadersObjects(**{k: jnp.asarray(v[steps - 1]) for k, v in decoded[EVEN].items()})
+    planes = np.asarray(jax.jit(si.object_boxes)(objects))
+    assert planes.shape == (len(steps),) + si.BOX_SHAPE + (len(si.PLANE_CLASSES),)
+    for i, (t, labels, obj) in enumerate(kept_frames(recording, decoded, EVEN)):
+        masks = np.zeros((len(si.PLANE_CLASSES), 210, 160), np.int32)
+
+        def draw(channel, x, y, size):
+            x, y = int(x), int(y)
+            masks[channel, max(y, 0):max(y + size[1], 0), max(x, 0):max(x + size[0], 0)] += 1
+
+        draw(0, obj["player_x"], si.PLAYER_Y, si.PLAYER_SIZE)
+        for row, col in zip(*np.nonzero(obj["alien_alive"])):
+            draw(1, obj["alien_x"][col], obj["alien_y"][row], si.ALIEN_SIZE)
+        if obj["player_bullet_visible"]:
+            draw(2, *obj["player_bullet"], si.BULLET_SIZE)
+        for (x, y), visible in zip(obj["enemy_bullets"], obj["enemy_bullets_visible"]):
+            if visible:
+                draw(3, x, y, si.BULLET_SIZE)
+        for s, r, p in zip(*np.nonzero(obj["shield_pixels"])):
+            draw(4, si.SHIELD_X[s] + p, si.SHIELD_Y + 2 * r, (1, 2))
+        if obj["mystery_ship_visible"]:
+            draw(5, obj["mystery_ship_x"], si.MYSTERY_SHIP_Y, si.MYSTERY_SHIP_SIZE)
+        for channel in range(len(si.PLANE_CLASSES)):
+            # a box's pixels per cell, each cell's share clipped to 1 as the planes are (two boxes may overlap)
+            expected = np.minimum(area_average(masks[channel]), 1.0)
+            np.testing.assert_allclose(planes[i, ..., channel], expected, atol=1e-5,
+                                       err_msg=f"step {t}, {si.PLANE_CLASSES[channel]}")
+        rendered = area_average(labels == SHIELD)
+        assert np.abs(planes[i, ..., 4] - rendered).sum() * 20 <= 8, f"step {t}: shield pixels differ"
+    assert planes[..., 1].sum(axis=(1, 2)).min() > 0 and planes[..., 4].any() and planes[..., 5].any()
+
+
 def assert_bullet_drawn(bullets, x, y, what, tolerance=3):
     """Bullet pixels near (x, y) exist, all in column x and in rows [y - tolerance, y + 10] (the sprite's height
     changes as it flies: its drawn top is up to 3 px above or 6 px below y, its bottom never below y + 10)."""
@@ -297,8 +341,9 @@ def test_encoders_shapes_and_dtypes_under_jit_and_vmap(recording, num_frames):
     assert stacks.shape == (4, 128 * num_frames)
     plane_shape = si.PLANE_SHAPE + (len(si.PLANE_CLASSES) * (num_frames - 1),)
     bilinear_planes = functools.partial(si.encode_planes, bilinear=True)
+    box_shape = si.BOX_SHAPE + plane_shape[-1:]
     for encode, shape in ((si.encode_objects, (si.OBJECT_FEATURES,)), (si.encode_planes, plane_shape),
-                          (bilinear_planes, plane_shape)):
+                          (bilinear_planes, plane_shape), (si.encode_box_planes, box_shape)):
         batched = jax.jit(encode)(stacks)
         vmapped = jax.jit(jax.vmap(encode))(stacks)
         assert batched.shape == vmapped.shape == (4,) + shape
@@ -306,7 +351,7 @@ def test_encoders_shapes_and_dtypes_under_jit_and_vmap(recording, num_frames):
         np.testing.assert_allclose(vmapped, batched, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("encode", [si.encode_objects, si.encode_planes, si.decode_stack])
+@pytest.mark.parametrize("encode", [si.encode_objects, si.encode_planes, si.encode_box_planes, si.decode_stack])
 def test_encoders_need_two_snapshots(encode):
     with pytest.raises(ValueError, match="K >= 2"):
         encode(np.zeros((3, 128), np.uint8))

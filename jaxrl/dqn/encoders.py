@@ -12,7 +12,10 @@ acting, eval, play) encodes the same way:
   snapshot -> ``[..., 19, 20, 6 (K - 1)]`` for a convolutional torso; needs K >= 2. Each object marks the
   8 x 10 px cell of its centre;
 * ``"bilinear-planes"``: the same grid, each object spread over the 4 cells around its centre with bilinear
-  weights, so where it lies within a cell (the aim of a shot, a bullet's distance to the player) is kept.
+  weights, so where it lies within a cell (the aim of a shot, a bullet's distance to the player) is kept;
+* ``"box-planes"``: the decoded objects' bounding boxes on a grid twice as fine (38 x 40 cells of 4 x 5 px),
+  each cell holding the share of it a class covers -> ``[..., 38, 40, 6 (K - 1)]``: the object masks of the
+  screen averaged over the cells, so objects keep their extent (a shield's holes, an alien's width).
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ import jax.numpy as jnp
 
 from jaxrl.dqn.games import space_invaders
 
-OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes")
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes", "box-planes")
 # Encodings decoded from Space Invaders' RAM layout (``jaxrl.dqn.config`` checks the env id and frame stack).
-GAME_ENCODINGS = ("objects", "planes", "bilinear-planes")
-SPATIAL_ENCODINGS = ("planes", "bilinear-planes")
+GAME_ENCODINGS = ("objects", "planes", "bilinear-planes", "box-planes")
+SPATIAL_ENCODINGS = ("planes", "bilinear-planes", "box-planes")
 
 
 def unpack_bits(obs: jax.Array) -> jax.Array:
@@ -59,7 +62,7 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
 
     Returns:
       float32: ``[..., D]`` (scale), ``[..., 8 D]`` (bits), ``[..., 82]`` (objects), ``[..., 19, 20, 6 (K - 1)]``
-      (planes, bilinear-planes).
+      (planes, bilinear-planes), ``[..., 38, 40, 6 (K - 1)]`` (box-planes).
     """
     if encoding == "scale":
         return scale_obs(obs)
@@ -69,6 +72,8 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
         raise TypeError(f"obs_encoding={encoding!r} decodes integer RAM bytes, got {obs.dtype}")
     if encoding == "objects":
         return space_invaders.encode_objects(obs)
+    if encoding == "box-planes":
+        return space_invaders.encode_box_planes(obs)
     if encoding in SPATIAL_ENCODINGS:
         return space_invaders.encode_planes(obs, bilinear=encoding == "bilinear-planes")
     raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")

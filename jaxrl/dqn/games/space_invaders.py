@@ -359,3 +359,65 @@ def encode_planes(obs: jax.Array, *, bilinear: bool = False) -> jax.Array:
     planes = object_planes(decode_stack(obs), bilinear=bilinear)  # [..., K - 1, H, W, 6]
     planes = jnp.moveaxis(planes, -4, -2)  # [..., H, W, K - 1, 6]
     return planes.reshape(planes.shape[:-2] + (-1,))
+
+
+# Boxes: each object's bounding box drawn as the share of each cell it covers, on a grid of 4 x 5 px cells.
+BOX_CELL = (4, 5)  # (width, height) px per cell
+BOX_SHAPE = (38, 40)  # (rows, columns): y in [PLANE_TOP, 200), x in [0, 160)
+
+
+def _coverage(start, size, cell: float, num: int, offset: float = 0.0) -> jax.Array:
+    """The share of each of ``num`` cells (``cell`` px wide, the first at ``offset``) that the interval
+    ``[start, start + size)`` covers: [..., num] float32 in [0, 1] (``start`` [...])."""
+    low = offset + cell * jnp.arange(num, dtype=jnp.float32)
+    start = jnp.asarray(start, jnp.float32)[..., None]
+    return jnp.clip(jnp.minimum(start + size, low + cell) - jnp.maximum(start, low), 0.0, None) / cell
+
+
+def object_boxes(objects: SpaceInvadersObjects) -> jax.Array:
+    """Draw one decoded snapshot's bounding boxes: [..., 38, 40, len(PLANE_CLASSES)] float32 in [0, 1].
+
+    Each cell of 4 x 5 px holds the share of its area that the class's boxes cover (a shield as its pixels still
+    standing, each 1 x 2 px), which is the object masks of the pixel screen averaged over the cells (OpenCV's
+    ``INTER_AREA`` resize). A box is separable, so every class is a sum of outer products of per-row and
+    per-column coverages: no per-pixel work.
+    """
+    f32 = jnp.float32
+
+    def cover_x(x, w):
+        return _coverage(x, w, BOX_CELL[0], BOX_SHAPE[1])
+
+    def cover_y(y, h):
+        return _coverage(y, h, BOX_CELL[1], BOX_SHAPE[0], offset=PLANE_TOP)
+
+    def one_box(y_cover, x_cover, weight):  # [..., R], [..., C], [...] -> [..., R, C]
+        return jnp.asarray(weight, f32)[..., None, None] * y_cover[..., :, None] * x_cover[..., None, :]
+
+    player = one_box(cover_y(float(PLAYER_Y), PLAYER_SIZE[1]), cover_x(objects.player_x, PLAYER_SIZE[0]), 1.0)
+    aliens = jnp.einsum("...ij,...iR,...jC->...RC", objects.alien_alive.astype(f32),
+                        cover_y(objects.alien_y, ALIEN_SIZE[1]), cover_x(objects.alien_x, ALIEN_SIZE[0]))
+    player_bullet = one_box(cover_y(objects.player_bullet[..., 1], BULLET_SIZE[1]),
+                            cover_x(objects.player_bullet[..., 0], BULLET_SIZE[0]), objects.player_bullet_visible)
+    enemy_bullets = jnp.einsum("...m,...mR,...mC->...RC", objects.enemy_bullets_visible.astype(f32),
+                               cover_y(objects.enemy_bullets[..., 1], BULLET_SIZE[1]),
+                               cover_x(objects.enemy_bullets[..., 0], BULLET_SIZE[0]))
+    # shield s, row r (2 px tall), pixel p (1 px wide) at x = SHIELD_X[s] + p, y = SHIELD_Y + 2 r
+    shield_rows = cover_y(SHIELD_Y + 2.0 * jnp.arange(SHIELD_ROWS, dtype=f32), 2)  # [9, R]
+    shield_columns = cover_x(jnp.asarray(SHIELD_X, f32)[:, None] + jnp.arange(8, dtype=f32), 1)  # [3, 8, C]
+    shields = jnp.einsum("...srp,rR,spC->...RC", objects.shield_pixels.astype(f32), shield_rows, shield_columns)
+    ship = one_box(cover_y(float(MYSTERY_SHIP_Y), MYSTERY_SHIP_SIZE[1]),
+                   cover_x(objects.mystery_ship_x, MYSTERY_SHIP_SIZE[0]), objects.mystery_ship_visible)
+    lead = objects.player_x.shape
+    planes = [jnp.broadcast_to(p, lead + BOX_SHAPE) for p in
+              (player, aliens, player_bullet, enemy_bullets, shields, ship)]  # PLANE_CLASSES' order
+    return jnp.clip(jnp.stack(planes, axis=-1), 0.0, 1.0)  # two boxes of a class may overlap
+
+
+def encode_box_planes(obs: jax.Array) -> jax.Array:
+    """``--obs-encoding box-planes``: [..., K * 128] uint8 (K >= 2) -> [..., 38, 40, 6 (K - 1)] float32.
+
+    Each of the last K - 1 snapshots, decoded against the one before it, drawn by `object_boxes` (oldest first).
+    """
+    planes = object_boxes(decode_stack(obs))  # [..., K - 1, R, C, 6]
+    planes = jnp.moveaxis(planes, -4, -2)  # [..., R, C, K - 1, 6]
+    return planes.reshape(planes.shape[:-2] + (-1,))
