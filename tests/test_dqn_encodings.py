@@ -37,6 +37,7 @@ def test_config_and_encoders_list_the_same_encodings():
     ("objects", 2, (space_invaders.OBJECT_FEATURES,)), ("objects", 4, (space_invaders.OBJECT_FEATURES,)),
     ("planes", 2, space_invaders.PLANE_SHAPE + (6,)), ("planes", 4, space_invaders.PLANE_SHAPE + (18,)),
     ("bilinear-planes", 3, space_invaders.PLANE_SHAPE + (12,)), ("box-planes", 3, space_invaders.BOX_SHAPE + (12,)),
+    ("ego-planes", 3, space_invaders.EGO_SHAPE + (14,)),
 ])
 def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
     obs = RNG.integers(0, 256, (5, 128 * frames), dtype=np.uint8)
@@ -151,6 +152,35 @@ def test_box_planes_draw_each_box_over_the_cells_it_covers():
     assert aliens.sum() == pytest.approx(8 * 10 / 20)
     np.testing.assert_allclose(bullet[14:17, 15], [0.1, 0.25, 0.15], rtol=1e-6)  # y 83-93, x 60: 1 px of 4
     assert bullet.sum() == pytest.approx(10 / 20) and planes[..., 3].sum() == 0 == planes[..., 5].sum()
+
+
+def test_ego_planes_centre_the_newest_player():
+    """Wherever the cannon is, the newest snapshot draws it at the middle column and an alien 16.5 px right of it
+    16.5 / 8 columns right of it; the older snapshot's cannon shows the move; the field channel is the screen's
+    160 px (20 cells) shifted with the cannon."""
+    ram = np.zeros(128, np.uint8)
+    ram[18 + 5] = 0b000001  # one alien, its left edge at x = ram[26] - 1
+    middle = space_invaders.EGO_SHAPE[1] // 2
+    for player_x in (4, 60, 140):
+        before = ram.copy()
+        before[28] = player_x - 3 + 1  # the cannon moved 3 px right since the older snapshot
+        ram[28] = player_x + 1
+        ram[26] = player_x + 17  # alien x = player x + 16: its centre 16.5 px right of the cannon's
+        planes = np.asarray(encoders.encode(np.concatenate([before, before, ram])[None], "ego-planes"))[0]
+        assert planes.shape == space_invaders.EGO_SHAPE + (14,)
+        older, newest = planes[..., :7], planes[..., 7:]
+        assert newest[..., 0].sum(axis=0)[middle] == pytest.approx(1.0)  # the cannon, in the middle column
+        alien_columns = newest[..., 1].sum(axis=0)
+        centre = (alien_columns * np.arange(len(alien_columns))).sum()
+        assert centre == pytest.approx(middle + (16 + 0.5) / space_invaders.PLANE_CELL[0])
+        cannon = older[..., 0].sum(axis=0)
+        assert (cannon * np.arange(len(cannon))).sum() == pytest.approx(middle - 3 / space_invaders.PLANE_CELL[0])
+        field = newest[..., 6]
+        np.testing.assert_allclose(field.sum(axis=1), 20.0, rtol=1e-6)
+        np.testing.assert_array_equal(field, np.broadcast_to(field[:1], field.shape))  # the same in every row
+    with pytest.raises(ValueError, match="bilinear=True"):
+        space_invaders.object_planes(space_invaders.decode_stack(np.zeros((1, 256), np.uint8)),
+                                     centre_x=np.zeros((1, 1), np.float32))
 
 
 def test_qnetwork_on_box_planes():

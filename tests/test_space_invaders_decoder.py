@@ -342,8 +342,10 @@ def test_encoders_shapes_and_dtypes_under_jit_and_vmap(recording, num_frames):
     plane_shape = si.PLANE_SHAPE + (len(si.PLANE_CLASSES) * (num_frames - 1),)
     bilinear_planes = functools.partial(si.encode_planes, bilinear=True)
     box_shape = si.BOX_SHAPE + plane_shape[-1:]
+    ego_planes = functools.partial(si.encode_planes, egocentric=True)
+    ego_shape = si.EGO_SHAPE + (len(si.EGO_CLASSES) * (num_frames - 1),)
     for encode, shape in ((si.encode_objects, (si.OBJECT_FEATURES,)), (si.encode_planes, plane_shape),
-                          (bilinear_planes, plane_shape), (si.encode_box_planes, box_shape)):
+                          (bilinear_planes, plane_shape), (si.encode_box_planes, box_shape), (ego_planes, ego_shape)):
         batched = jax.jit(encode)(stacks)
         vmapped = jax.jit(jax.vmap(encode))(stacks)
         assert batched.shape == vmapped.shape == (4,) + shape

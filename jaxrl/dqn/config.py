@@ -27,8 +27,8 @@ from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 
 BACKENDS = ("auto", "envpool", "gymnasium")
 # As jaxrl.dqn.encoders (not imported: config stays jax-free). The game encodings decode Space Invaders' RAM.
-OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes", "box-planes")
-GAME_ENCODINGS = ("objects", "planes", "bilinear-planes", "box-planes")
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes", "box-planes", "ego-planes")
+GAME_ENCODINGS = ("objects", "planes", "bilinear-planes", "box-planes", "ego-planes")
 GAME_ENV_PREFIX = "SpaceInvaders"
 LOOPS = ("auto", "python", "xla")
 ALGOS = ("dqn", "pqn")
@@ -175,8 +175,8 @@ class DQNConfig:
     obs_encoding: str = _field(
         "scale", "network", "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded "
         "Space Invaders objects, egocentric vector), planes (objects on a grid, CNN), bilinear-planes (the "
-        "grid keeping positions within a cell) or box-planes (the objects' boxes on a grid of 4x5 px cells); the "
-        "last four need --frame-stack >= 2", Choice(OBS_ENCODINGS))
+        "grid keeping positions within a cell) box-planes (the objects' boxes on a grid of 4x5 px cells) or "
+        "ego-planes (bilinear planes centred on the player); the last five need --frame-stack >= 2", Choice(OBS_ENCODINGS))
     conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the 3x3 convolutions on "
                                                                  "the planes encodings", Sizes())
     conv_strides: tuple[int, ...] = _field((2, 2), "network", "stride of each of those convolutions (one per "

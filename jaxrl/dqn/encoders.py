@@ -15,7 +15,11 @@ acting, eval, play) encodes the same way:
   weights, so where it lies within a cell (the aim of a shot, a bullet's distance to the player) is kept;
 * ``"box-planes"``: the decoded objects' bounding boxes on a grid twice as fine (38 x 40 cells of 4 x 5 px),
   each cell holding the share of it a class covers -> ``[..., 38, 40, 6 (K - 1)]``: the object masks of the
-  screen averaged over the cells, so objects keep their extent (a shield's holes, an alien's width).
+  screen averaged over the cells, so objects keep their extent (a shield's holes, an alien's width);
+* ``"ego-planes"``: ``bilinear-planes`` centred on the player: 19 x 39 cells (the grid twice as wide less a
+  column, so every object stays on it), the newest snapshot's player at the middle column, plus a ``field``
+  channel (the share of each cell inside the screen) -> ``[..., 19, 39, 7 (K - 1)]``. What matters for a dodge
+  or a shot (a bullet or an alien over the cannon) then has one place on the grid wherever the cannon is.
 """
 from __future__ import annotations
 
@@ -24,10 +28,10 @@ import jax.numpy as jnp
 
 from jaxrl.dqn.games import space_invaders
 
-OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes", "box-planes")
+OBS_ENCODINGS = ("scale", "bits", "objects", "planes", "bilinear-planes", "box-planes", "ego-planes")
 # Encodings decoded from Space Invaders' RAM layout (``jaxrl.dqn.config`` checks the env id and frame stack).
-GAME_ENCODINGS = ("objects", "planes", "bilinear-planes", "box-planes")
-SPATIAL_ENCODINGS = ("planes", "bilinear-planes", "box-planes")
+GAME_ENCODINGS = ("objects", "planes", "bilinear-planes", "box-planes", "ego-planes")
+SPATIAL_ENCODINGS = ("planes", "bilinear-planes", "box-planes", "ego-planes")
 
 
 def unpack_bits(obs: jax.Array) -> jax.Array:
@@ -62,7 +66,8 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
 
     Returns:
       float32: ``[..., D]`` (scale), ``[..., 8 D]`` (bits), ``[..., 82]`` (objects), ``[..., 19, 20, 6 (K - 1)]``
-      (planes, bilinear-planes), ``[..., 38, 40, 6 (K - 1)]`` (box-planes).
+      (planes, bilinear-planes), ``[..., 38, 40, 6 (K - 1)]`` (box-planes), ``[..., 19, 39, 7 (K - 1)]``
+      (ego-planes).
     """
     if encoding == "scale":
         return scale_obs(obs)
@@ -75,5 +80,6 @@ def encode(obs: jax.Array, encoding: str) -> jax.Array:
     if encoding == "box-planes":
         return space_invaders.encode_box_planes(obs)
     if encoding in SPATIAL_ENCODINGS:
-        return space_invaders.encode_planes(obs, bilinear=encoding == "bilinear-planes")
+        return space_invaders.encode_planes(obs, bilinear=encoding == "bilinear-planes",
+                                            egocentric=encoding == "ego-planes")
     raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")

@@ -266,6 +266,10 @@ PLANE_CELL = (8, 10)  # (width, height) px per cell
 PLANE_TOP = 10  # first screen row drawn
 PLANE_SHAPE = (19, 20)  # (rows, columns): y in [10, 200), x in [0, 160)
 PLANE_CLASSES = ("player", "aliens", "player_bullet", "enemy_bullets", "shields", "mystery_ship")
+# Egocentric planes: the grid twice as wide less a column, centred on the player (the centre of its middle column).
+EGO_SHAPE = (PLANE_SHAPE[0], 2 * PLANE_SHAPE[1] - 1)  # (19, 39): every object stays on it wherever the player is
+EGO_CENTRE = (EGO_SHAPE[1] // 2 + 0.5) * PLANE_CELL[0]  # 156 px: where the player's centre is drawn
+EGO_CLASSES = PLANE_CLASSES + ("field",)  # "field": the share of each cell inside the screen's 160 px
 
 
 def _cell(x, y, w, h):
@@ -276,16 +280,16 @@ def _cell(x, y, w, h):
         jnp.int32)
 
 
-def _bilinear_cells(x, y, w, h):
+def _bilinear_cells(x, y, w, h, num_cols: int = PLANE_SHAPE[1]):
     """An object's centre spread over the 4 cells whose centres surround it (bilinear weights).
 
     Returns (row, column, weight), each [..., 4] (int32, int32, float32): the weights sum to 1 and their
     weighted mean of the cell centres is the object's centre, so a position within a cell is kept (clipped to
     the centres of the border cells).
     """
-    u = jnp.clip((x + w / 2) / PLANE_CELL[0] - 0.5, 0.0, PLANE_SHAPE[1] - 1.0)  # in cell-centre units
+    u = jnp.clip((x + w / 2) / PLANE_CELL[0] - 0.5, 0.0, num_cols - 1.0)  # in cell-centre units
     v = jnp.clip((y + h / 2 - PLANE_TOP) / PLANE_CELL[1] - 0.5, 0.0, PLANE_SHAPE[0] - 1.0)
-    col0 = jnp.minimum(jnp.floor(u), PLANE_SHAPE[1] - 2)
+    col0 = jnp.minimum(jnp.floor(u), num_cols - 2)
     row0 = jnp.minimum(jnp.floor(v), PLANE_SHAPE[0] - 2)
     fu, fv = u - col0, v - row0
     row = jnp.stack([row0, row0, row0 + 1, row0 + 1], axis=-1).astype(jnp.int32)
@@ -294,7 +298,8 @@ def _bilinear_cells(x, y, w, h):
     return row, col, weight
 
 
-def object_planes(objects: SpaceInvadersObjects, *, bilinear: bool = False) -> jax.Array:
+def object_planes(objects: SpaceInvadersObjects, *, bilinear: bool = False,
+                  centre_x: jax.Array | None = None) -> jax.Array:
     """Draw one decoded snapshot on the coarse grid: [..., H, W, len(PLANE_CLASSES)] float32.
 
     Each object adds its weight (1; for shields, the share of a cell's pixels still standing) in its class's
@@ -305,19 +310,27 @@ def object_planes(objects: SpaceInvadersObjects, *, bilinear: bool = False) -> j
       bilinear: False: to the cell of its centre, each cell clipped to [0, 1] (an 8 x 10 px cell hides where in
         it the object is); True: spread over the 4 cells around its centre with bilinear weights
         (``_bilinear_cells``), unclipped, so positions are kept to the pixel at the same grid size.
+      centre_x: None for the screen's grid; [...] px for an egocentric one (needs ``bilinear``): every x shifted
+        so that ``centre_x`` is drawn at ``EGO_CENTRE``, on ``EGO_SHAPE`` (19 x 39) cells, plus a ``field``
+        channel, the share of each cell's width inside the screen: [..., 19, 39, len(EGO_CLASSES)].
     """
     lead = objects.player_x.shape
     f32 = jnp.float32
+    if centre_x is not None and not bilinear:
+        raise ValueError("egocentric planes (centre_x) are drawn with bilinear weights: pass bilinear=True")
+    shift = 0.0 if centre_x is None else (EGO_CENTRE - jnp.asarray(centre_x, f32))[..., None]  # [..., 1]
+    shape = PLANE_SHAPE if centre_x is None else EGO_SHAPE
 
     def points(x, y, size, weight, channel):  # -> (flat cell index, weight), both [..., M] (bilinear: [..., 4 M])
+        x = x + shift
         weight = jnp.broadcast_to(weight, x.shape).astype(f32)
         if bilinear:
-            row, col, share = _bilinear_cells(x, y, *size)
+            row, col, share = _bilinear_cells(x, y, *size, num_cols=shape[1])
             weight = (weight[..., None] * share).reshape(lead + (-1,))
             row, col = row.reshape(lead + (-1,)), col.reshape(lead + (-1,))
         else:
             row, col = _cell(x, y, *size)
-        return (row * PLANE_SHAPE[1] + col) * len(PLANE_CLASSES) + channel, weight
+        return (row * shape[1] + col) * len(PLANE_CLASSES) + channel, weight
 
     def full(value, m):
         return jnp.full(lead + (m,), value, f32)
@@ -342,22 +355,31 @@ def object_planes(objects: SpaceInvadersObjects, *, bilinear: bool = False) -> j
     ]
     index = jnp.concatenate([i for i, _ in drawn], axis=-1)  # [..., M]
     weight = jnp.concatenate([w for _, w in drawn], axis=-1)
-    num_cells = PLANE_SHAPE[0] * PLANE_SHAPE[1] * len(PLANE_CLASSES)
+    num_cells = shape[0] * shape[1] * len(PLANE_CLASSES)
     rows = math.prod(lead)
     flat = index.reshape(rows, -1) + num_cells * jnp.arange(rows, dtype=jnp.int32)[:, None]
     planes = jnp.zeros(rows * num_cells, f32).at[flat.reshape(-1)].add(weight.reshape(-1))
-    planes = planes.reshape(lead + PLANE_SHAPE + (len(PLANE_CLASSES),))
-    return planes if bilinear else jnp.clip(planes, 0.0, 1.0)
+    planes = planes.reshape(lead + shape + (len(PLANE_CLASSES),))
+    if centre_x is None:
+        return planes if bilinear else jnp.clip(planes, 0.0, 1.0)
+    field = _coverage(shift[..., 0], SCREEN_WIDTH, PLANE_CELL[0], shape[1])  # [..., 39]
+    return jnp.concatenate([planes, jnp.broadcast_to(field[..., None, :, None], lead + shape + (1,))], axis=-1)
 
 
-def encode_planes(obs: jax.Array, *, bilinear: bool = False) -> jax.Array:
-    """``--obs-encoding planes`` (``bilinear-planes``): [..., K * 128] uint8 (K >= 2) -> [..., H, W, 6 (K - 1)].
+def encode_planes(obs: jax.Array, *, bilinear: bool = False, egocentric: bool = False) -> jax.Array:
+    """``--obs-encoding planes`` (``bilinear-planes``, ``ego-planes``): [..., K * 128] uint8 (K >= 2) -> [..., H, W,
+    C (K - 1)] float32.
 
-    Each of the last K - 1 snapshots, decoded against the one before it, drawn as 6 planes (oldest first) by
-    `object_planes` (float32).
+    Each of the last K - 1 snapshots, decoded against the one before it, drawn by `object_planes` (oldest first):
+    19 x 20 cells, C = 6; egocentric (bilinear): 19 x 39 cells centred on the newest snapshot's player (older
+    snapshots in the same frame, so their motion shows), C = 7 (``EGO_CLASSES``).
     """
-    planes = object_planes(decode_stack(obs), bilinear=bilinear)  # [..., K - 1, H, W, 6]
-    planes = jnp.moveaxis(planes, -4, -2)  # [..., H, W, K - 1, 6]
+    objects = decode_stack(obs)
+    centre_x = None
+    if egocentric:
+        centre_x = jnp.broadcast_to(objects.player_x[..., -1:] + PLAYER_SIZE[0] / 2, objects.player_x.shape)
+    planes = object_planes(objects, bilinear=bilinear or egocentric, centre_x=centre_x)  # [..., K - 1, H, W, C]
+    planes = jnp.moveaxis(planes, -4, -2)  # [..., H, W, K - 1, C]
     return planes.reshape(planes.shape[:-2] + (-1,))
 
 
