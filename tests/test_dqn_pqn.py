@@ -69,6 +69,19 @@ def test_loss_is_the_masked_squared_error_of_the_taken_action():
     assert "LayerNorm_0" in params["params"]  # the DQN agent's QNetwork, with LayerNorm
 
 
+@pytest.mark.parametrize("overrides", [dict(), dict(obs_encoding="bilinear-planes", frame_stack=3, conv_channels=(4, 8))])
+def test_learner_reads_rows_encoded_once_with_the_same_q_values(overrides):
+    """`learn` encodes a rollout's RAM once for its epochs: q_values(encoded=True) on DQN.encode(obs) equals
+    q_values on the RAM, with the same parameters."""
+    dqn = make_learner(_config(num_envs=1, **overrides), 6).dqn
+    obs = jax.random.randint(jax.random.key(0), (5, 128 * overrides.get("frame_stack", 1)), 0, 256).astype(jnp.uint8)
+    params = dqn.init(jax.random.key(1)).params
+    encoded = jax.jit(dqn.encode)(obs)
+    assert encoded.dtype == jnp.float32 and encoded.shape[0] == 5
+    np.testing.assert_allclose(jax.jit(lambda p, x: dqn.q_values(p, x, encoded=True))(params, encoded),
+                               jax.jit(dqn.q_values)(params, obs), rtol=1e-6, atol=1e-6)
+
+
 def _config(**overrides):
     settings = dict(algo="pqn", num_envs=8, rollout_steps=16, num_minibatches=4, epochs=2, hidden_sizes=(32,),
                     layer_norm=True, optimizer="radam", clip_rewards=True, reward_scale=1.0, gamma=0.99,

@@ -23,6 +23,7 @@ import optax
 
 from jaxrl.dqn.buffers.replay import Transition
 from jaxrl.dqn.config import DQNConfig, check_int
+from jaxrl.dqn.encoders import encode
 from jaxrl.dqn.envs.atari import NUM_RAM_BYTES
 from jaxrl.dqn.losses import munchausen_target, quantile_td_loss, td_error
 from jaxrl.dqn.network import QNetwork
@@ -47,6 +48,9 @@ class DQN(NamedTuple):
     update: Callable[..., tuple[DQNState, dict, jax.Array]]  # (state, batch, weights [B] = None) -> (+ td [B])
     act: Callable[..., jax.Array]
     q_values: Callable[[Params, jax.Array], jax.Array]
+    # obs [..., D] uint8 -> the network's input (`jaxrl.dqn.encoders.encode`); q_values(params, x, encoded=True)
+    # reads that input, so a learner that passes over the same rows several times encodes them once
+    encode: Callable[[jax.Array], jax.Array]
 
 
 def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn,
@@ -147,9 +151,9 @@ def _update(state: DQNState, batch: Transition, weights: jax.Array | None = None
     return DQNState(params, target_params, opt_state, num_updates), metrics, aux["td_error"]
 
 
-def _q_values(params, obs, *, network):
-    """obs [..., 128] uint8 -> q [..., A] float32."""
-    return network.apply(params, obs)
+def _q_values(params, obs, *, network, encoded: bool = False):
+    """obs [..., D] uint8 (``encoded``: the network's input, ``DQN.encode(obs)``) -> q [..., A] float32."""
+    return network.clone(encoded_input=True).apply(params, obs) if encoded else network.apply(params, obs)
 
 
 def epsilon_greedy(q: jax.Array, key: jax.Array, epsilon) -> jax.Array:
@@ -209,7 +213,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
       num_actions: A, size of the discrete action set.
 
     Returns:
-      DQN(init, loss, update, act, q_values).
+      DQN(init, loss, update, act, q_values, encode).
     """
     num_actions = check_int("num_actions", num_actions)
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
@@ -228,6 +232,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
                                  target_update_period=config.target_update_period, tau=config.tau),
         act=functools.partial(epsilon_greedy_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
+        encode=functools.partial(encode, encoding=config.obs_encoding),
     )
 
 

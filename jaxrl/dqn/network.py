@@ -48,7 +48,7 @@ class PatchConv(nn.Module):
 
 def features(obs: jax.Array, obs_encoding: str, conv_channels: Sequence[int], hidden_sizes: Sequence[int], *,
              layer_norm: bool = False, conv_strides: Sequence[int] | None = None, conv_layer_norm: bool = False,
-             kernel_init=nn.initializers.lecun_normal()) -> jax.Array:
+             kernel_init=nn.initializers.lecun_normal(), encoded: bool = False) -> jax.Array:
     """The torso every network here shares: encode the RAM, convolve a spatial encoding, then the hidden layers.
 
     Called inside a module's ``nn.compact`` method, so its layers are that module's own (``Conv_i``, ``Dense_i``).
@@ -65,11 +65,13 @@ def features(obs: jax.Array, obs_encoding: str, conv_channels: Sequence[int], hi
       conv_layer_norm: LayerNorm (over each cell's channels and the grid) after each convolution, before its
         ReLU.
       kernel_init: the convolutions' and hidden layers' initialiser.
+      encoded: ``obs`` is already ``encode(obs, obs_encoding)`` (a learner that reads each row several times
+        encodes it once); the layers and their parameters are the same.
 
     Returns:
       [..., F] float32, F = hidden_sizes[-1] (or the flattened encoding when there are no hidden layers).
     """
-    x = encode(obs, obs_encoding)
+    x = obs if encoded else encode(obs, obs_encoding)
     if obs_encoding in SPATIAL_ENCODINGS:  # [..., H, W, C] -> convolutions -> [..., features]
         lead = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
@@ -113,9 +115,11 @@ class QNetwork(nn.Module):
       num_quantiles: 0 for the expected-value head of DQN; N > 0 for QR-DQN's head (Dabney et al., 2018,
         "Distributional Reinforcement Learning with Quantile Regression"): N values per action, the
         quantiles of the return at the midpoints (2i + 1) / 2N, whose mean is the Q-value.
+      encoded_input: the input is already ``encoders.encode(obs, obs_encoding)`` (see ``features``).
 
     ``apply(params, obs)`` gives Q-values in every case (so acting, evaluation and play are the same code);
-    ``apply(params, obs, method=QNetwork.quantile_values)`` gives the head's [..., A, N] values.
+    ``apply(params, obs, method=QNetwork.quantile_values)`` gives the head's [..., A, N] values. A clone with
+    ``encoded_input=True`` takes ``encode(obs, obs_encoding)`` instead of the RAM, with the same parameters.
     """
 
     num_actions: int
@@ -127,6 +131,7 @@ class QNetwork(nn.Module):
     dueling: bool = False
     layer_norm: bool = False
     num_quantiles: int = 0
+    encoded_input: bool = False
 
     def __call__(self, obs: jax.Array) -> jax.Array:
         """Q-values for every action.
@@ -154,7 +159,7 @@ class QNetwork(nn.Module):
         if self.num_quantiles < 0:
             raise ValueError(f"num_quantiles must be >= 0, got {self.num_quantiles}")
         x = features(obs, self.obs_encoding, self.conv_channels, self.hidden_sizes, layer_norm=self.layer_norm,
-                     conv_strides=self.conv_strides, conv_layer_norm=self.conv_layer_norm)
+                     conv_strides=self.conv_strides, conv_layer_norm=self.conv_layer_norm, encoded=self.encoded_input)
         k = max(self.num_quantiles, 1)
         shape = x.shape[:-1] + (self.num_actions, k)
         if not self.dueling:

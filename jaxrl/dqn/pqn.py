@@ -94,7 +94,8 @@ def pqn_loss(params, q_values: Callable, obs: jax.Array, action: jax.Array, retu
     """Half the mean squared error of Q(s, a) against the Q(lambda) returns, over the valid rows.
 
     Args:
-      q_values: ``(params, obs [B, D]) -> [B, A]``; obs [B, D] uint8; action [B] int32; returns [B]; valid [B].
+      q_values: ``(params, obs [B, ...]) -> [B, A]``; obs [B, ...] what it reads (uint8 RAM [B, D], or the RAM
+        already encoded); action [B] int32; returns [B]; valid [B].
 
     Returns:
       (loss, mean Q(s, a)), scalars.
@@ -151,12 +152,15 @@ def learn(dqn_state: DQNState, rollout: Rollout, last_value: jax.Array, key: jax
     rows = config.rollout_steps * config.num_envs
     returns = q_lambda_returns(rollout, last_value, config.gamma, config.q_lambda)
     flat = jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), (rollout, returns))
+    # each row is read `epochs` times: encode the RAM into the network's input once
+    flat = (flat[0]._replace(obs=bound.dqn.encode(flat[0].obs)), flat[1])
+    q_values = functools.partial(bound.dqn.q_values, encoded=True)
     loss_grad = jax.value_and_grad(pqn_loss, has_aux=True)
 
     def minibatch_update(dqn_state, indices):
         batch, batch_returns = jax.tree.map(lambda x: x[indices], flat)
-        (loss, q_mean), grads = loss_grad(dqn_state.params, bound.dqn.q_values, batch.obs, batch.action,
-                                          batch_returns, batch.valid)
+        (loss, q_mean), grads = loss_grad(dqn_state.params, q_values, batch.obs, batch.action, batch_returns,
+                                          batch.valid)
         updates, opt_state = bound.optimizer.update(grads, dqn_state.opt_state, dqn_state.params)
         new = DQNState(optax.apply_updates(dqn_state.params, updates), None, opt_state, dqn_state.num_updates + 1)
         return new, dict(loss=loss, q_mean=q_mean, grad_norm=optax.tree.norm(grads))
