@@ -38,6 +38,8 @@ SETTINGS = {
                               ":"),
     "pqn-bilinear-k3-symlog": ("same as the preset, symlog of the score (not its sign)", "black", ":"),
     "pqn-bilinear-k3-convln": ("same as the preset, LayerNorm after each convolution", "tab:pink", ":"),
+    "pqn-box-k3": ("PQN, box planes (38 x 40 cells of 4 x 5 px), CNN (16, 32, 32); seed 2 stopped at 5.7M", "tab:gray",
+                   ":"),
     "ppo-bilinear-k3": ("PPO on bilinear planes (stack 3)", "tab:orange", "--"),
     "pqn-bilinear-k2": ("PQN, bilinear planes, stack 2", "tab:pink", "--"),
     "pqn-planes": ("PQN on planes (stack 2), compiled-iteration form", "tab:cyan", "-"),

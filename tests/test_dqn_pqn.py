@@ -211,10 +211,11 @@ def test_config_refuses_dqn_options_and_bad_values(overrides, message):
         _config(**overrides)
 
 
-def test_pqn_preset_is_the_default_and_its_schedules_span_ten_million_frames():
-    config = preset("pqn")
-    assert DEFAULT_PRESET == "pqn" and config.algo == "pqn"
-    assert (config.obs_encoding, config.frame_stack) == ("bilinear-planes", 3)
+def test_pqn_ego_preset_is_the_default_and_its_schedules_span_ten_million_frames():
+    config = preset("pqn-ego")
+    assert DEFAULT_PRESET == "pqn-ego" and config.algo == "pqn"
+    assert config == preset("pqn").replace(obs_encoding="ego-planes")  # the bilinear planes' PQN, centred
+    assert (preset("pqn").obs_encoding, config.frame_stack) == ("bilinear-planes", 3)
     assert config.total_steps * config.frame_skip == 10_000_000
     # the step size reaches 0 at the end of the run, epsilon its end after the first 10% of it
     assert config.learning_rate_decay_updates == -(-config.total_steps // 64) and config.learning_rate_end == 0.0
