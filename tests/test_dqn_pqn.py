@@ -69,7 +69,7 @@ def test_loss_is_the_masked_squared_error_of_the_taken_action():
     assert "LayerNorm_0" in params["params"]  # the DQN agent's QNetwork, with LayerNorm
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(obs_encoding="bilinear-planes", frame_stack=3, conv_channels=(4, 8))])
+@pytest.mark.parametrize("overrides", [dict(), dict(obs_encoding="ego-planes", frame_stack=3, conv_channels=(4, 8))])
 def test_learner_reads_rows_encoded_once_with_the_same_q_values(overrides):
     """`learn` encodes a rollout's RAM once for its epochs: q_values(encoded=True) on DQN.encode(obs) equals
     q_values on the RAM, with the same parameters."""

@@ -175,8 +175,9 @@ class DQNConfig:
     obs_encoding: str = _field(
         "scale", "network", "Q-network input: scale (RAM / 255), bits (8 inputs per byte), objects (decoded "
         "Space Invaders objects, egocentric vector), planes (objects on a grid, CNN), bilinear-planes (the "
-        "grid keeping positions within a cell) box-planes (the objects' boxes on a grid of 4x5 px cells) or "
-        "ego-planes (bilinear planes centred on the player); the last five need --frame-stack >= 2", Choice(OBS_ENCODINGS))
+        "grid keeping positions within a cell), box-planes (the objects' boxes on a grid of 4x5 px cells) or "
+        "ego-planes (bilinear planes centred on the player); the last five need --frame-stack >= 2",
+        Choice(OBS_ENCODINGS))
     conv_channels: tuple[int, ...] = _field((16, 32), "network", "channels of the 3x3 convolutions on "
                                                                  "the planes encodings", Sizes())
     conv_strides: tuple[int, ...] = _field((2, 2), "network", "stride of each of those convolutions (one per "
@@ -364,19 +365,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # oldest only tells which bullets move): CleanRL's Atari PQN settings (8 envs x 128-step rollouts, 4 epochs
     # of 4 minibatches, RAdam 2.5e-4 annealed to 0 over 10M frames, gradient norm 10, lambda 0.65, gamma 0.99,
     # epsilon 1 -> 0.01 over the first 1M frames, rewards clipped to their sign, a lost life ends the bootstrap
-    # horizon) with LayerNorm: the highest mean frozen-policy eval measured here at 10M frames over three or more
-    # seeds (570.8 ± 42.8, five seeds; docs/dqn-results.md). Checkpoints every 500k steps: each segment of the
-    # compiled loop is one compile.
+    # horizon) with LayerNorm: 570.8 ± 42.8 over five seeds at 10M frames (docs/dqn-results.md); the default until
+    # 2026-12-03. Checkpoints every 500k steps: each segment of the compiled loop is one compile.
     "pqn": dict(algo="pqn", obs_encoding="bilinear-planes", frame_stack=3, layer_norm=True, optimizer="radam",
                 learning_rate=2.5e-4, learning_rate_end=0.0, learning_rate_decay_steps=2_500_000, max_grad_norm=10.0,
                 gamma=0.99, clip_rewards=True, reward_scale=1.0, life_loss_terminal=True, epsilon_start=1.0,
                 epsilon_end=0.01, epsilon_decay_steps=250_000, checkpoint_every=500_000),
-    # `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field
-    # channel): the highest mean frozen-policy eval measured here at 10M frames (docs/dqn-results.md).
-    "pqn-ego": dict(algo="pqn", obs_encoding="ego-planes", frame_stack=3, layer_norm=True, optimizer="radam",
-                    learning_rate=2.5e-4, learning_rate_end=0.0, learning_rate_decay_steps=2_500_000,
-                    max_grad_norm=10.0, gamma=0.99, clip_rewards=True, reward_scale=1.0, life_loss_terminal=True,
-                    epsilon_start=1.0, epsilon_end=0.01, epsilon_decay_steps=250_000, checkpoint_every=500_000),
     # A few-second smoke run for tests and CI: tiny network and buffer, frequent checkpoints.
     "tiny": dict(
         num_envs=4, hidden_sizes=(32,), buffer_size=1_024, batch_size=32, learning_starts=128,
@@ -386,14 +380,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field channel): the
+# highest mean frozen-policy eval measured here at 10M frames (646.7 ± 23.2, three seeds; docs/dqn-results.md).
+PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
+
 # What `jaxrl dqn train` starts from without --preset.
 DEFAULT_PRESET = "pqn-ego"
 
 
 def preset(name: str, **overrides: Any) -> DQNConfig:
     """The named preset (``seed``, ``cleanrl-ratio``, ``tuned``, ``objects``, ``planes``, ``pqn``, ``pqn-ego``,
-    ``tiny``) with
-    ``overrides``."""
+    ``tiny``) with ``overrides``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
     return DQNConfig(**{**PRESETS[name], **overrides})
