@@ -47,6 +47,7 @@ SETTINGS = {
     "pqn-planes-learner": ("PQN on planes (stack 2)", "tab:blue", "-"),
     "pqn-mb8": ("PQN on planes, 8 minibatches", "tab:olive", "--"),
     "ppo-planes": ("PPO on planes", "tab:orange", "-"),
+    "pqn-ego-k3-40m": ("PQN --preset pqn-ego, schedules over 40M", "darkgreen", "-"),
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
