@@ -44,7 +44,7 @@ def test_encode_shapes_dtypes_under_jit_and_vmap(encoding, frames, shape):
     batched = jax.jit(encoders.encode, static_argnames="encoding")(obs, encoding=encoding)
     vmapped = jax.jit(jax.vmap(lambda o: encoders.encode(o, encoding)))(obs)
     outs = [batched, vmapped]
-    # Op by op, a game decoder costs ~5 s of per-primitive compiles: run eagerly for the default encoding only.
+    # Op by op, a game decoder costs ~5 s of per-primitive compiles: eagerly only the byte encodings and the default.
     if encoding in ("scale", "bits", "ego-planes"):
         outs.append(encoders.encode(obs, encoding))
     for out in outs:
