@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-from jaxrl.dqn.config import Choice
 from jaxrl.dqn.ppo import PPOConfig
 
 CONFIGS = {"ppo": PPOConfig}
@@ -40,17 +39,13 @@ EVAL_EPSILON = 0.05  # the DQN agent's evaluation
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
-    """One flag per config field (same name, dashed; same default and help)."""
+    """One flag per config field (same name, dashed; same default and help), read as ``jaxrl dqn train`` reads
+    a field with the same validation rule."""
+    from jaxrl.dqn.run.cli import argparse_kwargs
+
     for field in dataclasses.fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        kwargs = dict(default=field.default, help=field.metadata["help"])
-        if isinstance(field.default, tuple):
-            kwargs.update(type=int, nargs="+")
-        else:
-            kwargs.update(type=type(field.default))
-        if isinstance(field.metadata["rule"], Choice):
-            kwargs.update(choices=field.metadata["rule"].options)
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument("--" + field.name.replace("_", "-"), default=field.default, help=field.metadata["help"],
+                            **argparse_kwargs(field.metadata["rule"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +145,7 @@ def load_run(run_dir: Path, frames: int | None):
         raise SystemExit(f"error: {run_dir} has no parameters saved at {frames} frames (saved: {saved})")
     frames = saved[-1] if frames is None else frames
     num_actions = 6  # SpaceInvaders' minimal action set, the only game the encodings decode
-    network = ActorCritic(num_actions, config.hidden_sizes, config.obs_encoding, config.conv_channels)
+    network = ActorCritic.from_config(num_actions, config)
     abstract = jax.eval_shape(network.init, jax.random.key(0),
                               jnp.zeros((1, config.frame_stack * NUM_RAM_BYTES), jnp.uint8))
     return algo, config, frames, network, ocp.StandardCheckpointer().restore(run_dir / f"params-{frames}", abstract)

@@ -119,7 +119,7 @@ def test_epsilon_greedy_policy_explores_uniformly_at_epsilon():
 @pytest.mark.parametrize("argv", [
     ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], ["--total-steps", "0"], ["--gamma", "1.5"],
     ["--gae-lambda", "-0.1"], ["--learning-rate", "0"], ["--clip", "-1"], ["--ent-coef", "-0.01"],
-    ["--hidden-sizes", "64", "0"],
+    ["--hidden-sizes", "64", "0"], ["--conv-strides", "2"], ["--conv-strides", "0", "2"],
 ])
 def test_bad_arguments(argv, capsys):
     parse_args = runpy.run_path(str(SCRIPT))["parse_args"]  # the script's globals; its main() does not run
@@ -132,7 +132,7 @@ def test_bad_arguments(argv, capsys):
 @pytest.mark.parametrize("overrides, field", [
     (dict(num_envs=3, num_steps=5, num_minibatches=4), "num_minibatches"), (dict(gamma=1.5), "gamma"),
     (dict(hidden_sizes=(64, 0)), "hidden_sizes"), (dict(obs_encoding="objects"), "frame_stack"),
-    (dict(obs_encoding="pixels"), "obs_encoding"),
+    (dict(obs_encoding="pixels"), "obs_encoding"), (dict(conv_channels=(16, 32, 32)), "conv_strides"),
 ])
 def test_config_names_the_bad_field(overrides, field):
     with pytest.raises(ValueError, match=field):
@@ -145,6 +145,40 @@ def test_obs_encoding_bits_reads_eight_inputs_per_byte():
     agent = ppo.make_ppo(env, _args(total_steps=64, obs_encoding="bits"))
     state = agent.init(jax.random.key(0))
     assert state.params["params"]["Dense_0"]["kernel"].shape == (8 * 128, 32)
+    state, finished, losses = agent.iteration(state)
+    assert all(np.isfinite(float(loss)) for loss in losses)
+
+
+def test_spatial_encoding_takes_the_conv_flags_and_encodes_each_rollout_once():
+    """PPO on ego-planes with the Q-network's conv settings (strides, LayerNorm): the layers they describe, and the
+    updates' loss on the rollout encoded once equals the loss on the RAM (what the network reads when acting)."""
+    from jaxrl.dqn.encoders import encode
+    from jaxrl.dqn.envs.frame_stack import stack_xla_env
+
+    env = stack_xla_env(make_toy_env(4, num_actions=3, lengths=[2, 3, 4, 5]), 3)
+    config = _args(total_steps=64, obs_encoding="ego-planes", frame_stack=3, conv_channels=(8, 4),
+                   conv_strides=(2, 1), conv_layer_norm=True)
+    agent = ppo.make_ppo(env, config)
+    state = agent.init(jax.random.key(0))
+    layers = state.params["params"]
+    assert layers["Conv_0"]["kernel"].shape == (3, 3, 14, 8) and layers["Conv_1"]["kernel"].shape == (3, 3, 8, 4)
+    assert "ConvLayerNorm_0" in layers and "ConvLayerNorm_1" in layers
+    assert layers["Dense_0"]["kernel"].shape == (10 * 20 * 4, 32)  # 19 x 39 -> 10 x 20 (stride 2) -> 10 x 20
+    obs = jax.random.randint(jax.random.key(1), (16, 3 * 128), 0, 256).astype(jnp.uint8)
+    batch = on_policy.Rollout(obs, jnp.arange(16) % 3, jnp.full(16, -1.1), jnp.zeros(16), jnp.zeros(16),
+                              jnp.zeros(16, bool), jnp.arange(16) % 5 > 0)
+    advantages = jax.random.normal(jax.random.key(2), (16,))
+    kwargs = dict(clip=0.1, ent_coef=0.01, vf_coef=0.5)
+    returns = batch.value + 1.0
+    # compiled: the game decoder run op by op costs seconds
+    on_ram = jax.jit(lambda b: ppo.ppo_loss(state.params, agent.network.apply, b, advantages, returns,
+                                            **kwargs))(batch)
+    encoded_apply = agent.network.clone(encoded_input=True).apply
+    on_encoded = jax.jit(lambda b: ppo.ppo_loss(state.params, encoded_apply,
+                                                b._replace(obs=encode(b.obs, "ego-planes")), advantages, returns,
+                                                **kwargs))(batch)
+    np.testing.assert_allclose(np.asarray(jax.tree.leaves(on_encoded)), np.asarray(jax.tree.leaves(on_ram)),
+                               rtol=1e-5, atol=1e-6)
     state, finished, losses = agent.iteration(state)
     assert all(np.isfinite(float(loss)) for loss in losses)
 

@@ -8,7 +8,8 @@ Its three pieces:
 * ``targets(params, rollout, last_obs) -> dict of [T, N] arrays``: what the updates regress to (GAE advantages
   and returns), computed once per rollout;
 * ``loss(params, batch: Rollout [B], targets: dict of [B]) -> (loss, aux tuple of scalars)``, over the rollout's
-  valid rows.
+  valid rows; with ``encode`` given, ``batch.obs`` is ``encode(obs)`` (the rollout is encoded once, before its
+  epochs), else the uint8 RAM.
 
 The rollout follows CleanRL's Atari conventions on the `jaxrl.dqn.envs.atari.XlaEnv` envs (envpool's XLA step,
 or the toy env in tests): rewards clipped to their sign, a lost life ends the bootstrap horizon without resetting
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrl.dqn.config import GAME_ENCODINGS, OBS_ENCODINGS, Choice, Int, Real, Sizes
+from jaxrl.dqn.config import GAME_ENCODINGS, OBS_ENCODINGS, Choice, Flag, Int, Real, Sizes
 from jaxrl.dqn.envs.atari import XlaEnv
 
 
@@ -60,19 +61,25 @@ class OnPolicyConfig:
     gamma: float = config_field(0.99, "discount", Real(0.0, 1.0))
     max_grad_norm: float = config_field(0.5, "global gradient norm clip", Real(0.0, low_open=True))
     hidden_sizes: tuple[int, ...] = config_field((256, 256), "widths of the hidden ReLU layers", Sizes())
-    conv_channels: tuple[int, ...] = config_field((16, 32), "channels of the 3x3 stride-2 convolutions on "
-                                                            "--obs-encoding planes", Sizes())
+    conv_channels: tuple[int, ...] = config_field((16, 32), "channels of the 3x3 convolutions on a spatial "
+                                                            "--obs-encoding (planes, ego-planes, ...)", Sizes())
+    conv_strides: tuple[int, ...] = config_field((2, 2), "stride of each of those convolutions (one per "
+                                                         "--conv-channels entry)", Sizes("STRIDE"))
+    conv_layer_norm: bool = config_field(False, "LayerNorm after each convolution, before its ReLU", Flag())
     log_every: int = config_field(50, "iterations between log rows", Int())
     frame_stack: int = config_field(1, "observe each env's last K RAM snapshots", Int())
     obs_encoding: str = config_field("scale", "how the network reads the RAM (jaxrl.dqn.encoders)",
                                      Choice(OBS_ENCODINGS))
 
     def __post_init__(self):
-        for name in ("hidden_sizes", "conv_channels"):
+        for name in ("hidden_sizes", "conv_channels", "conv_strides"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         for field in dataclasses.fields(self):
             field.metadata["rule"](field.name, getattr(self, field.name))
+        if len(self.conv_strides) != len(self.conv_channels):
+            raise ValueError(f"conv_strides {list(self.conv_strides)} must give one stride per convolution of "
+                             f"conv_channels {list(self.conv_channels)}")
         if self.num_envs * self.num_steps % self.num_minibatches:
             raise ValueError(f"num_envs * num_steps ({self.num_envs} * {self.num_steps}) must be divisible by "
                              f"num_minibatches ({self.num_minibatches})")
@@ -90,7 +97,7 @@ class OnPolicyConfig:
 class Rollout(NamedTuple):
     """T steps of N envs (leaves [T, N, ...]), or a flat minibatch of them (leaves [B, ...])."""
 
-    obs: jax.Array  # uint8 [T, N, D]: what the policy saw
+    obs: jax.Array  # uint8 [T, N, D]: what the policy saw (in a minibatch: encoded, with make_on_policy's encode)
     action: jax.Array  # int32
     log_prob: jax.Array  # float32, of the action under the acting policy
     value: jax.Array  # float32: V(s)
@@ -148,8 +155,11 @@ def rollout_step(state: RunnerState, _, *, policy: Callable, env: XlaEnv):
 
 def make_on_policy(env: XlaEnv, network, policy: Callable, targets: Callable, loss: Callable,
                    optimizer: optax.GradientTransformation, *, num_steps: int, num_minibatches: int, epochs: int,
-                   total_steps: int) -> OnPolicy:
+                   total_steps: int, encode: Callable | None = None) -> OnPolicy:
     """An on-policy learner on env's N envs (see the module doc for policy / targets / loss).
+
+    ``encode``: ``uint8 [B, D] -> the network's input [B, ...]``, applied to the whole rollout once per iteration
+    (each row is read ``epochs`` times); None: the loss reads the RAM.
 
     Each iteration steps the N envs ``num_steps`` times, computes the targets once, then makes ``epochs`` passes
     over the N * T rows in ``num_minibatches`` shuffled minibatches, one optimizer step each.
@@ -192,6 +202,8 @@ def make_on_policy(env: XlaEnv, network, policy: Callable, targets: Callable, lo
         state, rollout, finished = collect(state)
         rollout_targets = targets(state.params, rollout, state.obs)
         flat = jax.tree.map(lambda x: x.reshape((n * t,) + x.shape[2:]), (rollout, rollout_targets))
+        if encode is not None:
+            flat = (flat[0]._replace(obs=encode(flat[0].obs)), flat[1])
         key, *epoch_keys = jax.random.split(state.key, epochs + 1)
         (params, opt_state), losses = jax.lax.scan(partial(epoch, flat), (state.params, state.opt_state),
                                                    jnp.stack(epoch_keys))

@@ -3,7 +3,7 @@
 CleanRL's Atari PPO (`ppo_atari_envpool_xla_jax.py`: 8 envs x 128 steps, GAE lambda 0.95, gamma 0.99, 4 epochs
 of 4 minibatches, clip 0.1, entropy 0.01, Adam 2.5e-4 annealed to 0, eps 1e-5, gradient norm 0.5, rewards
 clipped to their sign, a lost life ends the value's horizon) with the Q-network's torso
-(`jaxrl.dqn.network.features`: an MLP on the encoded RAM, or convolutions on ``--obs-encoding planes``) instead of
+(`jaxrl.dqn.network.features`: an MLP on the encoded RAM, or convolutions on the spatial encodings) instead of
 the Nature CNN on pixels, on any `jaxrl.dqn.envs.atari.XlaEnv`.
 
 Differences from CleanRL kept on purpose: envpool's next-step auto-reset row is masked out of the loss instead of
@@ -18,6 +18,7 @@ trained on; a life loss cuts the GAE horizon without resetting the game, so epis
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -27,6 +28,7 @@ import optax
 
 from jaxrl.dqn.agent import epsilon_greedy
 from jaxrl.dqn.config import Real
+from jaxrl.dqn.encoders import encode
 from jaxrl.dqn.envs.atari import XlaEnv
 from jaxrl.dqn.network import features
 from jaxrl.dqn.losses import masked_mean
@@ -50,18 +52,32 @@ def as_flags(message: str) -> str:
 
 
 class ActorCritic(nn.Module):
-    """Actor-critic on encoded RAM: the Q-network's torso (`jaxrl.dqn.network.features`: convolutions for
-    ``"planes"``, then a shared ReLU trunk), linear policy logits [..., A] and value [...]."""
+    """Actor-critic on encoded RAM: the Q-network's torso (`jaxrl.dqn.network.features`: convolutions for the
+    spatial encodings, then a shared ReLU trunk), linear policy logits [..., A] and value [...].
+
+    ``encoded_input=True`` (a clone, same parameters) reads ``jaxrl.dqn.encoders.encode(obs, obs_encoding)``
+    instead of the RAM: the updates encode each rollout once, not once per minibatch.
+    """
 
     num_actions: int
     hidden_sizes: tuple[int, ...] = (256, 256)
     obs_encoding: str = "scale"
     conv_channels: tuple[int, ...] = (16, 32)
+    conv_strides: tuple[int, ...] | None = None
+    conv_layer_norm: bool = False
+    encoded_input: bool = False
+
+    @classmethod
+    def from_config(cls, num_actions: int, config: PPOConfig) -> "ActorCritic":
+        """The network ``config`` describes (its hidden_sizes, obs_encoding and conv_* fields)."""
+        return cls(num_actions, tuple(config.hidden_sizes), config.obs_encoding, tuple(config.conv_channels),
+                   tuple(config.conv_strides), config.conv_layer_norm)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = features(obs, self.obs_encoding, self.conv_channels, self.hidden_sizes,
-                     kernel_init=nn.initializers.orthogonal(np.sqrt(2)))
+        x = features(obs, self.obs_encoding, self.conv_channels, self.hidden_sizes, conv_strides=self.conv_strides,
+                     conv_layer_norm=self.conv_layer_norm, kernel_init=nn.initializers.orthogonal(np.sqrt(2)),
+                     encoded=self.encoded_input)
         logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(x)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[..., 0]
         return logits, value
@@ -117,10 +133,11 @@ def ppo_loss(params, apply_fn, batch: Rollout, advantages, returns, *, clip: flo
 def make_ppo(env: XlaEnv, config: PPOConfig) -> OnPolicy:
     """PPO on env's N envs with ``config``'s settings (its num_envs is the env's, not the config's).
 
-    The losses ``iteration`` returns are (loss, policy_loss, value_loss, entropy).
+    The losses ``iteration`` returns are (loss, policy_loss, value_loss, entropy); the loss reads the rollout's
+    observations encoded once (``ActorCritic(encoded_input=True)``).
     """
-    network = ActorCritic(env.num_actions, tuple(config.hidden_sizes), config.obs_encoding,
-                          tuple(config.conv_channels))
+    network = ActorCritic.from_config(env.num_actions, config)
+    encoded_network = network.clone(encoded_input=True)
     updates = max(1, config.total_steps // (env.num_envs * config.num_steps)) * config.epochs * config.num_minibatches
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(optax.linear_schedule(config.learning_rate, 0.0, updates), eps=1e-5))
@@ -136,12 +153,12 @@ def make_ppo(env: XlaEnv, config: PPOConfig) -> OnPolicy:
         return dict(advantages=advantages, returns=returns)
 
     def loss(params, batch, batch_targets):
-        return ppo_loss(params, network.apply, batch, batch_targets["advantages"], batch_targets["returns"],
+        return ppo_loss(params, encoded_network.apply, batch, batch_targets["advantages"], batch_targets["returns"],
                         clip=config.clip, ent_coef=config.ent_coef, vf_coef=config.vf_coef)
 
     return make_on_policy(env, network, policy, targets, loss, optimizer, num_steps=config.num_steps,
                           num_minibatches=config.num_minibatches, epochs=config.epochs,
-                          total_steps=config.total_steps)
+                          total_steps=config.total_steps, encode=partial(encode, encoding=config.obs_encoding))
 
 
 def act(network: ActorCritic, *, greedy: bool, epsilon: float = 0.0):

@@ -35,7 +35,7 @@ def _optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def _argparse_kwargs(rule) -> dict:
+def argparse_kwargs(rule) -> dict:
     """How a field with validation ``rule`` (``jaxrl.dqn.config``) is read from the command line."""
     if isinstance(rule, Flag):
         return dict(action=argparse.BooleanOptionalAction)
@@ -63,7 +63,7 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
         help_text = f"{field.metadata['help']} (seed: {getattr(defaults, field.name)!r})"
         groups[field.metadata["group"]].add_argument(
             _flag(field.name), dest=field.name, default=argparse.SUPPRESS, help=help_text,
-            **_argparse_kwargs(field.metadata["rule"]))
+            **argparse_kwargs(field.metadata["rule"]))
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
