@@ -3,6 +3,7 @@
     python experiments/bench_dqn.py                       # envpool, 8 envs, seed preset
     python experiments/bench_dqn.py --num-envs 4 8 16 --steps 40000 --backend gymnasium
     python experiments/bench_dqn.py --obs-encoding bits --update-every 4     # any `jaxrl dqn train` config flag
+    python experiments/bench_dqn.py --preset pqn-ego --breakdown             # where a PQN rollout's time goes
 
 Raw: ``make_vec_env`` stepped with uniformly random actions over all actions (numpy), no learning.
 Training: ``jaxrl.dqn.run.train.train`` itself, i.e. ``jaxrl dqn train`` with ``--loop python`` (env step from
@@ -11,6 +12,12 @@ Python, one jitted ``learner.step`` with replay add + update + act, NaN guard, l
 envpool only), with no checkpoint or eval inside the measured window; steps/s is read from its
 ``metrics.csv`` over the rows after learning has started (the first row, which holds the compile time and the
 no-update warm-up, is dropped).
+
+``--breakdown`` (PQN presets) instead splits one rollout of T calls x N envs into its parts, each timed alone:
+the env (raw envpool, T x N random-action steps), the T - 1 calls of the jitted ``learner.step`` that record
+a row and act (one Q-network pass on N observations each), and the call that also learns (Q(lambda) returns,
+the rollout encoded once, epochs x minibatches of gradient steps), on random RAM bytes (the decoders' cost does
+not depend on the bytes).
 """
 from __future__ import annotations
 
@@ -61,6 +68,49 @@ def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
     return measured_steps / seconds, int(rows[-1]["updates"])
 
 
+def pqn_breakdown(config, repeats: int = 3) -> None:
+    """Print where one PQN rollout's time goes (see the module doc), the median of ``repeats`` rollouts."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl.dqn.pqn import make_pqn_learner
+
+    n, t = config.num_envs, config.rollout_steps
+    raw = raw_env_speed(config, n, t * n * repeats)
+    learner = make_pqn_learner(config, num_actions=6)
+    rng = np.random.default_rng(0)
+    obs = jnp.asarray(rng.integers(0, 256, size=(n, config.obs_size)), jnp.uint8)
+    zeros, false = jnp.zeros(n), jnp.zeros(n, bool)
+    step = jax.jit(learner.step)
+    state, _ = learner.init(jax.random.key(0), obs)
+    act_s, learn_s = [], []
+    for _ in range(repeats + 1):  # the first rollout compiles
+        start = time.perf_counter()
+        for _ in range(t - 1):
+            state, actions, _ = step(state, obs, zeros, false, false)
+        jax.block_until_ready(actions)
+        middle = time.perf_counter()
+        state, actions, metrics = step(state, obs, zeros, false, false)
+        jax.block_until_ready(actions)
+        assert bool(metrics["did_update"])
+        act_s.append(middle - start)
+        learn_s.append(time.perf_counter() - middle)
+    act, learn_call = np.median(act_s[1:]), np.median(learn_s[1:])
+    env = t * n / raw
+    learn = learn_call - act / (t - 1)  # the learning call also records and acts once
+    total = env + act + learn_call
+    print(f"# one rollout: {t} calls x {n} envs = {t * n} env steps; {config.epochs} epochs x "
+          f"{config.num_minibatches} minibatches of {t * n // config.num_minibatches} rows; obs_encoding "
+          f"{config.obs_encoding}, conv_channels {list(config.conv_channels)}, hidden_sizes {list(config.hidden_sizes)}")
+    print("| part | ms per rollout | share | ms per env step |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in (("env (raw envpool)", env), (f"record + act ({t} calls)", act + learn_call - learn),
+                          ("learn (returns, encode, gradient steps)", learn)):
+        print(f"| {name} | {1e3 * seconds:,.1f} | {seconds / total:.0%} | {1e3 * seconds / (t * n):.3f} |")
+    print(f"| sum: {t * n / total:,.0f} env steps/s if nothing overlapped | {1e3 * total:,.1f} | 100% | "
+          f"{1e3 * total / (t * n):.3f} |", flush=True)
+
+
 def main(argv=None) -> None:
     from jaxrl.dqn.config import PRESETS, preset
     from jaxrl.dqn.run.cli import add_config_flags, config_overrides
@@ -74,6 +124,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three rows; medians are reported")
     parser.add_argument("--xla-chunk-calls", type=int, default=256,
                         help="learner calls per compiled call of the XLA loop")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="PQN presets: time a rollout's parts (env, acting, learning) instead")
     own = ("num_envs", "backend", "loop", "xla_chunk_calls", "updates_per_call")  # this script's flags
     add_config_flags(parser, exclude=own)
     args = parser.parse_args(argv)
@@ -91,6 +143,13 @@ def main(argv=None) -> None:
     if flags:
         print(f"# config flags over the preset: {flags}")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.breakdown:
+        if config.algo != "pqn":
+            parser.error(f"--breakdown times a PQN rollout; --preset {args.preset} is algo {config.algo}")
+        for num_envs in args.num_envs:
+            pqn_breakdown(config.replace(num_envs=num_envs), repeats=max(3, args.rounds))
+        print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | Python / raw "
           "| training steps/s (XLA loop) | XLA / raw | updates per step |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
