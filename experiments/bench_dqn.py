@@ -13,11 +13,11 @@ envpool only), with no checkpoint or eval inside the measured window; steps/s is
 ``metrics.csv`` over the rows after learning has started (the first row, which holds the compile time and the
 no-update warm-up, is dropped).
 
-``--breakdown`` (PQN presets) instead splits one rollout of T calls x N envs into its parts, each timed alone:
-the env (raw envpool, T x N random-action steps), the T - 1 calls of the jitted ``learner.step`` that record
-a row and act (one Q-network pass on N observations each), and the call that also learns (Q(lambda) returns,
-the rollout encoded once, epochs x minibatches of gradient steps), on random RAM bytes (the decoders' cost does
-not depend on the bytes).
+``--breakdown`` (PQN presets) instead splits one rollout of T calls x N envs of the compiled loop into the env
+(raw envpool, T x N random-action steps), the learning (the call of the jitted ``learner.step`` that computes
+the Q(lambda) returns, encodes the rollout once and takes the epochs x minibatches of gradient steps, less a
+call that only acts; on random RAM bytes, whose values the decoders' cost does not depend on) and the rest
+(acting, recording rows, the loop itself), the difference to the compiled loop's measured time.
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def training_speed(config, num_envs: int, steps: int) -> tuple[float, int]:
     return measured_steps / seconds, int(rows[-1]["updates"])
 
 
-def pqn_breakdown(config, repeats: int = 3) -> None:
-    """Print where one PQN rollout's time goes (see the module doc), the median of ``repeats`` rollouts."""
+def pqn_breakdown(config, steps: int, repeats: int = 3) -> None:
+    """Print where a PQN rollout's time goes in ``jaxrl dqn train``'s compiled loop (see the module doc)."""
     import jax
     import jax.numpy as jnp
 
@@ -78,8 +78,7 @@ def pqn_breakdown(config, repeats: int = 3) -> None:
     n, t = config.num_envs, config.rollout_steps
     raw = raw_env_speed(config, n, t * n * repeats)
     learner = make_pqn_learner(config, num_actions=6)
-    rng = np.random.default_rng(0)
-    obs = jnp.asarray(rng.integers(0, 256, size=(n, config.obs_size)), jnp.uint8)
+    obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(n, config.obs_size)), jnp.uint8)
     zeros, false = jnp.zeros(n), jnp.zeros(n, bool)
     step = jax.jit(learner.step)
     state, _ = learner.init(jax.random.key(0), obs)
@@ -93,22 +92,23 @@ def pqn_breakdown(config, repeats: int = 3) -> None:
         state, actions, metrics = step(state, obs, zeros, false, false)
         jax.block_until_ready(actions)
         assert bool(metrics["did_update"])
-        act_s.append(middle - start)
+        act_s.append((middle - start) / (t - 1))
         learn_s.append(time.perf_counter() - middle)
-    act, learn_call = np.median(act_s[1:]), np.median(learn_s[1:])
-    env = t * n / raw
-    learn = learn_call - act / (t - 1)  # the learning call also records and acts once
-    total = env + act + learn_call
+    learn = np.median(learn_s[1:]) - np.median(act_s[1:])  # the learning call also records a row and acts
+    training, _ = training_speed(config.replace(loop="xla", backend="envpool"), n, steps)
+    whole, env = t * n / training, t * n / raw
     print(f"# one rollout: {t} calls x {n} envs = {t * n} env steps; {config.epochs} epochs x "
           f"{config.num_minibatches} minibatches of {t * n // config.num_minibatches} rows; obs_encoding "
-          f"{config.obs_encoding}, conv_channels {list(config.conv_channels)}, hidden_sizes {list(config.hidden_sizes)}")
-    print("| part | ms per rollout | share | ms per env step |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in (("env (raw envpool)", env), (f"record + act ({t} calls)", act + learn_call - learn),
-                          ("learn (returns, encode, gradient steps)", learn)):
-        print(f"| {name} | {1e3 * seconds:,.1f} | {seconds / total:.0%} | {1e3 * seconds / (t * n):.3f} |")
-    print(f"| sum: {t * n / total:,.0f} env steps/s if nothing overlapped | {1e3 * total:,.1f} | 100% | "
-          f"{1e3 * total / (t * n):.3f} |", flush=True)
+          f"{config.obs_encoding}, conv_channels {list(config.conv_channels)}, hidden_sizes "
+          f"{list(config.hidden_sizes)}; training measured over {steps} env steps")
+    print("| part | ms per rollout | share |")
+    print("|---|---:|---:|")
+    for name, seconds in (("env (raw envpool, random actions)", env),
+                          ("learn (Q(lambda) returns, encode, gradient steps; one call timed alone)", learn),
+                          ("the rest: acting, recording, the loop (by difference)", whole - env - learn)):
+        print(f"| {name} | {1e3 * seconds:,.1f} | {seconds / whole:.0%} |")
+    print(f"| `jaxrl dqn train`'s compiled loop ({training:,.0f} env steps/s) | {1e3 * whole:,.1f} | 100% |",
+          flush=True)
 
 
 def main(argv=None) -> None:
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
         if config.algo != "pqn":
             parser.error(f"--breakdown times a PQN rollout; --preset {args.preset} is algo {config.algo}")
         for num_envs in args.num_envs:
-            pqn_breakdown(config.replace(num_envs=num_envs), repeats=max(3, args.rounds))
+            pqn_breakdown(config.replace(num_envs=num_envs), args.steps, repeats=max(3, args.rounds))
         print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return
     print("| num_envs | raw env steps/s (random actions) | training steps/s (Python loop) | Python / raw "
