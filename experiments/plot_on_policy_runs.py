@@ -23,6 +23,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # setting (run name without its "-s<seed>") -> (legend label, colour, line style); drawn in this order
 SETTINGS = {
     "pqn-ego-k3": ("PQN --preset pqn-ego (egocentric planes, stack 3; the default)", "darkgreen", "-"),
+    "pqn-ego-k3-ep2": ("pqn-ego, 2 epochs per rollout", "limegreen", "-."),
     "pqn-bilinear-k3": ("PQN --preset pqn (bilinear planes, stack 3)", "tab:red", "-"),
     "pqn-bilinear-k3-e32": ("pqn, 32 envs x 32-step rollouts", "tab:purple", "-"),
     "pqn-bilinear-k4": ("pqn, stack 4", "tab:brown", "-"),
