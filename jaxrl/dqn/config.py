@@ -381,7 +381,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field channel): the
-# highest mean frozen-policy eval measured here at 10M frames (658.3 ± 43.9, eight seeds; docs/dqn-results.md).
+# highest mean frozen-policy eval measured here at 10M frames (658.2 ± 39.4, ten seeds; docs/dqn-results.md).
 PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
 
 # What `jaxrl dqn train` starts from without --preset.
