@@ -1,5 +1,6 @@
-"""jaxrl.dqn.pqn: Q(lambda) returns by hand, the masked loss, the learner's rollouts and updates, learning the toy
-task, the planes CNN, seeds under vmap, the inactive call, the config's refusals and the preset.
+"""jaxrl.dqn.pqn: Q(lambda) returns by hand (per quantile too), the masked losses, the learner's rollouts and
+updates, learning the toy task, the planes CNN, seeds under vmap, the inactive call, the config's refusals and the
+preset.
 
 PQN's runs through `jaxrl dqn train` (both loops, exact resume) are tested with the DQN runs' tests
 (test_dqn_train.py, test_dqn_train_xla.py)."""
@@ -51,6 +52,47 @@ def test_truncation_bootstraps_from_the_next_rows_value_only():
     g1 = 2.0 + gamma * 30.0
     np.testing.assert_allclose(returns[1], g1, rtol=1e-6)
     np.testing.assert_allclose(returns[0], 1.0 + gamma * ((1 - lam) * 20.0 + lam * g1), rtol=1e-6)
+
+
+def test_quantile_returns_run_the_recursion_per_quantile_and_average_to_the_returns_of_the_means():
+    gamma, lam = 0.9, 0.5
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.normal(size=(4, 1, 3)), axis=-1).astype(np.float32)  # [T, N, K]: 3 quantiles per row
+    last = np.sort(rng.normal(size=(1, 3)), axis=-1).astype(np.float32)
+    rewards, terminal, truncated = [1.0, 2.0, 0.0, 1.0], [False, True, False, False], [False, False, True, False]
+    rollout = _rollout(np.zeros(4), rewards, terminal, truncated)._replace(value=jnp.asarray(values))
+    returns = pqn.q_lambda_returns(rollout, jnp.asarray(last), gamma, lam)
+    assert returns.shape == (4, 1, 3)
+    for k in range(3):  # quantile k: the scalar recursion on the k-th values
+        scalar = _rollout(values[:, 0, k], rewards, terminal, truncated)
+        np.testing.assert_allclose(returns[:, 0, k], pqn.q_lambda_returns(scalar, jnp.asarray(last[:, k]), gamma,
+                                                                            lam)[:, 0], rtol=1e-6)
+    means = _rollout(values[:, 0].mean(-1), rewards, terminal, truncated)
+    np.testing.assert_allclose(returns.mean(-1)[:, 0], pqn.q_lambda_returns(means, jnp.asarray(last.mean(-1)), gamma,
+                                                                              lam)[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(returns[1, 0], [2.0] * 3)  # a terminal row: the reward, every quantile
+
+
+def test_quantile_loss_is_the_masked_quantile_huber_loss_of_the_taken_action():
+    dqn = make_learner(_config(num_envs=1, num_quantiles=4), 3).dqn
+    obs = jax.random.randint(jax.random.key(0), (5, 128), 0, 256).astype(jnp.uint8)
+    params = dqn.init(jax.random.key(1)).params
+    dist = np.asarray(dqn.quantile_values(params, obs))  # [B, A, K]
+    assert dist.shape == (5, 3, 4)
+    np.testing.assert_allclose(dqn.q_values(params, obs), dist.mean(-1), rtol=1e-6)
+    action = jnp.asarray([0, 1, 2, 1, 0])
+    valid = jnp.asarray([True, False, True, True, False])
+    returns = jax.random.normal(jax.random.key(2), (5, 4)) * 2
+    loss, q_taken = pqn.pqn_quantile_loss(params, dqn.quantile_values, obs, action, returns, valid, huber_delta=1.0)
+    taus = (np.arange(4) + 0.5) / 4
+    expected = []
+    for b in np.flatnonzero(np.asarray(valid)):
+        theta = dist[b, int(action[b])]
+        u = np.asarray(returns[b])[None, :] - theta[:, None]  # [K, K]
+        huber = np.where(np.abs(u) <= 1, 0.5 * u ** 2, np.abs(u) - 0.5)
+        expected.append(np.sum(np.mean(np.abs(taus[:, None] - (u < 0)) * huber, axis=1)))
+    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+    np.testing.assert_allclose(float(q_taken), np.mean([dist[b, int(action[b])].mean() for b in (0, 2, 3)]), rtol=1e-5)
 
 
 def test_loss_is_the_masked_squared_error_of_the_taken_action():
@@ -124,7 +166,22 @@ def test_rollouts_record_what_the_agent_acted_on_and_update_every_rollout_steps_
     assert int(state.env_steps) == 8 * 14  # valid rows only
 
 
-def test_learns_the_optimal_policy_of_the_toy_task_from_random_play():
+def test_a_quantile_head_records_the_greedy_actions_quantiles_and_updates():
+    env = make_toy_env(8, num_actions=4, lengths=[5] * 8)
+    config = _config(num_quantiles=5, epsilon_start=1.0, epsilon_end=1.0)
+    learner = make_learner(config, 4)
+    state, metrics = _run(learner, env, 16)
+    assert state.rollout.value.shape == (16, 8, 5)
+    assert metrics["did_update"][-1] and np.isfinite(metrics["loss"][-1]) and metrics["loss"][-1] > 0
+    initial_params = learner.init(jax.random.key(0), env.reset()[1])[0].dqn.params  # the params that acted
+    dist = np.asarray(learner.dqn.quantile_values(initial_params, state.rollout.obs))  # [T, N, A, K]
+    greedy = dist.mean(-1).argmax(-1)  # [T, N]
+    np.testing.assert_allclose(state.rollout.value, np.take_along_axis(dist, greedy[..., None, None], axis=2)[:, :, 0],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_quantiles", [0, 8])
+def test_learns_the_optimal_policy_of_the_toy_task_from_random_play(num_quantiles):
     """Reward 1 when action == t in 4-step games with 4 actions: random play gets 1 per game, the best play 4.
 
     Trained on uniformly random play (epsilon 1 throughout: Q-learning is off-policy) with one-step targets
@@ -144,7 +201,7 @@ def test_learns_the_optimal_policy_of_the_toy_task_from_random_play():
 
     env = env._replace(step=step)
     config = _config(learning_rate=3e-3, learning_rate_end=0.0, learning_rate_decay_steps=8 * 16 * 80,
-                     epsilon_start=1.0, epsilon_end=1.0, q_lambda=0.0)
+                     epsilon_start=1.0, epsilon_end=1.0, q_lambda=0.0, num_quantiles=num_quantiles)
     learner = make_learner(config, 4)
     state, metrics = _run(learner, env, 16 * 80)
     played = metrics["episode_return"][metrics["episode_done"]]
@@ -201,7 +258,7 @@ def test_an_inactive_call_changes_nothing_and_does_not_advance_the_rollout():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(n_step=3), "--n-step"), (dict(num_quantiles=5), "--num-quantiles"), (dict(double_dqn=True), "--double-dqn"),
+    (dict(n_step=3), "--n-step"), (dict(double_dqn=True), "--double-dqn"),
     (dict(munchausen_alpha=0.9), "--munchausen-alpha"), (dict(prioritized_replay=True), "--prioritized-replay"),
     (dict(num_minibatches=3), "divisible by num_minibatches"), (dict(q_lambda=1.5), "q_lambda"),
     (dict(optimizer="sgd"), "optimizer"), (dict(algo="ppo"), "algo"),

@@ -68,9 +68,12 @@ def test_short_training_run_writes_everything(tmp_path, backend):
                                    # rollouts of 12 calls: the checkpoint (after 50 calls) falls mid-rollout
                                    dict(algo="pqn", rollout_steps=12, num_minibatches=2, epochs=2, layer_norm=True,
                                         optimizer="radam", clip_rewards=True, reward_scale=1.0,
-                                        life_loss_terminal=True, learning_rate_end=0.0)],
+                                        life_loss_terminal=True, learning_rate_end=0.0),
+                                   dict(algo="pqn", rollout_steps=12, num_minibatches=2, epochs=2, layer_norm=True,
+                                        num_quantiles=4, dueling=True, clip_rewards=True, reward_scale=1.0)],
                          ids=["n-step-life-bits-dueling-layernorm-prioritized-munchausen",
-                              "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay", "pqn"])
+                              "quantile-double-dueling-prioritized", "frame-stack-3-lr-decay", "pqn",
+                              "pqn-quantile-dueling"])
 def test_resume_is_bit_for_bit_and_metrics_deterministic(tmp_path, extra):
     # 400 steps, checkpoints every 200, updates from step 128 (n-step windows are part of the state)
     config = tiny(total_steps=400, checkpoint_every=200, log_every=100, **extra)

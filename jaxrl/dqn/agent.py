@@ -51,6 +51,9 @@ class DQN(NamedTuple):
     # obs [..., D] uint8 -> the network's input (`jaxrl.dqn.encoders.encode`); q_values(params, x, encoded=True)
     # reads that input, so a learner that passes over the same rows several times encodes them once
     encode: Callable[[jax.Array], jax.Array]
+    # (params, obs [..., D]) -> the head's [..., A, K] values (K = max(num_quantiles, 1); q_values is their mean
+    # over K); ``encoded=True`` as q_values
+    quantile_values: Callable[..., jax.Array]
 
 
 def _loss(params, target_params, batch: Transition, weights=None, *, network, gamma, huber_delta, double_dqn,
@@ -156,6 +159,12 @@ def _q_values(params, obs, *, network, encoded: bool = False):
     return network.clone(encoded_input=True).apply(params, obs) if encoded else network.apply(params, obs)
 
 
+def _quantile_values(params, obs, *, network, encoded: bool = False):
+    """As `_q_values`, the head's values before their mean: [..., A, max(num_quantiles, 1)] float32."""
+    network = network.clone(encoded_input=True) if encoded else network
+    return network.apply(params, obs, method=type(network).quantile_values)
+
+
 def epsilon_greedy(q: jax.Array, key: jax.Array, epsilon) -> jax.Array:
     """ε-greedy actions from Q-values, independent per env.
 
@@ -213,7 +222,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
       num_actions: A, size of the discrete action set.
 
     Returns:
-      DQN(init, loss, update, act, q_values, encode).
+      DQN(init, loss, update, act, q_values, encode, quantile_values).
     """
     num_actions = check_int("num_actions", num_actions)
     network = QNetwork(num_actions=num_actions, hidden_sizes=config.hidden_sizes,
@@ -233,6 +242,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> DQN:
         act=functools.partial(epsilon_greedy_act, network=network, num_actions=num_actions),
         q_values=functools.partial(_q_values, network=network),
         encode=functools.partial(encode, encoding=config.obs_encoding),
+        quantile_values=functools.partial(_quantile_values, network=network),
     )
 
 

@@ -187,8 +187,9 @@ class DQNConfig:
                                                      "CleanRL's and purejaxql's Atari PQN networks)", Flag())
     dueling: bool = _field(False, "network", "dueling Q-network head (value + advantages)", Flag())
     layer_norm: bool = _field(False, "network", "LayerNorm in each hidden layer of the Q-network", Flag())
-    num_quantiles: int = _field(0, "network", "0: DQN; N > 0: QR-DQN with N return quantiles per action "
-                                              "(--huber-delta is its kappa)", Int(0, 10_000))
+    num_quantiles: int = _field(0, "network", "0: Q-values; N > 0: N return quantiles per action, regressed with "
+                                              "the quantile Huber loss (QR-DQN; with --algo pqn on per-quantile "
+                                              "Q(lambda) returns; --huber-delta is its kappa)", Int(0, 10_000))
     # loss and optimizer
     algo: str = _field("dqn", "loss", "dqn: replay buffer and target network (jaxrl.dqn.learner); pqn: Q(lambda) "
                                       "regression on rollouts of the envs, no replay, no target network "
@@ -398,7 +399,7 @@ def preset(name: str, **overrides: Any) -> DQNConfig:
 
 # -- validation -------------------------------------------------------------------------------------
 # DQN options with no meaning for PQN's loss: refused rather than silently ignored (value that is off, flag).
-_DQN_ONLY = (("num_quantiles", 0, "--num-quantiles"), ("munchausen_alpha", 0.0, "--munchausen-alpha"),
+_DQN_ONLY = (("munchausen_alpha", 0.0, "--munchausen-alpha"),
              ("double_dqn", False, "--double-dqn"), ("prioritized_replay", False, "--prioritized-replay"),
              ("n_step", 1, "--n-step"))
 

@@ -168,7 +168,27 @@ def quantile_td_loss(
     assert q_t_selector.shape == dist_tm1.shape[:1], (q_t_selector.shape, dist_tm1.shape)
     theta = dist_tm1[a_tm1]  # [N]
     target = jax.lax.stop_gradient(r_t + discount_t * dist_t_target[jnp.argmax(q_t_selector)])  # [N]
-    u = target[None, :] - theta[:, None]  # [N, M]
+    return quantile_huber_loss(theta, target, huber_delta), jnp.mean(target) - jnp.mean(theta)
+
+
+def quantile_huber_loss(theta: jax.Array, target: jax.Array, huber_delta: float = 1.0) -> jax.Array:
+    """The quantile Huber loss of N quantile estimates against M target samples, for ONE example.
+
+        u_ij = T_j - theta_i
+        loss = sum_i mean_j |tau_i - 1{u_ij < 0}| * huber(u_ij, huber_delta),   tau_i = (2i + 1) / 2N
+
+    with the gradient stopped through the targets (`quantile_td_loss` builds QR-DQN's one-step target sample;
+    `jaxrl.dqn.pqn` regresses a quantile head on Q(lambda) returns per quantile).
+
+    Args:
+      theta: [N] estimated quantiles, at levels `quantile_midpoints(N)`.
+      target: [M] samples of the target distribution.
+      huber_delta: Huber threshold kappa > 0.
+
+    Returns:
+      () loss.
+    """
+    assert theta.ndim == 1 and target.ndim == 1, (theta.shape, target.shape)
+    u = jax.lax.stop_gradient(target)[None, :] - theta[:, None]  # [N, M]
     weight = jnp.abs(quantile_midpoints(theta.shape[0])[:, None] - (u < 0).astype(jnp.float32))
-    loss = jnp.sum(jnp.mean(weight * optax.losses.huber_loss(u, delta=huber_delta), axis=1))
-    return loss, jnp.mean(target) - jnp.mean(theta)
+    return jnp.sum(jnp.mean(weight * optax.losses.huber_loss(u, delta=huber_delta), axis=1))

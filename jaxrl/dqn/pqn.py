@@ -11,12 +11,13 @@ the Python and the compiled loop, checkpoints with exact resume, multi-seed runs
 ``dqn.params`` are a `jaxrl.dqn.network.QNetwork`'s, so a PQN agent acts and evaluates exactly as a DQN agent.
 
 Settings that PQN reads from `jaxrl.dqn.config.DQNConfig`: rollout_steps, num_minibatches, epochs, q_lambda, gamma,
-the network fields, the optimizer fields (``optimizer``, learning_rate, learning_rate_end and its decay, counted in
-updates, adam_eps, max_grad_norm), reward_scale / clip_rewards / symlog_rewards, life_loss_terminal and the epsilon
-schedule. The ``pqn`` preset is CleanRL's Atari PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4
-annealed to 0, gradient norm 10, lambda 0.65, gamma 0.99, epsilon 1 -> 0.01 over the first 10% of the steps, rewards
-clipped to their sign, a lost life ends the bootstrap horizon) on the bilinear object planes of the RAM
-(``--obs-encoding bilinear-planes --frame-stack 3``).
+the network fields (``num_quantiles`` K > 0: a quantile head regressed on per-quantile Q(lambda) returns with the
+quantile Huber loss, ``huber_delta`` its threshold; `q_lambda_returns`), the optimizer fields (``optimizer``,
+learning_rate, learning_rate_end and its decay, counted in updates, adam_eps, max_grad_norm), reward_scale /
+clip_rewards / symlog_rewards, life_loss_terminal and the epsilon schedule. The ``pqn`` preset is CleanRL's Atari
+PQN (8 envs x 128 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0, gradient norm 10, lambda 0.65, gamma
+0.99, epsilon 1 -> 0.01 over the first 10% of the steps, rewards clipped to their sign, a lost life ends the
+bootstrap horizon) on the bilinear object planes of the RAM (``--obs-encoding bilinear-planes --frame-stack 3``).
 
 Differences from CleanRL kept on purpose: the Q(lambda) recursion stops at every episode or life end (CleanRL's
 carries the next return across a done; purejaxql's does not), and a time-limit truncation (or a run's segment
@@ -36,7 +37,7 @@ from jaxrl.dqn.agent import DQN, DQNState, epsilon_greedy, epsilon_schedule, mak
 from jaxrl.dqn.config import DQNConfig, check_int
 from jaxrl.dqn.learner_base import (Learner, cond_over_seeds, episode_metrics, hold_if_inactive, stored_reward,
                                     track_episodes)
-from jaxrl.dqn.losses import masked_mean
+from jaxrl.dqn.losses import masked_mean, quantile_huber_loss
 
 
 class Rollout(NamedTuple):
@@ -44,7 +45,8 @@ class Rollout(NamedTuple):
 
     obs: jax.Array  # uint8 [T, N, D]: what the agent acted on
     action: jax.Array  # int32 [T, N]
-    value: jax.Array  # float32 [T, N]: max_a Q(obs, a) when acting (the bootstrap of the row before)
+    value: jax.Array  # float32 [T, N]: max_a Q(obs, a) when acting (the bootstrap of the row before); with
+    # num_quantiles K > 0 [T, N, K]: the K quantiles of the greedy action's return
     reward: jax.Array  # float32 [T, N]: the stored reward (learner_base.stored_reward: scaled, sign / symlog)
     terminal: jax.Array  # bool [T, N]: no bootstrap past this row (game over; a lost life with life_loss_terminal)
     truncated: jax.Array  # bool [T, N]: the episode was cut here: bootstrap from the next row's value only
@@ -68,18 +70,29 @@ class PQNState(NamedTuple):
 
 
 def q_lambda_returns(rollout: Rollout, last_value: jax.Array, gamma: float, lam: float) -> jax.Array:
-    """Q(lambda) returns [T, N] of a rollout whose ``value`` [T, N] is max_a Q(s_t, a) (PQN's, Watkins-free).
+    """Q(lambda) returns [T, N] of a rollout whose ``value`` [T, N] is max_a Q(s_t, a) (PQN's, Watkins-free);
+    [T, N, K] per quantile when ``value`` is [T, N, K] (a quantile head, see below).
 
     ``G_t = r_t + gamma (1 - terminal_t) ((1 - lam_t) v_{t+1} + lam_t G_{t+1})`` with ``lam_t = 0`` where the
     episode was truncated at t (bootstrap only, the next row starts another episode) and ``lam`` elsewhere,
     ``v_{t+1}`` the next row's value and, after the last row, ``last_value`` [N] (max_a Q of the observation the
     envs returned last). lam = 0 gives one-step Q-learning targets, lam = 1 discounted returns to the episode end
     or the bootstrap.
+
+    With a quantile head, ``value`` [T, N, K] and ``last_value`` [N, K] hold the K quantiles of the greedy action's
+    return and the recursion runs per quantile: ``G_t(i) = r_t + gamma (1 - terminal_t) ((1 - lam_t) v_{t+1}(i) +
+    lam_t G_{t+1}(i))``, K samples of a target distribution whose mean is the Q(lambda) return of the quantiles'
+    means. (A lambda-mixture of two distributions is not their quantile-wise mix: this is a shortcut, exact at lam = 0,
+    where it is QR-DQN's one-step target sample, and at lam = 1 for a return that reaches the episode's end, where
+    every quantile's target is that one sampled return.)
     """
     next_values = jnp.concatenate([rollout.value[1:], last_value[None]], axis=0)
 
     def backward(next_return, row):
         reward, terminal, truncated, next_value = row
+        # [N] -> [N, 1, ...]: broadcast over a value's trailing quantile axis
+        reward, terminal, truncated = (x.reshape(x.shape + (1,) * (next_value.ndim - x.ndim))
+                                       for x in (reward, terminal, truncated))
         lam_t = jnp.where(truncated, 0.0, lam)
         target = reward + gamma * (1.0 - terminal.astype(jnp.float32)) * (
             (1.0 - lam_t) * next_value + lam_t * next_return)
@@ -104,6 +117,23 @@ def pqn_loss(params, q_values: Callable, obs: jax.Array, action: jax.Array, retu
     return 0.5 * masked_mean((q_taken - returns) ** 2, valid), masked_mean(q_taken, valid)
 
 
+def pqn_quantile_loss(params, quantile_values: Callable, obs: jax.Array, action: jax.Array, returns: jax.Array,
+                      valid: jax.Array, huber_delta: float = 1.0):
+    """`pqn_loss` for a quantile head: QR-DQN's quantile Huber loss (`jaxrl.dqn.losses.quantile_huber_loss`) of
+    the K quantiles of Q(s, a) against the K per-quantile Q(lambda) returns, over the valid rows.
+
+    Args:
+      quantile_values: ``(params, obs [B, ...]) -> [B, A, K]``; obs, action [B], valid [B] as `pqn_loss`;
+        returns [B, K] (`q_lambda_returns` of quantile values); huber_delta: the threshold kappa.
+
+    Returns:
+      (loss, mean Q(s, a)), scalars (Q the mean of the K quantiles).
+    """
+    theta = jnp.take_along_axis(quantile_values(params, obs), action[:, None, None], axis=1)[:, 0]  # [B, K]
+    losses = jax.vmap(quantile_huber_loss, in_axes=(0, 0, None))(theta, returns, huber_delta)  # [B]
+    return masked_mean(losses, valid), masked_mean(jnp.mean(theta, axis=-1), valid)
+
+
 class _Bound(NamedTuple):
     """What `make_pqn_learner` binds into `init` / `step` (never traced)."""
 
@@ -114,10 +144,22 @@ class _Bound(NamedTuple):
     axis_name: str | None
 
 
+def _greedy_value(params, obs: jax.Array, *, bound: _Bound) -> tuple[jax.Array, jax.Array]:
+    """(Q-values [N, A], the bootstrap value) of obs [N, D]: max_a Q(obs, a) [N], or with a quantile head the K
+    quantiles of the greedy action (by their mean) [N, K]."""
+    if bound.config.num_quantiles == 0:
+        q = bound.dqn.q_values(params, obs)
+        return q, jnp.max(q, axis=-1)
+    quantiles = bound.dqn.quantile_values(params, obs)  # [N, A, K]
+    q = jnp.mean(quantiles, axis=-1)
+    return q, jnp.take_along_axis(quantiles, jnp.argmax(q, axis=-1)[:, None, None], axis=1)[:, 0]
+
+
 def _act(params, obs: jax.Array, key: jax.Array, epsilon, *, bound: _Bound) -> tuple[jax.Array, jax.Array]:
-    """(epsilon-greedy actions [N], max_a Q(obs, a) [N]) from one pass of the Q-network on obs [N, D]."""
-    q = bound.dqn.q_values(params, obs)
-    return epsilon_greedy(q, key, epsilon), jnp.max(q, axis=-1)
+    """(epsilon-greedy actions [N], the bootstrap value [N] or [N, K], `_greedy_value`) from one pass of the
+    Q-network on obs [N, D]."""
+    q, value = _greedy_value(params, obs, bound=bound)
+    return epsilon_greedy(q, key, epsilon), value
 
 
 def init(key: jax.Array, obs_0: jax.Array, *, bound: _Bound) -> tuple[PQNState, jax.Array]:
@@ -131,8 +173,9 @@ def init(key: jax.Array, obs_0: jax.Array, *, bound: _Bound) -> tuple[PQNState, 
     env_steps = jnp.zeros((), jnp.int32)
     actions_0, value_0 = _act(params, obs_0, act_key, bound.epsilon(env_steps), bound=bound)
     rollout = Rollout(obs=jnp.zeros((t, n, config.obs_size), jnp.uint8), action=jnp.zeros((t, n), jnp.int32),
-                      value=jnp.zeros((t, n)), reward=jnp.zeros((t, n)), terminal=jnp.zeros((t, n), bool),
-                      truncated=jnp.zeros((t, n), bool), valid=jnp.zeros((t, n), bool))
+                      value=jnp.zeros((t, n) + value_0.shape[1:]), reward=jnp.zeros((t, n)),
+                      terminal=jnp.zeros((t, n), bool), truncated=jnp.zeros((t, n), bool),
+                      valid=jnp.zeros((t, n), bool))
     state = PQNState(dqn=dqn_state, rollout=rollout, filled=jnp.zeros((), jnp.int32),
                      obs_tm1=obs_0.astype(jnp.uint8), action_tm1=actions_0, value_tm1=value_0,
                      done_tm1=jnp.zeros((n,), bool), episode_return=jnp.zeros((n,)),
@@ -154,13 +197,18 @@ def learn(dqn_state: DQNState, rollout: Rollout, last_value: jax.Array, key: jax
     flat = jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), (rollout, returns))
     # each row is read `epochs` times: encode the RAM into the network's input once
     flat = (flat[0]._replace(obs=bound.dqn.encode(flat[0].obs)), flat[1])
-    q_values = functools.partial(bound.dqn.q_values, encoded=True)
-    loss_grad = jax.value_and_grad(pqn_loss, has_aux=True)
+    if config.num_quantiles == 0:
+        loss_grad = functools.partial(jax.value_and_grad(pqn_loss, has_aux=True),
+                                      q_values=functools.partial(bound.dqn.q_values, encoded=True))
+    else:
+        loss_grad = functools.partial(jax.value_and_grad(pqn_quantile_loss, has_aux=True),
+                                      quantile_values=functools.partial(bound.dqn.quantile_values, encoded=True),
+                                      huber_delta=config.huber_delta)
 
     def minibatch_update(dqn_state, indices):
         batch, batch_returns = jax.tree.map(lambda x: x[indices], flat)
-        (loss, q_mean), grads = loss_grad(dqn_state.params, q_values, batch.obs, batch.action, batch_returns,
-                                          batch.valid)
+        (loss, q_mean), grads = loss_grad(dqn_state.params, obs=batch.obs, action=batch.action,
+                                          returns=batch_returns, valid=batch.valid)
         updates, opt_state = bound.optimizer.update(grads, dqn_state.opt_state, dqn_state.params)
         new = DQNState(optax.apply_updates(dqn_state.params, updates), None, opt_state, dqn_state.num_updates + 1)
         return new, dict(loss=loss, q_mean=q_mean, grad_norm=optax.tree.norm(grads))
@@ -210,7 +258,7 @@ def step(state: PQNState, obs_t: jax.Array, reward_t: jax.Array, terminated_t: j
     zeros = dict(loss=jnp.zeros(()), q_mean=jnp.zeros(()), grad_norm=jnp.zeros(()))
 
     def run_learn():
-        last_value = jnp.max(bound.dqn.q_values(state.dqn.params, obs_t), axis=-1)
+        _, last_value = _greedy_value(state.dqn.params, obs_t, bound=bound)
         return learn(state.dqn, rollout, last_value, learn_key, bound=bound)
 
     dqn_state, update_metrics = cond_over_seeds(ready, run_learn, lambda: (state.dqn, zeros), bound.axis_name)
