@@ -24,6 +24,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 SETTINGS = {
     "pqn-ego-k3": ("PQN --preset pqn-ego (egocentric planes, stack 3; the default)", "darkgreen", "-"),
     "pqn-ego-k3-ep2": ("pqn-ego, 2 epochs per rollout", "limegreen", "-."),
+    "pqn-ego-k3-qr32": ("pqn-ego, 32-quantile head", "darkviolet", "--"),
     "pqn-bilinear-k3": ("PQN --preset pqn (bilinear planes, stack 3)", "tab:red", "-"),
     "pqn-bilinear-k3-e32": ("pqn, 32 envs x 32-step rollouts", "tab:purple", "-"),
     "pqn-bilinear-k4": ("pqn, stack 4", "tab:brown", "-"),
@@ -49,6 +50,7 @@ SETTINGS = {
     "pqn-mb8": ("PQN on planes, 8 minibatches", "tab:olive", "--"),
     "ppo-planes": ("PPO on planes", "tab:orange", "-"),
     "pqn-ego-k3-40m": ("PQN --preset pqn-ego, schedules over 40M", "darkgreen", "-"),
+    "pqn-ego-k3-lr80m": ("pqn-ego, step size to 0 over 80M frames", "darkviolet", "--"),
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
