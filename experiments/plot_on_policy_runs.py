@@ -1,7 +1,7 @@
 """Draw docs/dqn-on-policy-returns.png from docs/dqn-on-policy-runs.csv (the PQN / PPO runs on decoded planes).
 
 Lines are training returns (mean of the last 100 games), dots the frozen 100-episode evals of the parameters at
-that point. Left: the 10M-frame runs, one colour per setting; right: the 40M-frame runs.
+that point. Left: the 10M-frame runs, one colour per setting; right: the longer runs.
 
     python experiments/plot_on_policy_runs.py [--csv docs/dqn-on-policy-runs.csv] [--out docs/dqn-on-policy-returns.png]
 """
@@ -79,7 +79,7 @@ def read_runs(path: Path) -> dict[str, dict]:
 def draw(runs: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 8.5), gridspec_kw=dict(width_ratios=[1.4, 1]))
     panels = ((axes[0], "10M-frame runs", lambda r: r["total_frames"] <= 10_000_100),
-              (axes[1], "40M-frame runs", lambda r: r["total_frames"] > 10_000_100))
+              (axes[1], "runs of 40M frames and more", lambda r: r["total_frames"] > 10_000_100))
     for ax, title, keep in panels:
         seeds = defaultdict(list)
         for run in runs.values():
@@ -101,7 +101,7 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.axhline(285, color="gray", ls=":", lw=1)
         ax.text(0.98, 250, "always FIRE 285", transform=ax.get_yaxis_transform(), ha="right", fontsize=9,
                 color="gray")
-        ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1450), xlim=(0, None))
+        ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1800), xlim=(0, None))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), labelspacing=0.3)  # below the axes
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"
