@@ -7,6 +7,7 @@
 # Each step has its own time limit (seconds, scaled by STEP_TIMEOUT_SCALE, default 1) so one slow or broken
 # step does not take the others with it; the log of each step is written to OUT_DIR (default results/gpu).
 # Steps run in order of what the GPU goals name: MNIST-sized epoch, 64-model sweep, DQN, then the digits grid.
+# ONLY="info mlp_core dqn_default" runs just the steps named.
 set -u
 out=${1:-results/gpu}
 mkdir -p "$out"
@@ -16,6 +17,8 @@ py=${PYTHON:-python3}
 
 if [ "${QUICK:-0}" = 1 ]; then
   mlp="--synthetic-mnist --epochs 1 --repeats 1"
+  core="--models 1 2 --epochs 1 --n-samples 2000"
+  pqn="--num-envs 8 --steps 2048 --rounds 1"
   sweep="--mnist-sized --models 4 --max-iter 1 --sklearn-fits 1 --n-samples 2000"
   digits="--max-iter 5 --cv 2"
   dqn="--num-envs 8 --steps 2000 --rounds 1"
@@ -23,6 +26,8 @@ if [ "${QUICK:-0}" = 1 ]; then
   scaling="--models 4 --epochs 2 --dqn-steps 300"
 else
   mlp="--synthetic-mnist --epochs 5 --repeats 3"
+  core="--models 1 64 --epochs 10"
+  pqn="--num-envs 8 128 --steps 32768 --rounds 1"
   sweep="--mnist-sized --models 64 --max-iter 5 --sklearn-fits 2"
   digits="--max-iter 100 --cv 3"
   dqn="--num-envs 8 --steps 20000 --rounds 1"
@@ -34,6 +39,7 @@ scaling_processes=${SCALING_PROCESSES:-1}
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   echo "=== $name: $*"
   local t0=$SECONDS
   timeout "$((limit * scale))" "$@" 2>&1 | tee "$out/$name.log"
@@ -41,8 +47,13 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 step info 60 "$py" -c "import jax, platform, os; print(platform.platform(), os.cpu_count(), 'CPUs'); print('jax', jax.__version__, jax.devices())"
+step mlp_core 120 "$py" experiments/bench_mlp_epoch.py $core --unroll 1 8 --hlo
+# the same epoch with the whole minibatch loop captured as one CUDA graph (XLA command buffers incl. WHILE)
+graphs="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+step mlp_core_graphs 120 env XLA_FLAGS="${XLA_FLAGS:-} $graphs" "$py" experiments/bench_mlp_epoch.py $core --unroll 1 --hlo
 step mlp_epoch 120 "$py" experiments/bench_mlp.py $mlp
 step mlp_sweep 150 "$py" experiments/bench_mlp_grid.py $sweep
+step dqn_default 180 "$py" experiments/bench_dqn.py --preset pqn-ego $pqn
 step dqn_tuned 150 "$py" experiments/bench_dqn.py --preset tuned $dqn
 step dqn_objects 150 "$py" experiments/bench_dqn.py --preset objects $dqn
 step dqn_planes 150 "$py" experiments/bench_dqn.py --preset objects --obs-encoding planes $dqn

@@ -17,9 +17,11 @@ from __future__ import annotations
 import fair_blas  # noqa: F401  (first: drops the OpenBLAS pins before NumPy loads)
 
 import argparse
+import collections
 import functools
 import itertools
 import os
+import re
 import time
 
 import jax
@@ -44,7 +46,28 @@ def _models(n_models: int, layer_units, optimizer):
     return stack(params), stack(states), jnp.asarray(np.logspace(-5, 1, n_models), jnp.float32)
 
 
-def bench(x, y, n_models: int, unroll: int, skip: str, epochs: int, batch_size: int, hidden: int):
+_NO_KERNEL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+
+
+def loop_body_ops(hlo_text: str) -> list[tuple[str, str]]:
+    """``(opcode, name)`` of the largest ``while`` body's instructions in optimized HLO text, less those that
+    launch nothing.
+
+    On a GPU each listed instruction (a fusion, a cuBLAS ``custom-call``, a copy) is roughly one kernel launch
+    per minibatch step, which is what bounds a step of this size; XLA names fusions after what they hold
+    (``loop_add_fusion``, ``gemm_fusion_dot``, ``input_reduce_fusion``...).
+    """
+    bodies = set(re.findall(r"\bwhile\(.*?body=%?([\w.\-]+)", hlo_text))
+    found = {}
+    for name, block in re.findall(r"^(?:%)?([\w.\-]+) [^\n]*\{\n(.*?)^\}", hlo_text, flags=re.M | re.S):
+        if name in bodies:
+            ops = re.findall(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?\s([a-z][a-z0-9\-]*)\(", block, flags=re.M)
+            found[name] = [(op, instruction) for instruction, op in ops if op not in _NO_KERNEL]
+    return max(found.values(), key=len, default=[])
+
+
+def bench(x, y, n_models: int, unroll: int, skip: str, epochs: int, batch_size: int, hidden: int,
+          hlo: bool = False):
     n_samples = x.shape[0]
     optimizer = optim.make_optimizer("adam")
     params, states, alphas = _models(n_models, [x.shape[1], hidden, y.shape[1]], optimizer)
@@ -53,6 +76,13 @@ def bench(x, y, n_models: int, unroll: int, skip: str, epochs: int, batch_size: 
     epoch = functools.partial(core.train_epoch, optimizer=optimizer, spec=core.MLPSpec(), unroll=unroll,
                               empty_batch_skip=skip)
     run = jax.jit(jax.vmap(lambda p, s, a: epoch(p, s, x, y, weight, rows, mask, a)))
+    if hlo:
+        ops = loop_body_ops(run.lower(params, states, alphas).compile().as_text())
+        counts = collections.Counter(op for op, _ in ops)
+        print(f"# models {n_models}, unroll {unroll}, skip {skip}: {len(ops)} launching ops in the loop "
+              f"body: {dict(counts.most_common())}", flush=True)
+        if unroll == 1:
+            print("#   " + " ".join(name for _, name in ops), flush=True)
     start = time.perf_counter()
     params, states, metrics = jax.block_until_ready(run(params, states, alphas))
     compile_and_first = time.perf_counter() - start
@@ -73,6 +103,8 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=60_000)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--hidden", type=int, default=100)
+    parser.add_argument("--hlo", action="store_true",
+                        help="also print the compiled loop body's kernel-launching HLO ops per row")
     args = parser.parse_args(argv)
     if min(args.models) < 1 or min(args.unroll) < 1 or args.epochs < 1 or args.n_samples < args.batch_size:
         parser.error("--models, --unroll, --epochs must be >= 1 and --n-samples >= --batch-size")
@@ -87,7 +119,7 @@ def main(argv=None):
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for n_models, unroll, skip in itertools.product(args.models, args.unroll, args.skip):
         first, seconds, n_batches, loss = bench(x, y, n_models, unroll, skip, args.epochs, args.batch_size,
-                                                args.hidden)
+                                                args.hidden, args.hlo)
         print(f"| {n_models} | {unroll} | {skip} | {first:.2f} | {1e3 * seconds:.2f} | "
               f"{1e3 * seconds / n_models:.3f} | {1e6 * seconds / n_batches:.1f} | {loss:.4f} |", flush=True)
 

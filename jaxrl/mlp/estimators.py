@@ -319,7 +319,7 @@ class _BaseMLP(BaseEstimator):
             hyper = dict(learning_rate=self.learning_rate_init, momentum=self.momentum)
         else:
             hyper = dict(learning_rate=self.learning_rate_init, b1=self.beta_1, b2=self.beta_2, eps=self.epsilon)
-        shapes = jax.eval_shape(optimizer.init, params)
+        shapes = optim.state_shapes(optimizer, params)
         opt_state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
         hyperparams = {name: np.asarray(value, dtype) for name, value in hyper.items()}
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **hyperparams})
