@@ -129,6 +129,23 @@ def test_sgd_and_adam_transforms_match_sklearn_optimizers():
             _tree_allclose(ours, sk_params, rtol=1e-13)
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_state_shapes_equals_eval_shape_and_is_traced_once_per_architecture(solver):
+    optimizer = optim.make_optimizer(solver)
+    params = core.init_params_numpy(np.random.RandomState(0), [5, 4, 3], "relu", np.float32)
+    expected = jax.eval_shape(optimizer.init, params)
+    got = optim.state_shapes(optimizer, params)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    assert [(a.shape, a.dtype) for a in jax.tree.leaves(got)] == [(a.shape, a.dtype) for a in jax.tree.leaves(expected)]
+    hits = optim._state_shapes.cache_info().hits
+    other = core.init_params_numpy(np.random.RandomState(1), [5, 4, 3], "relu", np.float32)  # same shapes
+    assert optim.state_shapes(optimizer, other) is got
+    assert optim._state_shapes.cache_info().hits == hits + 1
+    wider = core.init_params_numpy(np.random.RandomState(0), [5, 6, 3], "relu", np.float32)
+    shapes = lambda state: [a.shape for a in jax.tree.leaves(state)]
+    assert shapes(optim.state_shapes(optimizer, wider)) == shapes(jax.eval_shape(optimizer.init, wider)) != shapes(got)
+
+
 def test_invscaling_learning_rate_formula():
     assert optim.invscaling_learning_rate(0.1, 99, 0.5) == pytest.approx(0.01)
 
