@@ -208,7 +208,8 @@ class PreparedGrid(NamedTuple):
 def prepare_grid(estimator, grid, data: GridData, X, y, *, data_parallel: bool, shard_runs: bool,
                  epochs_per_call: int | None) -> PreparedGrid:
     """Make the runs (:func:`_make_runs`), choose the device layout and place the data, state and constants."""
-    runs, run_params, opt_states, optimizer = _make_runs(estimator, data.template, grid, data.splits, X, y, data.x)
+    runs, run_params, opt_states, optimizer = _make_runs(estimator, data.template, grid, data.splits, X, y, data.x,
+                                                          data.y)
     mesh = mlp_parallel.batch_mesh() if data_parallel else mlp_parallel.runs_mesh() if shard_runs else None
     layout = _Layout.of(runs, mesh.size if data_parallel else 1)
     if epochs_per_call is None:
@@ -311,8 +312,11 @@ def _stack(trees):
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
 
 
-def _make_runs(estimator, template, grid, splits, X, y, X_valid):
+def _make_runs(estimator, template, grid, splits, X, y, X_valid, y_valid):
     """One initialized estimator clone per (split, grid point), as its own ``fit`` would start.
+
+    ``template`` / ``X_valid`` / ``y_valid`` are :func:`validate_data`'s: the template was validated on ``X, y``
+    exactly as ``est.fit(X, y)`` validates, so the full-data fits take its result instead of validating again.
 
     Returns:
       ``(runs, params, opt_states, optimizer)``: lists of :class:`_Run`, initial
@@ -327,8 +331,11 @@ def _make_runs(estimator, template, grid, splits, X, y, X_valid):
             est = clone(estimator).set_params(**point)
             if fitted_by_validation is None:  # validate once per split; the grid's values do not enter it
                 unset = set(vars(est))
-                if test is None:  # a full-data fit: validated exactly as est.fit(X, y) would
-                    _, y_train = est._validate_input(X, y, incremental=False, reset=True)
+                if test is None:  # a full-data fit: the template's validation is est.fit(X, y)'s
+                    for name, value in vars(template).items():
+                        if name not in unset:
+                            setattr(est, name, copy.deepcopy(value))
+                    y_train = y_valid
                 else:
                     _, y_train = est._validate_input(X_valid[train], y_array[train], incremental=False, reset=True)
                     if is_classifier(est) and not np.array_equal(est.classes_, template.classes_):
