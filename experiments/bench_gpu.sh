@@ -49,8 +49,10 @@ step() {  # step NAME SECONDS COMMAND...
 step info 60 "$py" -c "import jax, platform, os; print(platform.platform(), os.cpu_count(), 'CPUs'); print('jax', jax.__version__, jax.devices())"
 step mlp_core 120 "$py" experiments/bench_mlp_epoch.py $core --unroll 1 8 --hlo
 # the same epoch with the whole minibatch loop captured as one CUDA graph (XLA command buffers incl. WHILE)
-graphs="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
-step mlp_core_graphs 120 env XLA_FLAGS="${XLA_FLAGS:-} $graphs" "$py" experiments/bench_mlp_epoch.py $core --unroll 1 --hlo
+graphs="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL"
+graphs="$graphs --xla_gpu_graph_min_graph_size=1"
+step mlp_core_graphs 120 env XLA_FLAGS="${XLA_FLAGS:-} $graphs" \
+  "$py" experiments/bench_mlp_epoch.py $core --unroll 1 --hlo
 step mlp_epoch 120 "$py" experiments/bench_mlp.py $mlp
 step mlp_sweep 150 "$py" experiments/bench_mlp_grid.py $sweep
 step dqn_default 180 "$py" experiments/bench_dqn.py --preset pqn-ego $pqn
