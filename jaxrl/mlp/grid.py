@@ -182,7 +182,7 @@ def fit_grid(
     data = validate_data(estimator, X, y, sample_weight, cv=cv, refit=refit)
     max_iter, n_fold_runs = int(estimator.max_iter), data.n_folds * len(grid)
     with jax.enable_x64(bool(data.x.dtype == np.float64)):
-        prepared = prepare_grid(estimator, grid, data, X, y, data_parallel=data_parallel, shard_runs=shard_runs,
+        prepared = prepare_grid(estimator, grid, data, y, data_parallel=data_parallel, shard_runs=shard_runs,
                                 epochs_per_call=epochs_per_call)
         timings = dict(prepare=time.perf_counter() - start_total)
 

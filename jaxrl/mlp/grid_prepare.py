@@ -205,11 +205,10 @@ class PreparedGrid(NamedTuple):
     place_held: Callable  # NumPy [len(held_runs), ...] -> the same array as place_runs of all runs' values
 
 
-def prepare_grid(estimator, grid, data: GridData, X, y, *, data_parallel: bool, shard_runs: bool,
+def prepare_grid(estimator, grid, data: GridData, y, *, data_parallel: bool, shard_runs: bool,
                  epochs_per_call: int | None) -> PreparedGrid:
     """Make the runs (:func:`_make_runs`), choose the device layout and place the data, state and constants."""
-    runs, run_params, opt_states, optimizer = _make_runs(estimator, data.template, grid, data.splits, X, y, data.x,
-                                                          data.y)
+    runs, run_params, opt_states, optimizer = _make_runs(estimator, data.template, grid, data.splits, y, data.x, data.y)
     mesh = mlp_parallel.batch_mesh() if data_parallel else mlp_parallel.runs_mesh() if shard_runs else None
     layout = _Layout.of(runs, mesh.size if data_parallel else 1)
     if epochs_per_call is None:
@@ -312,11 +311,12 @@ def _stack(trees):
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
 
 
-def _make_runs(estimator, template, grid, splits, X, y, X_valid, y_valid):
+def _make_runs(estimator, template, grid, splits, y, X_valid, y_valid):
     """One initialized estimator clone per (split, grid point), as its own ``fit`` would start.
 
-    ``template`` / ``X_valid`` / ``y_valid`` are :func:`validate_data`'s: the template was validated on ``X, y``
-    exactly as ``est.fit(X, y)`` validates, so the full-data fits take its result instead of validating again.
+    ``template`` / ``X_valid`` / ``y_valid`` are :func:`validate_data`'s: the template was validated on the
+    user's ``X, y`` exactly as ``est.fit(X, y)`` validates, so the full-data fits take its result instead of
+    validating again; the cv folds validate their rows of ``X_valid`` and ``y``.
 
     Returns:
       ``(runs, params, opt_states, optimizer)``: lists of :class:`_Run`, initial
