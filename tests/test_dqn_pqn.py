@@ -280,6 +280,21 @@ def test_pqn_ego_preset_is_the_default_and_its_schedules_span_ten_million_frames
     assert preset("seed") == DQNConfig() and DQNConfig().algo == "dqn"  # the reference agent is unchanged
 
 
+def test_pqn_ego_40m_preset_is_the_default_in_many_envs_with_schedules_over_forty_million_frames():
+    config, default = preset("pqn-ego-40m"), preset("pqn-ego")
+    assert config == default.replace(num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32,
+                                     total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
+                                     epsilon_decay_steps=1_000_000)
+    assert config.total_steps * config.frame_skip == 40_000_000
+    # the same updates per env step as the default: epochs x minibatches per rollout of num_envs x rollout_steps rows
+    updates_per_step = [c.epochs * c.num_minibatches / (c.num_envs * c.rollout_steps) for c in (config, default)]
+    assert updates_per_step == [1 / 64, 1 / 64]
+    assert (config.num_envs * config.rollout_steps // config.num_minibatches) == 128  # rows per minibatch
+    # the step size reaches 0 at the end of the run, epsilon its end after the first 10% of it
+    assert config.learning_rate_decay_updates == config.total_steps // 64 and config.learning_rate_end == 0.0
+    assert config.epsilon_decay_steps == config.total_steps // 10
+
+
 @pytest.mark.parametrize("rewards, expected", [(dict(clip_rewards=True), np.sign),
                                                (dict(clip_rewards=False, symlog_rewards=True),
                                                 lambda r: np.sign(r) * np.log1p(np.abs(r)))])
