@@ -19,6 +19,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   mlp="--synthetic-mnist --epochs 1 --repeats 1"
   core="--models 1 2 --epochs 1 --n-samples 2000"
   pqn="--num-envs 8 --steps 2048 --rounds 1"
+  pqn_default="--num-envs 8 --steps 2048 --rounds 1"
   sweep="--mnist-sized --models 4 --max-iter 1 --sklearn-fits 1 --n-samples 2000"
   digits="--max-iter 5 --cv 2"
   dqn="--num-envs 8 --steps 2000 --rounds 1"
@@ -27,7 +28,8 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
   mlp="--synthetic-mnist --epochs 5 --repeats 3"
   core="--models 1 64 --epochs 10"
-  pqn="--num-envs 8 128 --steps 32768 --rounds 1"
+  pqn="--num-envs 8 --steps 32768 --rounds 1"
+  pqn_default="--num-envs 128 --steps 32768 --rounds 1"
   sweep="--mnist-sized --models 64 --max-iter 5 --sklearn-fits 2"
   digits="--max-iter 100 --cv 3"
   dqn="--num-envs 8 --steps 20000 --rounds 1"
@@ -55,7 +57,8 @@ step mlp_core_graphs 120 env XLA_FLAGS="${XLA_FLAGS:-} $graphs" \
   "$py" experiments/bench_mlp_epoch.py $core --unroll 1 --hlo
 step mlp_epoch 120 "$py" experiments/bench_mlp.py $mlp
 step mlp_sweep 150 "$py" experiments/bench_mlp_grid.py $sweep
-step dqn_default 180 "$py" experiments/bench_dqn.py --preset pqn-ego $pqn
+step dqn_default 180 "$py" experiments/bench_dqn.py --preset pqn-ego-e128 $pqn_default
+step dqn_pqn_ego 180 "$py" experiments/bench_dqn.py --preset pqn-ego $pqn
 step dqn_tuned 150 "$py" experiments/bench_dqn.py --preset tuned $dqn
 step dqn_objects 150 "$py" experiments/bench_dqn.py --preset objects $dqn
 step dqn_planes 150 "$py" experiments/bench_dqn.py --preset objects --obs-encoding planes $dqn

@@ -288,7 +288,7 @@ def test_q_learning_solves_the_toy_env():
     assert summarize(metrics)["mean_return"] > 6.5  # of 8; uniform random actions score 2
 
 
-def test_train_defaults_to_the_pqn_ego_preset_and_seed_stays_the_reference(tmp_path):
+def test_train_defaults_to_the_pqn_ego_e128_preset_and_seed_stays_the_reference(tmp_path):
     assert preset("seed") == DQNConfig()  # the reference agent: every default of the config
     objects = preset("objects")
     assert (objects.obs_encoding, objects.frame_stack) == ("objects", 2)
@@ -300,3 +300,4 @@ def test_train_defaults_to_the_pqn_ego_preset_and_seed_stays_the_reference(tmp_p
                  "--eval-episodes", "0", "--max-episode-frames", "64", "--run-dir", str(run), "--no-progress"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["algo"] == "pqn" and saved["obs_encoding"] == "ego-planes" and saved["frame_stack"] == 3
+    assert saved["epochs"] == 2  # pqn-ego-e128's (pqn-ego: 4); the other shape fields were overridden above

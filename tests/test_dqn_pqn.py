@@ -268,9 +268,9 @@ def test_config_refuses_dqn_options_and_bad_values(overrides, message):
         _config(**overrides)
 
 
-def test_pqn_ego_preset_is_the_default_and_its_schedules_span_ten_million_frames():
+def test_pqn_ego_preset_is_pqn_on_egocentric_planes_with_schedules_over_ten_million_frames():
     config = preset("pqn-ego")
-    assert DEFAULT_PRESET == "pqn-ego" and config.algo == "pqn"
+    assert config.algo == "pqn"
     assert config == preset("pqn").replace(obs_encoding="ego-planes")  # the bilinear planes' PQN, centred
     assert (preset("pqn").obs_encoding, config.frame_stack) == ("bilinear-planes", 3)
     assert config.total_steps * config.frame_skip == 10_000_000
@@ -280,16 +280,25 @@ def test_pqn_ego_preset_is_the_default_and_its_schedules_span_ten_million_frames
     assert preset("seed") == DQNConfig() and DQNConfig().algo == "dqn"  # the reference agent is unchanged
 
 
-def test_pqn_ego_40m_preset_is_the_default_in_many_envs_with_schedules_over_forty_million_frames():
-    config, default = preset("pqn-ego-40m"), preset("pqn-ego")
-    assert config == default.replace(num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32,
-                                     total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
-                                     epsilon_decay_steps=1_000_000)
-    assert config.total_steps * config.frame_skip == 40_000_000
-    # the same updates per env step as the default: epochs x minibatches per rollout of num_envs x rollout_steps rows
-    updates_per_step = [c.epochs * c.num_minibatches / (c.num_envs * c.rollout_steps) for c in (config, default)]
+def test_pqn_ego_e128_preset_is_the_default_and_pqn_ego_in_many_envs_at_the_same_updates_per_step():
+    config, ego = preset("pqn-ego-e128"), preset("pqn-ego")
+    assert DEFAULT_PRESET == "pqn-ego-e128"
+    assert config == ego.replace(num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32)
+    # the same updates per env step: epochs x minibatches per rollout of num_envs x rollout_steps rows
+    updates_per_step = [c.epochs * c.num_minibatches / (c.num_envs * c.rollout_steps) for c in (config, ego)]
     assert updates_per_step == [1 / 64, 1 / 64]
     assert (config.num_envs * config.rollout_steps // config.num_minibatches) == 128  # rows per minibatch
+    # the schedules are pqn-ego's: over 10M frames, in env steps (so also in updates)
+    assert config.total_steps * config.frame_skip == 10_000_000
+    assert (config.learning_rate_decay_updates, config.epsilon_decay_steps) == (ego.learning_rate_decay_updates,
+                                                                                ego.epsilon_decay_steps)
+
+
+def test_pqn_ego_40m_preset_is_pqn_ego_e128_with_schedules_over_forty_million_frames():
+    config = preset("pqn-ego-40m")
+    assert config == preset("pqn-ego-e128").replace(total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
+                                                    epsilon_decay_steps=1_000_000)
+    assert config.total_steps * config.frame_skip == 40_000_000
     # the step size reaches 0 at the end of the run, epsilon its end after the first 10% of it
     assert config.learning_rate_decay_updates == config.total_steps // 64 and config.learning_rate_end == 0.0
     assert config.epsilon_decay_steps == config.total_steps // 10

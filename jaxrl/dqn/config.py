@@ -382,24 +382,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field channel): the
-# highest mean frozen-policy eval measured here at 10M frames (658.2 ± 39.4, ten seeds; docs/dqn-results.md).
+# 658.2 ± 39.4 over ten seeds at 10M frames (docs/dqn-results.md); the default until 2026-12-04.
 PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
 
-# `pqn-ego` for 40M-frame runs: CleanRL's many-env rollout shape (128 envs x 32-step rollouts, 2 epochs of 32
-# minibatches of 128 rows: the default's 1/64 updates per env step) and the step size and epsilon scheduled over 40M
-# frames (to 0 over the run; epsilon over its first 10%): 1,156.4 ± 126.0 over three seeds at 40M frames, the
-# highest measured here (docs/dqn-results.md); 2x the default's env steps/s on a 2-core CPU, 3x on an H200.
-PRESETS["pqn-ego-40m"] = dict(PRESETS["pqn-ego"], num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32,
-                              total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
+# `pqn-ego` in CleanRL's Atari PQN rollout shape: 128 envs x 32-step rollouts, 2 epochs of 32 minibatches of 128 rows
+# (the same 1/64 updates per env step as `pqn-ego`'s 8 envs x 128 steps, 4 epochs of 4 minibatches of 256 rows):
+# 676.5 ± 15.9 over five seeds at 10M frames, the highest measured here (docs/dqn-results.md); twice `pqn-ego`'s
+# env steps/s on a 2-core CPU, 3x on an H200.
+PRESETS["pqn-ego-e128"] = dict(PRESETS["pqn-ego"], num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32)
+
+# `pqn-ego-e128` for 40M-frame runs: the step size and epsilon scheduled over 40M frames (to 0 over the run; epsilon
+# over its first 10%): 1,156.4 ± 126.0 over three seeds at 40M frames, the highest measured here (docs/dqn-results.md).
+PRESETS["pqn-ego-40m"] = dict(PRESETS["pqn-ego-e128"], total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
                               epsilon_decay_steps=1_000_000)
 
 # What `jaxrl dqn train` starts from without --preset.
-DEFAULT_PRESET = "pqn-ego"
+DEFAULT_PRESET = "pqn-ego-e128"
 
 
 def preset(name: str, **overrides: Any) -> DQNConfig:
     """The named preset (``seed``, ``cleanrl-ratio``, ``tuned``, ``objects``, ``planes``, ``pqn``, ``pqn-ego``,
-    ``pqn-ego-40m``, ``tiny``) with ``overrides``."""
+    ``pqn-ego-e128``, ``pqn-ego-40m``, ``tiny``) with ``overrides``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
     return DQNConfig(**{**PRESETS[name], **overrides})
