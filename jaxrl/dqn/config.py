@@ -381,7 +381,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field channel): the
+# `pqn` on the egocentric planes (the bilinear planes centred on the cannon: 19 x 39 cells and a field channel):
 # 658.2 ± 39.4 over ten seeds at 10M frames (docs/dqn-results.md); the default until 2026-12-04.
 PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
 
