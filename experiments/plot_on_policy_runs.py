@@ -52,8 +52,7 @@ SETTINGS = {
     "ppo-planes": ("PPO on planes", "tab:orange", "-"),
     "pqn-ego-k3-40m": ("PQN --preset pqn-ego, schedules over 40M", "darkgreen", "-"),
     "pqn-ego-k3-lr80m": ("pqn-ego, step size to 0 over 80M frames", "darkviolet", "--"),
-    "pqn-ego-k3-e128-40m": ("--preset pqn-ego-40m (128 envs x 32-step rollouts), schedules over 40M", "tab:orange",
-                            "-"),
+    "pqn-ego-k3-e128-40m": ("PQN --preset pqn-ego-40m (pqn-ego-e128 over 40M)", "tab:orange", "-"),
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
