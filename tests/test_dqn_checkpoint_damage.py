@@ -239,3 +239,17 @@ def test_loading_a_sound_checkpoint_prints_only_the_result(trained_run, tmp_path
     played = _cli("play", "--run-dir", str(trained_run), "--episodes", "1", "--max-steps", "20", "--backend", BACKEND,
                   "--video", str(tmp_path / "play.gif"))
     assert played.returncode == 0 and played.stderr.strip() == "", played.stderr
+
+
+def test_asyncio_reports_of_unretrieved_checkpoint_read_errors_are_dropped_and_others_kept():
+    import logging
+
+    from jaxrl.dqn.run.checkpoint import _drop_unretrieved_read_errors
+
+    def record(msg, error):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, (type(error), error, None))
+
+    read_error = ValueError('FAILED_PRECONDITION: Error reading "dqn.params" in OCDBT database')
+    assert not _drop_unretrieved_read_errors(record("Task exception was never retrieved", read_error))
+    assert _drop_unretrieved_read_errors(record("Task exception was never retrieved", ValueError("other")))
+    assert _drop_unretrieved_read_errors(record("Exception in callback", read_error))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -430,6 +431,16 @@ def _quiet_closed_event_loop() -> None:
 
     hook.drops_closed_event_loop = True
     sys.unraisablehook = hook
+    # The same race's other face: a read that fails after the first one is a task whose exception nobody retrieves,
+    # which asyncio logs with its traceback when the task is collected. Dropped when it is a tensorstore read error.
+    logging.getLogger("asyncio").addFilter(_drop_unretrieved_read_errors)
+
+
+def _drop_unretrieved_read_errors(record: logging.LogRecord) -> bool:
+    """False (drop) for asyncio's "exception was never retrieved" record of a checkpoint read that failed."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not ("exception was never retrieved" in str(record.msg) and isinstance(error, ValueError)
+                and "Error reading" in str(error))
 
 
 def _fill_from_saved(abstract_state: Any, saved: Any, where: str) -> Any:
