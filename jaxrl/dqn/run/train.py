@@ -24,7 +24,9 @@ never stored as terminal, exactly like the env's own time limit), the checkpoint
 segment starts from freshly made envs seeded from ``(seed, segment index)``. A run resumed from a checkpoint
 therefore sees exactly the transitions, random numbers and updates of an uninterrupted run, and on CPU ends
 with bit-identical parameters. Episodes cut at a boundary are not counted in the episode statistics. With the
-default ``checkpoint_every`` (100k steps, 12.5k calls per env with 8 envs) about one episode in ten is cut.
+seed preset's ``checkpoint_every`` (100k steps, 12.5k calls per env with 8 envs) about one episode in ten is cut;
+with many envs the calls per env between boundaries (``checkpoint_every / num_envs``) are few, and the cut share
+grows as the agent's games get longer.
 The first learner call on a segment's new envs (their reset observations) stores nothing: ``done_tm1`` is set
 for every env first, also for an env whose episode had ended on the call just before the boundary.
 """
