@@ -258,7 +258,8 @@ class DQNConfig:
                                       "agent trained alone with its seed) in one run, sharded over every device "
                                       "of every process; host env loop", Int(1, 4096))
     total_steps: int = _field(2_500_000, "run", "env steps to train (all envs)", Int(1))
-    checkpoint_every: int = _field(100_000, "run", "env steps between checkpoints (segment boundaries)", Int(1))
+    checkpoint_every: int = _field(100_000, "run", "env steps between checkpoints (segment boundaries: every "
+                                         "env's game is cut and fresh envs start)", Int(1))
     keep_checkpoints: int = _field(3, "run", "latest checkpoints kept (plus the best)", Int(1))
     eval_episodes: int = _field(8, "run", "eval episodes at each checkpoint (0: off; the best checkpoint is then "
                                           "the best by training return)", Int(0))
