@@ -53,7 +53,7 @@ SETTINGS = {
     "pqn-ego-k3-40m": ("PQN --preset pqn-ego, schedules over 40M", "darkgreen", "-"),
     "pqn-ego-k3-lr80m": ("pqn-ego, step size to 0 over 80M frames", "darkviolet", "--"),
     "pqn-ego-k3-e128-40m": ("PQN --preset pqn-ego-40m (pqn-ego-e128 over 40M)", "tab:orange", "-"),
-    "pqn-ego-k3-e128-40m-seg25": ("pqn-ego-40m, 2.5M-step segments (--checkpoint-every 2500000)", "navy", "-"),
+    "pqn-ego-k3-e128-40m-seg25": ("pqn-ego-40m, 2.5M-step segments (--checkpoint-every 2500000); seed 2 stopped at 37.9M", "navy", "-"),
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
