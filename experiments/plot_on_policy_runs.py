@@ -52,8 +52,8 @@ SETTINGS = {
     "ppo-planes": ("PPO on planes", "tab:orange", "-"),
     "pqn-ego-k3-40m": ("PQN --preset pqn-ego, schedules over 40M", "darkgreen", "-"),
     "pqn-ego-k3-lr80m": ("pqn-ego, step size to 0 over 80M frames", "darkviolet", "--"),
-    "pqn-ego-k3-e128-40m": ("PQN --preset pqn-ego-40m (pqn-ego-e128 over 40M)", "tab:orange", "-"),
-    "pqn-ego-k3-e128-40m-seg25": ("pqn-ego-40m, 2.5M-step segments (--checkpoint-every 2500000); seed 2 stopped at 37.9M", "navy", "-"),
+    "pqn-ego-k3-e128-40m": ("pqn-ego-40m, 500k-step segments (until 2026-12-05)", "tab:orange", "-"),
+    "pqn-ego-k3-e128-40m-seg25": ("PQN --preset pqn-ego-40m (2.5M-step segments)", "navy", "-"),
     "pqn-bilinear-k3-40m": ("PQN --preset pqn, schedules over 40M", "tab:red", "-"),
     "pqn-planes-40m": ("PQN on planes (stack 2), compiled-iteration form", "tab:green", "-"),
 }
@@ -104,7 +104,7 @@ def draw(runs: dict[str, dict], out: Path) -> None:
         ax.axhline(285, color="gray", ls=":", lw=1)
         ax.text(0.98, 250, "always FIRE 285", transform=ax.get_yaxis_transform(), ha="right", fontsize=9,
                 color="gray")
-        ax.set(title=title, xlabel="frames (millions)", ylim=(0, 1800), xlim=(0, None))
+        ax.set(title=title, xlabel="frames (millions)", ylim=(0, 2000), xlim=(0, None))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), labelspacing=0.3)  # below the axes
     axes[0].set_ylabel("episode return")
     fig.suptitle("SpaceInvaders from decoded RAM planes (2-core CPU): lines = training return (last 100 games),\n"

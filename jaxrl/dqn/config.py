@@ -393,10 +393,11 @@ PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
 PRESETS["pqn-ego-e128"] = dict(PRESETS["pqn-ego"], num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32)
 
 # `pqn-ego-e128` for 40M-frame runs: the step size and epsilon scheduled over 40M frames (to 0 over the run; epsilon
-# over its first 10%): 1,203.8 ± 139.9 over four seeds at 40M frames, the highest four-seed mean measured here
-# (docs/dqn-results.md; with checkpoint_every=2_500_000, fewer games cut, two seeds gave 1,318.5 ± 16.3).
+# over its first 10%), and a segment boundary (a checkpoint, where every env's game is cut) every 2.5M env steps,
+# 19,531 steps per env, instead of 500k: 1,390.5 ± 90.3 over four seeds at 40M frames, the highest four-seed mean
+# measured here (1,203.8 ± 139.9 with 500k-step segments; docs/dqn-results.md).
 PRESETS["pqn-ego-40m"] = dict(PRESETS["pqn-ego-e128"], total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
-                              epsilon_decay_steps=1_000_000)
+                              epsilon_decay_steps=1_000_000, checkpoint_every=2_500_000)
 
 # What `jaxrl dqn train` starts from without --preset.
 DEFAULT_PRESET = "pqn-ego-e128"
