@@ -23,6 +23,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # setting (run name without its "-s<seed>") -> (legend label, colour, line style); drawn in this order
 SETTINGS = {
     "pqn-ego-k3-e128": ("PQN --preset pqn-ego-e128 (pqn-ego, 128 envs x 32-step rollouts; the default)", "navy", "-"),
+    "pqn-ego-k3-e128-seg25": ("pqn-ego-e128, one segment (--checkpoint-every 2500000)", "tab:orange", "-"),
     "pqn-ego-k3": ("PQN --preset pqn-ego (egocentric planes, stack 3, 8 envs x 128-step rollouts)", "darkgreen", "-"),
     "pqn-ego-k3-ep2": ("pqn-ego, 2 epochs per rollout", "limegreen", "-."),
     "pqn-ego-k3-qr32": ("pqn-ego, 32-quantile head", "darkviolet", "--"),

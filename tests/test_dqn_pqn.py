@@ -283,7 +283,10 @@ def test_pqn_ego_preset_is_pqn_on_egocentric_planes_with_schedules_over_ten_mill
 def test_pqn_ego_e128_preset_is_the_default_and_pqn_ego_in_many_envs_at_the_same_updates_per_step():
     config, ego = preset("pqn-ego-e128"), preset("pqn-ego")
     assert DEFAULT_PRESET == "pqn-ego-e128"
-    assert config == ego.replace(num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32)
+    assert config == ego.replace(num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32,
+                                 checkpoint_every=2_500_000)
+    # one segment in its 10M frames: no env's game is cut before the end (19,531 steps per env)
+    assert config.checkpoint_every == config.total_steps and config.checkpoint_every // config.num_envs == 19_531
     # the same updates per env step: epochs x minibatches per rollout of num_envs x rollout_steps rows
     updates_per_step = [c.epochs * c.num_minibatches / (c.num_envs * c.rollout_steps) for c in (config, ego)]
     assert updates_per_step == [1 / 64, 1 / 64]
@@ -294,13 +297,13 @@ def test_pqn_ego_e128_preset_is_the_default_and_pqn_ego_in_many_envs_at_the_same
                                                                                 ego.epsilon_decay_steps)
 
 
-def test_pqn_ego_40m_preset_is_pqn_ego_e128_with_schedules_and_segments_over_forty_million_frames():
+def test_pqn_ego_40m_preset_is_pqn_ego_e128_with_schedules_over_forty_million_frames():
     config = preset("pqn-ego-40m")
     assert config == preset("pqn-ego-e128").replace(total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
-                                                    epsilon_decay_steps=1_000_000, checkpoint_every=2_500_000)
+                                                    epsilon_decay_steps=1_000_000)
     assert config.total_steps * config.frame_skip == 40_000_000
     # four segments: a checkpoint (where every env's game is cut) each 10M frames, 19,531 steps per env between them
-    assert config.total_steps // config.checkpoint_every == 4 and config.checkpoint_every // config.num_envs == 19_531
+    assert config.total_steps // config.checkpoint_every == 4
     # the step size reaches 0 at the end of the run, epsilon its end after the first 10% of it
     assert config.learning_rate_decay_updates == config.total_steps // 64 and config.learning_rate_end == 0.0
     assert config.epsilon_decay_steps == config.total_steps // 10

@@ -387,17 +387,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["pqn-ego"] = dict(PRESETS["pqn"], obs_encoding="ego-planes")
 
 # `pqn-ego` in CleanRL's Atari PQN rollout shape: 128 envs x 32-step rollouts, 2 epochs of 32 minibatches of 128 rows
-# (the same 1/64 updates per env step as `pqn-ego`'s 8 envs x 128 steps, 4 epochs of 4 minibatches of 256 rows):
-# 676.5 ± 15.9 over five seeds at 10M frames, the highest measured here (docs/dqn-results.md); twice `pqn-ego`'s
-# env steps/s on a 2-core CPU, 3x on an H200.
-PRESETS["pqn-ego-e128"] = dict(PRESETS["pqn-ego"], num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32)
+# (the same 1/64 updates per env step as `pqn-ego`'s 8 envs x 128 steps, 4 epochs of 4 minibatches of 256 rows), and
+# a segment boundary (a checkpoint, where every env's game is cut) every 2.5M env steps, 19,531 steps per env (one
+# segment in its 10M frames; 500k steps cut every game each 3,906): 694.2 ± 25.9 over five seeds at 10M frames, the
+# highest measured here (676.5 ± 15.9 with 500k-step segments; docs/dqn-results.md); twice `pqn-ego`'s env steps/s
+# on a 2-core CPU, 3x on an H200.
+PRESETS["pqn-ego-e128"] = dict(PRESETS["pqn-ego"], num_envs=128, rollout_steps=32, epochs=2, num_minibatches=32,
+                               checkpoint_every=2_500_000)
 
 # `pqn-ego-e128` for 40M-frame runs: the step size and epsilon scheduled over 40M frames (to 0 over the run; epsilon
-# over its first 10%), and a segment boundary (a checkpoint, where every env's game is cut) every 2.5M env steps,
-# 19,531 steps per env, instead of 500k: 1,390.5 ± 90.3 over four seeds at 40M frames, the highest four-seed mean
+# over its first 10%), four segments: 1,390.5 ± 90.3 over four seeds at 40M frames, the highest four-seed mean
 # measured here (1,203.8 ± 139.9 with 500k-step segments; docs/dqn-results.md).
 PRESETS["pqn-ego-40m"] = dict(PRESETS["pqn-ego-e128"], total_steps=10_000_000, learning_rate_decay_steps=10_000_000,
-                              epsilon_decay_steps=1_000_000, checkpoint_every=2_500_000)
+                              epsilon_decay_steps=1_000_000)
 
 # What `jaxrl dqn train` starts from without --preset.
 DEFAULT_PRESET = "pqn-ego-e128"
